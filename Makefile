@@ -1,0 +1,31 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+# The pinned CPU torch is installed before the project so that pip never resolves torch
+# from the registry (which would pull several GB of CUDA wheels).
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_VERSION ?= 2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.ckptspec-installed
+export OMP_NUM_THREADS ?= 1
+
+.PHONY: demo test mutants bench schema clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q torch==$(TORCH_VERSION)
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/ckptspec demo
+
+test: $(STAMP)
+	$(BIN)/ckptspec schema --check
+	$(BIN)/python -m pytest -n 2 -q
+
+schema: $(STAMP)
+	$(BIN)/ckptspec schema
+
+clean:
+	rm -rf $(VENV) build *.egg-info

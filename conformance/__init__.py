@@ -1,0 +1,1 @@
+"""The ckptspec conformance suite: adapter protocol, pytest plugin and multi-process scenarios."""

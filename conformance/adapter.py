@@ -1,0 +1,162 @@
+"""The adapter protocol: the whole surface the conformance suite needs from a trainer.
+
+The suite builds one adapter inside every rank process of every phase, from an import string
+``module:object`` (a class, or a factory callable with the same signature). Before building
+it, the suite has already initialised the default ``torch.distributed`` process group (gloo on
+CPU, NCCL on CUDA) from the elastic launcher's environment; the adapter uses that group and
+must not create or destroy the default group itself.
+
+Every method marked *collective* is called on all ranks, in the same order. The suite computes
+every digest and comparison itself (with :mod:`ckptspec.digest`); adapters only expose state.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar, Literal, Optional, Protocol, Sequence, runtime_checkable
+
+Capability = Literal["reshard", "elastic", "eval", "accumulation", "best", "retention"]
+
+CAPABILITIES: tuple[str, ...] = ("reshard", "elastic", "eval", "accumulation", "best", "retention")
+"""Every capability an adapter may declare. A test that needs an undeclared one is skipped.
+
+- ``reshard``: sharded state (model, optimizer) loads at a different world size.
+- ``elastic``: with ``ScenarioConfig.elastic``, rank-local state is re-derived on a world-size
+  change instead of failing, and the next manifest records it.
+- ``eval``: :meth:`TrainerAdapter.evaluate` is implemented.
+- ``accumulation``: ``accumulation_steps > 1`` is supported.
+- ``best``: best-checkpoint tracking by ``best_metric`` is implemented.
+- ``retention``: ``keep_last`` is implemented.
+"""
+
+
+@dataclass(frozen=True)
+class RankContext:
+    """Where this adapter instance runs."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: str  # "cpu" or "cuda:<local_rank>"
+
+
+@dataclass(frozen=True)
+class ScenarioConfig:
+    """The training job a scenario asks for. Equal configs must give bitwise-equal runs.
+
+    ``global_batch_size`` is the number of samples per optimizer step over all ranks; the suite
+    keeps it divisible by ``world_size * accumulation_steps`` for every world size it uses.
+    Fingerprinted settings (MANIFEST-9) are ``accumulation_steps``, ``global_batch_size``,
+    ``seed`` (dataset identity) and the model architecture.
+    """
+
+    output_dir: str
+    run_id: str
+    seed: int = 0
+    total_steps: int = 8
+    accumulation_steps: int = 1
+    global_batch_size: int = 12
+    save_every: int = 0  # used by fit(); 0 saves only at the final step
+    eval_every: int = 0  # used by fit(); 0 never evaluates
+    keep_last: Optional[int] = None
+    best_metric: Optional[str] = None
+    best_mode: Literal["max", "min"] = "min"
+    best_min_delta: float = 0.0
+    elastic: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)  # adapter-specific settings, passed through
+
+    def replace(self, **changes: Any) -> "ScenarioConfig":
+        """A copy with ``changes`` applied."""
+        return ScenarioConfig(**{**asdict(self), **changes})
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """What one optimizer step did on this rank."""
+
+    step: int  # global step after this optimizer step (1 for the first)
+    loss: float  # the loss this rank reports for the step
+    lr: float  # learning rate used for the step
+    samples: tuple[int, ...]  # global ids of the training samples this rank consumed in the step
+
+
+@runtime_checkable
+class TrainerAdapter(Protocol):
+    """A trainer as the conformance suite drives it. Construct as ``Adapter(config, ctx)``."""
+
+    capabilities: ClassVar[frozenset[str]]
+    eval_set_size: ClassVar[int]  # number of eval samples addressable by evaluate(); 0 without `eval`
+
+    def __init__(self, config: ScenarioConfig, ctx: RankContext) -> None:
+        """Build model, optimizer, scheduler, data and checkpoint manager at step 0. No I/O in the run directory."""
+
+    @property
+    def step(self) -> int:
+        """The current global step (optimizer steps completed)."""
+
+    def resume(self, checkpoint: Optional[str] = None) -> int:
+        """*Collective.* Load ``checkpoint`` (a committed checkpoint directory), or the run's
+        latest when None; with no checkpoint at all, stay at step 0. Returns the step resumed at.
+
+        Must raise a :class:`ckptspec.errors.CheckpointError` subclass, before modifying any live
+        state, on world-size mismatch (RESUME-3), config drift (RESUME-5) or a failed integrity
+        check (RESUME-6).
+        """
+
+    def train(self, steps: int) -> list[StepRecord]:
+        """*Collective.* Run ``steps`` more optimizer steps; one record per step."""
+
+    def save(self) -> str:
+        """*Collective.* Commit a checkpoint at the current step; return its directory.
+
+        Metrics of an :meth:`evaluate` call made at the current step belong to this checkpoint
+        (manifest ``eval``, best tracking).
+        """
+
+    def fit(self) -> list[StepRecord]:
+        """*Collective.* The trainer's own main loop: resume from latest, train to
+        ``total_steps`` saving every ``save_every`` steps and at the end, evaluating every
+        ``eval_every`` steps on the full eval set. Returns records of the steps it trained.
+        """
+
+    def evaluate(self, samples: Sequence[int]) -> Optional[dict[str, float]]:
+        """*Collective.* Evaluate the current model on this rank's shard ``samples`` (ids in
+        ``range(eval_set_size)``; possibly empty). Returns the global metrics, or None when the
+        union of all shards is empty."""
+
+    def full_state(self) -> dict[str, Any]:
+        """*Collective.* The complete training state as this rank would restore it, unsharded:
+        ``{"model": ..., "optimizer": ..., "lr_scheduler": ..., "rng": ..., "data_position": ...}``,
+        nested mappings of full (not sharded) tensors and JSON values."""
+
+    def close(self) -> None:
+        """Release resources (not the default process group)."""
+
+
+def load_adapter(spec: str) -> type[TrainerAdapter]:
+    """Import ``module:object`` and check that it looks like a :class:`TrainerAdapter`.
+
+    Raises ``ValueError`` with a precise message for a malformed string, a missing module or
+    attribute, or undeclared/unknown capabilities.
+    """
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"adapter must be given as 'module:object', got {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"cannot import adapter module {module_name!r}: {exc}") from None
+    obj: Any = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ValueError(f"module {module_name!r} has no attribute {attr!r}") from None
+    capabilities = getattr(obj, "capabilities", None)
+    if not isinstance(capabilities, frozenset):
+        raise ValueError(f"adapter {spec!r} must declare `capabilities` as a frozenset")
+    unknown = sorted(set(capabilities) - set(CAPABILITIES))
+    if unknown:
+        raise ValueError(f"adapter {spec!r} declares unknown capabilities {unknown}; known: {list(CAPABILITIES)}")
+    return obj

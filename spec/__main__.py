@@ -1,0 +1,4 @@
+from ckptspec.cli import main
+import sys
+
+sys.exit(main())

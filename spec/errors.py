@@ -1,0 +1,67 @@
+"""Typed errors a conformant trainer raises when it refuses to resume (section *resume*).
+
+Each carries a stable ``code`` and the requirement it enforces, and is raised before any live
+state is modified. The conformance suite recognises them by class, so adapters should raise
+these (or subclasses) rather than generic exceptions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+
+class CheckpointError(Exception):
+    """Base of every refusal to load a checkpoint."""
+
+    code = "CKPT"
+    requirement = ""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"[{self.code}] {message}")
+        self.message = message
+
+
+class WorldSizeMismatchError(CheckpointError):
+    """The checkpoint was written at another world size and holds rank-local state (RESUME-3)."""
+
+    code = "RESUME_WORLD_SIZE"
+    requirement = "RESUME-3"
+
+    def __init__(self, saved: int, current: int, components: Iterable[str]) -> None:
+        self.saved, self.current, self.components = saved, current, sorted(components)
+        super().__init__(
+            f"checkpoint was written at world size {saved} but this run has {current}; "
+            f"rank-local components cannot be resharded: {', '.join(self.components)} "
+            "(resume at the saved world size, or enable an elastic policy)"
+        )
+
+
+class ConfigDriftError(CheckpointError):
+    """Fingerprinted settings differ from the checkpoint's (RESUME-5)."""
+
+    code = "RESUME_CONFIG_DRIFT"
+    requirement = "RESUME-5"
+
+    def __init__(self, differences: Mapping[str, tuple[Any, Any]]) -> None:
+        self.differences = dict(sorted(differences.items()))
+        detail = "; ".join(f"{k}: checkpoint {saved!r}, run {now!r}" for k, (saved, now) in self.differences.items())
+        super().__init__(f"config drift in {len(self.differences)} fingerprinted setting(s): {detail}")
+
+
+class IntegrityError(CheckpointError):
+    """A checkpoint file is missing, truncated or corrupted (RESUME-6)."""
+
+    code = "RESUME_INTEGRITY"
+    requirement = "RESUME-6"
+
+    def __init__(self, problems: Iterable[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("checkpoint failed its integrity check: " + "; ".join(self.problems))
+
+
+class NoCheckpointError(CheckpointError):
+    """A resume was asked for a checkpoint that does not exist or is not committed."""
+
+    code = "RESUME_NO_CHECKPOINT"
+    requirement = "LAYOUT-3"
