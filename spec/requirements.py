@@ -116,9 +116,10 @@ REQUIREMENTS: tuple[Requirement, ...] = (
        "`spec_version`; fields not defined by the schema MUST appear only inside `extensions`.",
        "validator"),
     _r("MANIFEST-2", "MUST", M, "Well-formed JSON within limits",
-       "A manifest MUST NOT exceed 64 MiB, MUST NOT nest deeper than 64 levels, and MUST NOT "
-       "contain NaN or infinite numbers. Readers MUST report a violation as a finding and MUST "
-       "NOT crash on it.", "validator"),
+       "`manifest.json` and `run.json` MUST be UTF-8 encoded JSON of at most 64 MiB, MUST NOT "
+       "nest arrays and objects deeper than 64 levels, MUST NOT contain NaN or infinite numbers, "
+       "and MUST NOT repeat a key within an object. Readers MUST report a violation as a finding "
+       "and MUST NOT crash on it.", "validator"),
     _r("MANIFEST-3", "MUST", M, "Step matches progress",
        "The manifest's `step` MUST equal `progress.global_step`, and "
        "`progress.accumulation_steps` MUST equal the fingerprinted `accumulation_steps`.",

@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
-import posixpath
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, JsonValue, StringConstraints
 
 JSONValue = JsonValue
 """Any JSON value (finite numbers only, enforced where documents are parsed)."""
 
-NonNegativeInt = Annotated[int, Field(ge=0)]
-PositiveInt = Annotated[int, Field(ge=1)]
-Rank = Annotated[int, Field(ge=0, description="A global rank of the process group.")]
+
+def _integral_float_to_int(value: Any) -> Any:
+    # JSON Schema counts 5.0 as an integer; strict pydantic would not. Converting integral
+    # floats here makes both validators give the same verdict on every document.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+NonNegativeInt = Annotated[int, Field(ge=0), BeforeValidator(_integral_float_to_int)]
+"""An integer >= 0; an integral JSON number such as ``5.0`` is accepted as ``5``."""
+PositiveInt = Annotated[int, Field(ge=1), BeforeValidator(_integral_float_to_int)]
+"""An integer >= 1; an integral JSON number such as ``5.0`` is accepted as ``5``."""
+Rank = Annotated[
+    int,
+    Field(ge=0, description="A global rank of the process group."),
+    BeforeValidator(_integral_float_to_int),
+]
 Sha256Hex = Annotated[
     str,
     StringConstraints(pattern=r"^[0-9a-f]{64}$"),
@@ -40,26 +54,18 @@ SpecVersion = Annotated[
 ]
 
 
-def _check_relative_path(value: str) -> str:
-    if not value or value.startswith("/") or "\\" in value or "\x00" in value:
-        raise ValueError("must be a non-empty relative POSIX path without backslashes or NUL")
-    parts = value.split("/")
-    if any(part in ("", ".", "..") for part in parts):
-        raise ValueError("must be normalised: no empty, '.' or '..' segments")
-    if posixpath.normpath(value) != value:
-        raise ValueError("must be normalised")
-    return value
+# One path segment: anything but `/`, `\\` and NUL, and not `.` or `..`. Written without
+# lookaround so that every regex dialect (ECMA-262, Python, RE2) reads it the same way.
+_SEGMENT = r"(?:[^/\\\x00.][^/\\\x00]*|\.[^/\\\x00.][^/\\\x00]*|\.\.[^/\\\x00]+)"
+_RELATIVE_PATH_PATTERN = rf"^{_SEGMENT}(?:/{_SEGMENT})*$"
 
 
 RelativePath = Annotated[
     str,
-    StringConstraints(min_length=1, max_length=1024),
-    AfterValidator(_check_relative_path),
-    Field(
-        description="A relative, normalised POSIX path that stays inside the checkpoint directory.",
-        json_schema_extra={"pattern": r"^(?!/)(?!.*\\)(?!(.*/)?\.\.?(/|$))(?!.*//)[^\x00]+(?<!/)$"},
-    ),
+    StringConstraints(min_length=1, max_length=1024, pattern=_RELATIVE_PATH_PATTERN),
+    Field(description="A relative, normalised POSIX path that stays inside the checkpoint directory."),
 ]
+"""`/`-separated segments, none empty, `.` or `..`, without `\\` or NUL: relative and normalised."""
 
 
 class StrictModel(BaseModel):

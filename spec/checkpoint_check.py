@@ -1,0 +1,99 @@
+"""Validating one checkpoint directory: its manifest, its name and its files (files stage)."""
+
+from __future__ import annotations
+
+import os
+import stat
+from typing import Optional
+
+from ckptspec.confined import is_inside, resolve, scan_tree, sha256_file
+from ckptspec.documents import load_manifest
+from ckptspec.findings import Finding, finding, json_pointer
+from ckptspec.layout import LAYOUT, parse_checkpoint_dir
+from ckptspec.manifest import Manifest
+
+_RESOLUTION_CODES = {"missing": "FILE_MISSING", "not_regular": "FILE_NOT_REGULAR", "escapes": "PATH_ESCAPES"}
+
+
+def _manifest_problem(directory: str, real_root: str) -> Optional[Finding]:
+    """A finding if ``manifest.json`` is absent, not a regular file, or a link leaving the directory."""
+    path = os.path.join(directory, LAYOUT.manifest_file)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return finding("CHECKPOINT_NO_MANIFEST", directory, f"no {LAYOUT.manifest_file}: this directory is not a committed checkpoint")
+    except OSError as exc:
+        return finding("CHECKPOINT_NO_MANIFEST", directory, f"{LAYOUT.manifest_file} cannot be examined: {exc.strerror}")
+    if stat.S_ISLNK(st.st_mode):
+        real = os.path.realpath(path)
+        if not is_inside(real_root, real):
+            return finding("PATH_ESCAPES", path, f"is a symbolic link to {real}, outside the checkpoint directory; not followed")
+        if not os.path.isfile(real):
+            return finding("CHECKPOINT_NO_MANIFEST", path, "is a symbolic link to something that is not a regular file")
+    elif not stat.S_ISREG(st.st_mode):
+        return finding("CHECKPOINT_NO_MANIFEST", path, "is not a regular file")
+    return None
+
+
+def check_files(directory: str, manifest: Manifest, *, deep: bool) -> list[Finding]:
+    """LAYOUT-5/6/7: every listed file exists inside ``directory`` as a regular file of the listed size
+    (and, with ``deep``, SHA-256), and no other regular file is there."""
+    real_root = os.path.realpath(directory)
+    tree = scan_tree(directory)
+    findings: list[Finding] = []
+    listed: set[str] = {LAYOUT.manifest_file}
+    manifest_path = os.path.join(directory, LAYOUT.manifest_file)
+    for ci, component in enumerate(manifest.components):
+        for fi, entry in enumerate(component.files):
+            listed.add(entry.path)
+            r = resolve(directory, real_root, tree, entry.path)
+            if r.status == "ok" and r.size == entry.size and not deep:
+                continue
+            file_path = os.path.join(directory, entry.path)
+            where = json_pointer("components", ci, "files", fi)
+            if r.status != "ok":
+                findings.append(finding(_RESOLUTION_CODES[r.status], file_path, f"listed by component {component.name!r} but {r.detail}", where))
+                continue
+            if r.size != entry.size:
+                findings.append(finding("FILE_SIZE_MISMATCH", file_path, f"is {r.size} bytes, the manifest says {entry.size}", where))
+                continue
+            if deep and r.real_path is not None:
+                try:
+                    digest = sha256_file(r.real_path)
+                except OSError as exc:
+                    findings.append(finding("FILE_MISSING", file_path, f"cannot be read: {exc.strerror}", where))
+                    continue
+                if digest != entry.sha256:
+                    findings.append(finding("FILE_DIGEST_MISMATCH", file_path, f"has SHA-256 {digest}, the manifest says {entry.sha256}", where))
+    # a link to a directory that listed paths go through is accounted for by those paths
+    ancestors = {rel.rsplit("/", i)[0] for rel in listed for i in range(1, rel.count("/") + 1)}
+    for rel, st in sorted(tree.items()):
+        if rel in listed or rel in ancestors:
+            continue
+        if stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
+            findings.append(finding("UNLISTED_FILE", os.path.join(directory, rel), f"is not listed in {manifest_path}"))
+    return findings
+
+
+def check_checkpoint(directory: str, *, deep: bool = False, run_id: Optional[str] = None) -> tuple[Optional[Manifest], list[Finding]]:
+    """Validate the checkpoint directory ``directory``; return its manifest (None if unusable) and the findings.
+
+    ``run_id``, when given, is the run the checkpoint is stored in (LAYOUT-1).
+    """
+    problem = _manifest_problem(directory, os.path.realpath(directory))
+    if problem is not None:
+        return None, [problem]
+    manifest_path = os.path.join(directory, LAYOUT.manifest_file)
+    try:
+        manifest, findings = load_manifest(manifest_path)
+    except OSError as exc:
+        return None, [finding("CHECKPOINT_NO_MANIFEST", manifest_path, f"cannot be read: {exc.strerror}")]
+    if manifest is None:
+        return None, findings
+    name_step = parse_checkpoint_dir(os.path.basename(os.path.realpath(directory)))
+    if name_step is not None and name_step != manifest.step:
+        findings.append(finding("DIR_STEP_MISMATCH", directory, f"directory name encodes step {name_step} but the manifest's step is {manifest.step}"))
+    if run_id is not None and manifest.run_id != run_id:
+        findings.append(finding("CHECKPOINT_RUN_ID", manifest_path, f"run_id is {manifest.run_id!r} but the checkpoint is stored in run {run_id!r}", json_pointer("run_id")))
+    findings += check_files(directory, manifest, deep=deep)
+    return manifest, findings

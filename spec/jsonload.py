@@ -1,0 +1,100 @@
+"""Parsing `manifest.json` and `run.json` bytes within the limits of MANIFEST-2.
+
+Every way a document can be malformed (too large, not UTF-8, not JSON, too deep, NaN or
+infinite numbers, repeated keys) becomes a finding; nothing here raises on bad input.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import re
+from typing import Any, Optional
+
+from ckptspec.findings import Finding, finding
+
+MAX_DOCUMENT_BYTES = 64 * 1024 * 1024
+"""Largest manifest or run index a reader accepts (MANIFEST-2)."""
+
+MAX_DEPTH = 64
+"""Deepest nesting of arrays and objects a reader accepts (MANIFEST-2)."""
+
+
+class _NonFinite(ValueError):
+    pass
+
+
+def _reject_constant(name: str) -> Any:
+    raise _NonFinite(f"{name} is not a finite number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise _NonFinite(f"{text} does not fit in a double")
+    return value
+
+
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NESTING = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
+_NOT_BRACKETS = bytes(set(range(256)) - set(b"[]{}"))
+
+
+def nesting_depth(data: bytes) -> int:
+    """The deepest nesting of arrays and objects in the JSON text ``data``, found without parsing
+    (and so without recursion): strings are removed, brackets counted +1 / -1."""
+    brackets = _STRING.sub(b"", data).translate(None, _NOT_BRACKETS).translate(_NESTING)
+    return max(itertools.accumulate(memoryview(brackets).cast("b")), default=0)
+
+
+def parse_document(data: bytes, path: str) -> tuple[Optional[Any], list[Finding]]:
+    """The JSON value in ``data``, or None with the findings that explain why it is unusable.
+
+    ``path`` names the document in findings. A value is returned only when there are no findings.
+    """
+    if len(data) > MAX_DOCUMENT_BYTES:
+        return None, [finding("JSON_TOO_LARGE", path, f"{len(data)} bytes, more than the {MAX_DOCUMENT_BYTES}-byte limit")]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return None, [finding("JSON_ENCODING", path, f"not UTF-8: invalid byte at offset {exc.start}")]
+    depth = nesting_depth(data)
+    if depth > MAX_DEPTH:
+        return None, [finding("JSON_TOO_DEEP", path, f"nesting depth {depth} exceeds {MAX_DEPTH}")]
+    duplicates: list[str] = []
+
+    def build_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj = dict(pairs)
+        if len(obj) != len(pairs):
+            seen: set[str] = set()
+            for key, _ in pairs:
+                if key in seen:
+                    duplicates.append(key)
+                seen.add(key)
+        return obj
+
+    try:
+        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float, object_pairs_hook=build_object)
+    except _NonFinite as exc:
+        return None, [finding("JSON_NONFINITE", path, str(exc))]
+    except RecursionError:  # not expected after the depth check; a crash is never acceptable
+        return None, [finding("JSON_TOO_DEEP", path, "nesting is deeper than the parser can follow")]
+    except ValueError as exc:  # JSONDecodeError, or an integer literal with too many digits
+        return None, [finding("JSON_SYNTAX", path, f"not valid JSON: {exc}")]
+    if duplicates:
+        names = ", ".join(sorted({repr(k) for k in duplicates}))
+        return None, [finding("JSON_DUPLICATE_KEY", path, f"repeated key(s) {names}")]
+    return value, []
+
+
+def read_document(path: str) -> tuple[Optional[Any], list[Finding]]:
+    """Read and parse the document at ``path`` (a regular file), reading at most one byte past the limit.
+
+    Raises ``OSError`` when the file cannot be opened or read.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(MAX_DOCUMENT_BYTES + 1)
+    return parse_document(data, path)

@@ -1,0 +1,86 @@
+"""The JSON Schemas generated from the spec models, and the registries exported as JSON.
+
+The files under ``spec/schemas/`` are what non-Python tools read. They are generated (never
+edited by hand) with sorted keys, two-space indent and a trailing newline, so regeneration is
+byte-stable and ``ckptspec schema --check`` can tell when one is stale.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from ckptspec.findings import CODES_LIST
+from ckptspec.manifest import SPEC_VERSION, Manifest
+from ckptspec.requirements import REQUIREMENTS
+from ckptspec.run_index import RunIndex
+
+SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
+"""Where the generated files live (shipped as package data)."""
+
+_MAJOR = SPEC_VERSION.split(".")[0]
+
+SCHEMA_MODELS: dict[str, tuple[type[BaseModel], str]] = {
+    "manifest.schema.json": (Manifest, f"urn:ckptspec:schema:{_MAJOR}:manifest"),
+    "run-index.schema.json": (RunIndex, f"urn:ckptspec:schema:{_MAJOR}:run-index"),
+}
+"""Schema file name -> (model, ``$id``)."""
+
+
+def _anchor_patterns(node: Any) -> Any:
+    # Python's `re` (used by the `jsonschema` package) lets `$` match before a final newline;
+    # ECMA-262 and pydantic do not. `$(?!\n)` means "end of string" in all of them.
+    if isinstance(node, dict):
+        out = {k: _anchor_patterns(v) for k, v in node.items()}
+        pattern = out.get("pattern")
+        if isinstance(pattern, str) and pattern.endswith("$") and not pattern.endswith("\\$"):
+            out["pattern"] = pattern + r"(?!\n)"
+        return out
+    if isinstance(node, list):
+        return [_anchor_patterns(v) for v in node]
+    return node
+
+
+def json_schema(model: type[BaseModel], schema_id: str) -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of ``model`` with ``$id`` ``schema_id``."""
+    schema: dict[str, Any] = _anchor_patterns(model.model_json_schema(mode="validation"))
+    schema["$schema"] = SCHEMA_DIALECT
+    schema["$id"] = schema_id
+    return schema
+
+
+def render(document: Any) -> str:
+    """The stable text form of a generated JSON file."""
+    return json.dumps(document, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+
+
+def registry_documents() -> dict[str, Any]:
+    """The requirement and code registries as JSON documents, by file name."""
+    return {
+        "requirements.json": {
+            "spec_version": SPEC_VERSION,
+            "requirements": [r.model_dump(mode="json") for r in REQUIREMENTS],
+        },
+        "codes.json": {
+            "spec_version": SPEC_VERSION,
+            "codes": [c.model_dump(mode="json") for c in CODES_LIST],
+        },
+    }
+
+
+def generated_files() -> dict[str, str]:
+    """Every file of ``spec/schemas/`` by name, with its expected content."""
+    files = {name: render(json_schema(model, sid)) for name, (model, sid) in SCHEMA_MODELS.items()}
+    files.update({name: render(doc) for name, doc in registry_documents().items()})
+    return files
+
+
+def load_schema(name: str) -> dict[str, Any]:
+    """The checked-in schema ``name`` (e.g. ``manifest.schema.json``), parsed."""
+    with open(SCHEMA_DIR / name, encoding="utf-8") as f:
+        result: dict[str, Any] = json.load(f)
+    return result

@@ -1,0 +1,50 @@
+"""The example cases of spec/examples: every case gives exactly its expected codes and verdict,
+every registered code is exercised, and the data is self-consistent."""
+
+from __future__ import annotations
+
+import pytest
+from spec_cases import CASE_KEYS, CASES, Case
+
+from ckptspec.findings import CODES, Severity, is_conformant, strict
+from ckptspec.validator import validate_path
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_case_gives_its_codes_and_verdict(case: Case, tmp_path) -> None:
+    findings = validate_path(case.target(tmp_path), deep=case.spec["deep"])
+    assert sorted({f.code for f in findings}) == case.spec["codes"], [f.line() for f in findings]
+    verdict = "conformant" if is_conformant(findings) else "not_conformant"
+    assert verdict == case.spec["verdict"]
+    for f in findings:
+        assert f.requirement == CODES[f.code].requirement
+        assert f.severity is CODES[f.code].severity
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_case_file_is_well_formed(case: Case) -> None:
+    spec = case.spec
+    assert set(spec) <= CASE_KEYS and {"description", "path", "deep", "verdict", "codes"} <= set(spec)
+    assert spec["verdict"] in ("conformant", "not_conformant")
+    assert spec["codes"] == sorted(set(spec["codes"])) and set(spec["codes"]) <= set(CODES)
+    if case.kind == "valid":
+        assert spec["codes"] == [] and spec["verdict"] == "conformant"
+    else:
+        assert spec["codes"], "an invalid case names the code(s) it must produce"
+        # one broken rule per case: every code it expects belongs to one requirement
+        assert len({CODES[c].requirement for c in spec["codes"]}) == 1
+
+
+def test_every_code_has_an_invalid_case() -> None:
+    covered = {code for case in CASES if case.kind == "invalid" for code in case.spec["codes"]}
+    assert set(CODES) - covered == set()
+    assert sum(1 for c in CASES if c.kind == "invalid") >= 20
+
+
+def test_warning_cases_fail_under_strict(tmp_path) -> None:
+    warned = [c for c in CASES if c.kind == "invalid" and c.spec["verdict"] == "conformant"]
+    assert warned
+    for case in warned:
+        findings = validate_path(case.target(tmp_path), deep=True)
+        assert all(f.severity is Severity.WARNING for f in findings)
+        assert not is_conformant(strict(findings))

@@ -1,0 +1,84 @@
+"""Two validators, one verdict: pydantic and the `jsonschema` package agree on the structure of
+every document of every example case, and cross-field cases are schema-valid under both."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jsonschema import Draft202012Validator
+from pydantic import BaseModel, ValidationError
+from spec_cases import CASES, Case
+
+from ckptspec.findings import CODES
+from ckptspec.jsonload import read_document
+from ckptspec.manifest import Manifest
+from ckptspec.run_index import RunIndex
+from ckptspec.schemas import SCHEMA_DIALECT, load_schema
+
+VALIDATORS = {
+    "manifest.json": (Manifest, Draft202012Validator(load_schema("manifest.schema.json"))),
+    "run.json": (RunIndex, Draft202012Validator(load_schema("run-index.schema.json"))),
+}
+
+
+def verdicts(model: type[BaseModel], validator: Draft202012Validator, value: Any) -> tuple[bool, bool]:
+    try:
+        model.model_validate(value)
+        by_pydantic = True
+    except ValidationError:
+        by_pydantic = False
+    return by_pydantic, validator.is_valid(value)
+
+
+def _structure_only(case: Case) -> bool:
+    return all(CODES[c].stage == "structure" for c in case.spec["codes"])
+
+
+@pytest.mark.parametrize("name", ["manifest.schema.json", "run-index.schema.json"])
+def test_schemas_are_valid_draft_2020_12(name: str) -> None:
+    schema = load_schema(name)
+    Draft202012Validator.check_schema(schema)
+    assert schema["$schema"] == SCHEMA_DIALECT
+    assert schema["$id"] == f"urn:ckptspec:schema:1:{name.removesuffix('.schema.json')}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_pydantic_and_jsonschema_agree(case: Case) -> None:
+    for path in case.documents():
+        value, problems = read_document(str(path))
+        if problems:  # not JSON within the limits: neither validator gets to see it
+            continue
+        by_pydantic, by_schema = verdicts(*VALIDATORS[path.name], value)
+        assert by_pydantic == by_schema, f"{path}: pydantic {by_pydantic}, jsonschema {by_schema}"
+        codes = case.spec["codes"]
+        if not codes or all(CODES[c].stage in ("rule", "files", "run") for c in codes):
+            assert by_schema, f"{path}: a cross-field or valid case must be schema-valid"
+        elif _structure_only(case) and path.name == Path(case.spec["path"]).name:
+            assert not by_schema, f"{path}: a structure case must be schema-invalid"
+
+
+@pytest.mark.parametrize(
+    "value, valid",
+    [(100, True), (100.0, True), (1e2, True), (100.5, False), (True, False), ("100", False), (-1, False), (-0.0, True)],
+)
+def test_integral_numbers_agree(value: Any, valid: bool) -> None:
+    base = Manifest.model_validate(read_document(str(next(c for c in CASES if c.name == "manifest-world2").directory / "manifest.json"))[0])
+    document = base.model_dump(mode="json", exclude_unset=True)
+    document["step"] = value
+    document["progress"]["global_step"] = value
+    assert verdicts(*VALIDATORS["manifest.json"], document) == (valid, valid)
+
+
+@pytest.mark.parametrize(
+    "path, valid",
+    [("a", True), ("a/b.pt", True), (".metadata", True), ("..a", True), ("...", True), ("a\n", True),
+     ("", False), (".", False), ("..", False), ("/a", False), ("a/", False), ("a//b", False), ("a/./b", False),
+     ("a/../b", False), ("a\\b", False), ("a\x00b", False), ("\n/../b", False), ("x" * 1025, False)],
+)
+def test_relative_path_rules_agree(path: str, valid: bool) -> None:
+    base = Manifest.model_validate(read_document(str(next(c for c in CASES if c.name == "manifest-world2").directory / "manifest.json"))[0])
+    document = base.model_dump(mode="json", exclude_unset=True)
+    document["components"][0]["files"][0]["path"] = path
+    assert verdicts(*VALIDATORS["manifest.json"], document) == (valid, valid)
