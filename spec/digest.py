@@ -21,6 +21,7 @@ This module imports torch only when a tensor is digested.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import sys
@@ -60,9 +61,12 @@ def tensor_digest(tensor: Any) -> str:
     t = tensor.detach()
     if getattr(t, "is_sparse", False):
         t = t.to_dense()
-    t = t.to("cpu").clone(memory_format=torch.contiguous_format)
+    t = t.to("cpu").contiguous()
     dtype = str(t.dtype).removeprefix("torch.")
-    return raw_tensor_digest(dtype, tuple(t.shape), bytes(t.untyped_storage()))
+    nbytes = t.numel() * t.element_size()
+    # A zero-copy view of the elements: `t` stays alive (and contiguous) while it is hashed.
+    data = memoryview((ctypes.c_char * nbytes).from_address(t.data_ptr())) if nbytes else b""
+    return raw_tensor_digest(dtype, tuple(t.shape), data)
 
 
 def _is_tensor(value: Any) -> bool:
