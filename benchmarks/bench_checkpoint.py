@@ -1,0 +1,153 @@
+"""Checkpoint overhead of the reference manager against raw DCP, and async-save blocking time.
+
+    python benchmarks/bench_checkpoint.py [--nproc 2] [--repeats 5] [--output-dir /tmp/ckptspec-bench]
+
+Relaunches itself under ``torch.distributed.run`` on ``--nproc`` CPU ranks. The model's
+model + optimizer state is about 250 MB. In each of ``--repeats`` rounds (order alternating)
+it measures, on the same state: raw ``dcp.save`` of the model and optimizer state dicts vs the
+manager's full commit (DCP payloads + JSON + RNG + fsync + SHA-256 digests + manifest +
+rename + run.json); raw ``dcp.load`` vs the trainer's resume (SHA-256 integrity check of every
+file, drift and world-size checks, then the loads; also with size-only verification); and how long an ``--async-save`` blocks the
+training loop vs a synchronous save. Rank 0 prints medians and ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def parse() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--nproc", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--output-dir", default="/tmp/ckptspec-bench")
+    p.add_argument("--dim", type=int, default=1024)
+    p.add_argument("--vocab-size", type=int, default=4096)
+    return p.parse_args()
+
+
+def timed(fn) -> float:
+    import torch.distributed as dist
+
+    dist.barrier()
+    start = time.perf_counter()
+    fn()
+    dist.barrier()
+    return time.perf_counter() - start
+
+
+def bench(args: argparse.Namespace) -> None:
+    import torch
+    import torch.distributed as dist
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict, set_model_state_dict, set_optimizer_state_dict
+
+    from ckptspec.reference_impl.checkpoint import CheckpointManager
+    from ckptspec.reference_impl.distributed import init_distributed
+    from ckptspec.reference_impl.model import ModelArgs
+    from ckptspec.reference_impl.trainer import TrainConfig, Trainer
+
+    ctx = init_distributed("cpu")
+    out = Path(args.output_dir)
+    model = ModelArgs(vocab_size=args.vocab_size, dim=args.dim, n_layers=1, n_heads=8, seq_len=8)
+    config = TrainConfig(output_dir=str(out), run_id="bench", steps=100, global_batch_size=2 * ctx.world_size,
+                         model=model, async_save=True, dataset_size=64, eval_set_size=1)
+    trainer = Trainer(config, ctx)
+    trainer.train(1)  # real optimizer state
+    state_bytes = sum(t.numel() * t.element_size() for t in trainer.save_request().sharded["model"][1].values())
+    state_bytes *= 3  # parameters + two AdamW moments
+    if ctx.rank == 0:
+        shutil.rmtree(out, ignore_errors=True)
+        print(f"world size {ctx.world_size}, model + optimizer state {state_bytes / 1e6:.0f} MB, {args.repeats} paired rounds")
+    dist.barrier()
+
+    times: dict[str, list[float]] = {
+        k: [] for k in ("raw_save", "mgr_save", "raw_load", "mgr_load", "mgr_load_size_only", "async_block", "async_total")
+    }
+    for i in range(args.repeats):
+        raw_dir = out / f"raw-{i}"
+        manager = CheckpointManager(out / f"run-{i}", f"run-{i}", ctx)
+
+        def raw_save() -> None:
+            dcp.save(get_model_state_dict(trainer.model), checkpoint_id=raw_dir / "model")
+            dcp.save(get_optimizer_state_dict(trainer.model, trainer.optimizer), checkpoint_id=raw_dir / "optimizer")
+
+        def mgr_save() -> None:
+            manager.save(trainer.save_request())
+
+        def raw_load() -> None:
+            model_sd = get_model_state_dict(trainer.model)
+            dcp.load(model_sd, checkpoint_id=raw_dir / "model")
+            set_model_state_dict(trainer.model, model_sd)
+            optim_sd = get_optimizer_state_dict(trainer.model, trainer.optimizer)
+            dcp.load(optim_sd, checkpoint_id=raw_dir / "optimizer")
+            set_optimizer_state_dict(trainer.model, trainer.optimizer, optim_sd)
+
+        def mgr_load() -> None:
+            trainer.resume(manager.checkpoint_path(trainer.step))
+
+        def mgr_load_size_only() -> None:  # the same without SHA-256 verification (--verify size)
+            trainer.loader.verify = "size"
+            mgr_load()
+            trainer.loader.verify = "full"
+
+        pairs = [("raw_save", raw_save), ("mgr_save", mgr_save)]
+        for name, fn in pairs if i % 2 == 0 else pairs[::-1]:
+            times[name].append(timed(fn))
+        pairs = [("raw_load", raw_load), ("mgr_load", mgr_load), ("mgr_load_size_only", mgr_load_size_only)]
+        for name, fn in pairs if i % 2 == 0 else pairs[::-1]:
+            times[name].append(timed(fn))
+
+        async_manager = CheckpointManager(out / f"async-{i}", f"async-{i}", ctx, async_groups=trainer.manager.async_groups)
+        reference = {k: v.detach().clone() for k, v in trainer.full_state()["model"].items()} if i == 0 else None
+        times["async_block"].append(timed(lambda: async_manager.save_async(trainer.save_request())))
+        if reference is not None:  # training goes on while the background write runs
+            trainer.train(1)
+        times["async_total"].append(times["async_block"][-1] + timed(async_manager.wait))
+        if reference is not None:
+            saved = async_manager.checkpoint_path(trainer.step - 1)
+            probe = Trainer(config.__class__(**{**config.__dict__, "async_save": False, "run_id": "probe"}), ctx)
+            probe.load_weights(saved)
+            loaded = probe.full_state()["model"]
+            ok = all(torch.equal(loaded[k], v) for k, v in reference.items())
+            if ctx.rank == 0:
+                print(f"async save captured the state at save time despite training during the write: {ok}")
+            trainer.resume(async_manager.checkpoint_path(trainer.step - 1))  # back to the benchmarked state
+            del probe
+        if ctx.rank == 0:
+            for path in (raw_dir, out / f"run-{i}", out / f"async-{i}"):
+                shutil.rmtree(path, ignore_errors=True)
+        dist.barrier()
+
+    if ctx.rank == 0:
+        med = {k: statistics.median(v) for k, v in times.items()}
+        print(f"{'':24s}{'median s':>10s}   all rounds")
+        for k, v in times.items():
+            print(f"{k:24s}{med[k]:10.3f}   " + " ".join(f"{x:.3f}" for x in v))
+        ratio_save = statistics.median(m / r for m, r in zip(times["mgr_save"], times["raw_save"]))
+        ratio_load = statistics.median(m / r for m, r in zip(times["mgr_load"], times["raw_load"]))
+        print(f"manager save / raw dcp.save : {ratio_save:.3f}x (median of paired ratios; target <= 1.10)")
+        ratio_size = statistics.median(m / r for m, r in zip(times["mgr_load_size_only"], times["raw_load"]))
+        print(f"manager load / raw dcp.load : {ratio_load:.3f}x (median of paired ratios; target <= 1.10)")
+        print(f"  same, --verify size       : {ratio_size:.3f}x (no SHA-256 of the files before loading)")
+        print(f"async save blocks the loop for {med['async_block'] / med['mgr_save']:.1%} of a synchronous save (target <= 25%)")
+    dist.destroy_process_group()
+
+
+def main() -> None:
+    args = parse()
+    if "LOCAL_RANK" not in os.environ:
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}", __file__, *sys.argv[1:]]
+        sys.exit(subprocess.call(command, env={**os.environ, "OMP_NUM_THREADS": "1"}))
+    bench(args)
+
+
+if __name__ == "__main__":
+    main()

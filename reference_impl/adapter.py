@@ -1,0 +1,87 @@
+"""The conformance-suite adapter of the reference trainer (``ckptspec.reference_impl.adapter:ReferenceAdapter``).
+
+To check that the suite catches a bug, subclass :class:`~ckptspec.reference_impl.trainer.Trainer`
+(or its ``manager_class`` / ``loader_class`` / ``evaluator_class``), override the one method
+that holds the behaviour, and point ``trainer_class`` of an adapter subclass at it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import fields
+from typing import Any, ClassVar, Optional
+
+import torch
+
+from ckptspec.conformance.adapter import RankContext, ScenarioConfig, StepRecord
+from ckptspec.reference_impl.distributed import DistContext
+from ckptspec.reference_impl.trainer import TrainConfig, Trainer
+
+_SCENARIO_FIELDS = {
+    "output_dir": "output_dir",
+    "run_id": "run_id",
+    "seed": "seed",
+    "total_steps": "steps",
+    "accumulation_steps": "accumulation_steps",
+    "global_batch_size": "global_batch_size",
+    "save_every": "save_every",
+    "eval_every": "eval_every",
+    "keep_last": "keep_last",
+    "best_metric": "best_metric",
+    "best_mode": "best_mode",
+    "best_min_delta": "best_min_delta",
+    "elastic": "elastic",
+}
+
+
+def train_config(config: ScenarioConfig, eval_set_size: int) -> TrainConfig:
+    """The trainer config of a scenario; ``config.extra`` may set any other :class:`TrainConfig` field."""
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(config.extra) - known)
+    if unknown:
+        raise ValueError(f"unknown reference-trainer settings in ScenarioConfig.extra: {unknown}")
+    values: dict[str, Any] = {ours: getattr(config, theirs) for theirs, ours in _SCENARIO_FIELDS.items()}
+    return TrainConfig(**values, eval_set_size=eval_set_size, **config.extra)
+
+
+class ReferenceAdapter:
+    """The reference trainer behind the :class:`~ckptspec.conformance.adapter.TrainerAdapter` protocol."""
+
+    capabilities: ClassVar[frozenset[str]] = frozenset({"reshard", "elastic", "eval", "accumulation", "best", "retention"})
+    eval_set_size: ClassVar[int] = 24
+    trainer_class: ClassVar[type[Trainer]] = Trainer
+
+    def __init__(self, config: ScenarioConfig, ctx: RankContext) -> None:
+        device = torch.device(ctx.device)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist_ctx = DistContext(rank=ctx.rank, world_size=ctx.world_size, local_rank=ctx.local_rank, device=device)
+        self.trainer = self.trainer_class(train_config(config, self.eval_set_size), dist_ctx)
+
+    @property
+    def step(self) -> int:
+        return self.trainer.step
+
+    def resume(self, checkpoint: Optional[str] = None) -> int:
+        return self.trainer.resume(checkpoint)
+
+    def train(self, steps: int) -> list[StepRecord]:
+        return self.trainer.train(steps)
+
+    def save(self) -> str:
+        path = self.trainer.save()
+        self.trainer.finish_saves()
+        return str(path)
+
+    def fit(self) -> list[StepRecord]:
+        self.trainer.resume(None)
+        return self.trainer.fit()
+
+    def evaluate(self, samples: Sequence[int]) -> Optional[dict[str, float]]:
+        return self.trainer.evaluate(samples)
+
+    def full_state(self) -> dict[str, Any]:
+        return self.trainer.full_state()
+
+    def close(self) -> None:
+        self.trainer.finish_saves()

@@ -1,0 +1,77 @@
+"""A DCP ``FileSystemWriter`` that computes each file's size and SHA-256 while writing it.
+
+The manifest needs the SHA-256 of every payload file; hashing the bytes on their way to disk
+saves reading the files back. A file is recorded only if it was written strictly sequentially
+from its start (no seek), so the recorded digest is the digest of its final contents; any other
+file is absent from :attr:`HashingFileSystem.digests` and the caller hashes it from disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Generator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from torch.distributed.checkpoint import FileSystemWriter
+from torch.distributed.checkpoint.filesystem import FileSystem
+
+
+class _HashingStream:
+    """Forwards everything to the file; hashes what is written while writes stay sequential."""
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+        self.sequential = True
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        written = self._raw.write(view)
+        self.sha256.update(view[:written])
+        self.size += written
+        return written
+
+    def seek(self, *args: Any) -> int:
+        position = self._raw.seek(*args)
+        self.sequential = self.sequential and position == self.size
+        return position
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._raw, name)
+
+
+class HashingFileSystem(FileSystem):
+    """DCP's local file system, recording ``digests[path] = (size, sha256)`` of written files."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.digests: dict[Path, tuple[int, str]] = {}
+
+    @contextmanager
+    def create_stream(self, path: str | os.PathLike[str], mode: str) -> Generator[Any, None, None]:
+        with super().create_stream(path, mode) as raw:
+            if mode != "wb":
+                yield raw
+                return
+            stream = _HashingStream(raw)
+            yield stream
+        if stream.sequential:
+            self.digests[Path(path)] = (stream.size, stream.sha256.hexdigest())
+
+    def rename(self, path: str | os.PathLike[str], new_path: str | os.PathLike[str]) -> None:
+        super().rename(path, new_path)
+        if Path(path) in self.digests:
+            self.digests[Path(new_path)] = self.digests.pop(Path(path))
+
+
+def hashing_writer(path: Path, cache_staged_state_dict: bool = False) -> FileSystemWriter:
+    """A ``FileSystemWriter`` for ``path`` (fsyncing its files) whose ``fs.digests`` fills as it
+    writes. ``cache_staged_state_dict`` keeps the host buffers of an asynchronous save for the
+    next one (the writer must then be reused, one save at a time)."""
+    writer = FileSystemWriter(path, sync_files=True, cache_staged_state_dict=cache_staged_state_dict)
+    writer.fs = HashingFileSystem()
+    return writer

@@ -1,0 +1,386 @@
+"""The reference trainer: FSDP2 + AdamW + warmup/cosine LR + accumulation + checkpoint/resume.
+
+Guarantees: every optimizer step is deterministic given (config, world size); a checkpoint is
+taken only at an optimizer-step boundary; a resume from a checkpoint of the same world size and
+config continues bit-exactly (losses, learning rates, parameters, optimizer and scheduler state,
+RNG, data order).
+
+Every behaviour the spec constrains is one small method, and the collaborating classes are
+class attributes (``manager_class``, ``loader_class``, ``evaluator_class``), so that a single
+behaviour can be replaced by a subclass.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import signal
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
+from torch.distributed.fsdp import fully_shard
+
+from ckptspec.conformance.adapter import StepRecord
+from ckptspec.manifest import EvalResult, Progress, ResumeRecord
+from ckptspec.reference_impl import rng
+from ckptspec.reference_impl.checkpoint import BestPolicy, CheckpointManager, SaveRequest
+from ckptspec.reference_impl.data import GlobalBatchSampler, SyntheticTokens, shard_contiguous
+from ckptspec.reference_impl.distributed import DistContext, configure_determinism
+from ckptspec.reference_impl.evaluator import Evaluator
+from ckptspec.reference_impl.fingerprint import fingerprint, fingerprint_values
+from ckptspec.reference_impl.loader import CheckpointLoader, LoadPlan
+from ckptspec.reference_impl.model import ModelArgs, TinyTransformer
+
+
+@dataclass
+class TrainConfig:
+    """A training job. Fingerprinted (must not change across a resume): accumulation steps,
+    global batch size, dataset identity (seed, size), model architecture, LR schedule."""
+
+    output_dir: str
+    run_id: str
+    steps: int = 20
+    save_every: int = 0  # 0: save only at the final step
+    eval_every: int = 0  # 0: never evaluate in fit()
+    accumulation_steps: int = 1
+    global_batch_size: int = 12
+    seed: int = 0
+    lr: float = 3e-3
+    warmup_steps: int = 2
+    decay_steps: Optional[int] = None  # cosine horizon; defaults to `steps`
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    keep_last: Optional[int] = None
+    best_metric: Optional[str] = None
+    best_mode: str = "min"
+    best_min_delta: float = 0.0
+    elastic: bool = False
+    verify: str = "full"  # integrity check before a resume: "full" (SHA-256) or "size"
+    async_save: bool = False
+    defer_grad_sync: bool = True  # no gradient reduce-scatter on non-final micro-steps
+    dataset_size: int = 768
+    eval_set_size: int = 24
+    model: ModelArgs = field(default_factory=ModelArgs)
+    crash_at_step: Optional[int] = None  # test hook: SIGKILL every rank after this step
+    crash_during_save: Optional[int] = None  # test hook: SIGKILL every rank while committing this step
+
+
+def lr_factor(config: TrainConfig, step: int) -> float:
+    """The LR multiplier after ``step`` optimizer steps: linear warmup to 1 over ``warmup_steps``,
+    then cosine decay to ``min_lr_ratio`` at ``decay_steps`` (default ``steps``), then flat."""
+    if step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    horizon = max(1, (config.decay_steps or config.steps) - config.warmup_steps)
+    progress = min(1.0, (step - config.warmup_steps) / horizon)
+    return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class Trainer:
+    """One rank of a reference training run. Construction does no I/O in the run directory."""
+
+    manager_class = CheckpointManager
+    loader_class = CheckpointLoader
+    evaluator_class = Evaluator
+
+    def __init__(self, config: TrainConfig, ctx: DistContext) -> None:
+        per_micro, rem = divmod(config.global_batch_size, ctx.world_size * config.accumulation_steps)
+        if rem or per_micro == 0:
+            raise ValueError(
+                f"global batch size {config.global_batch_size} is not a positive multiple of "
+                f"world size {ctx.world_size} x accumulation steps {config.accumulation_steps}"
+            )
+        self.config, self.ctx, self.device = config, ctx, ctx.device
+        configure_determinism(self.device)
+        self.model = self._build_model()
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self._init_optimizer_state()
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, functools.partial(lr_factor, config))
+        args = config.model
+        self.dataset = SyntheticTokens(config.seed, config.dataset_size, args.seq_len, args.vocab_size)
+        self.eval_dataset = SyntheticTokens(config.seed + 1, config.eval_set_size, args.seq_len, args.vocab_size, name="eval")
+        self.sampler = GlobalBatchSampler(config.dataset_size, config.global_batch_size, config.seed)
+        self.evaluator = self.evaluator_class(self.eval_dataset, args, self.device)
+        self.fingerprint_values = fingerprint_values(config, args, self.dataset.identity)
+        best = BestPolicy(config.best_metric, config.best_mode, config.best_min_delta) if config.best_metric else None
+        async_groups = {name: dist.new_group(backend="gloo") for name in ("model", "optimizer")} if config.async_save else None
+        self.manager = self.manager_class(
+            Path(config.output_dir) / config.run_id, config.run_id, ctx, keep_last=config.keep_last, best=best, async_groups=async_groups
+        )
+        self.manager.crash_during_save_step = config.crash_during_save
+        self.loader = self.loader_class(ctx, self.fingerprint_values, elastic=config.elastic, verify=config.verify)
+        self.global_step = 0
+        self.resumed_from: Optional[ResumeRecord] = None
+        self.last_eval: Optional[tuple[int, EvalResult]] = None
+        self._pending_micro_steps = 0
+        self.step_callback: Optional[Callable[[StepRecord], None]] = None  # called by fit() after each step
+        self.log: Callable[[str], None] = print if ctx.rank == 0 else (lambda _msg: None)
+
+    # ------------------------------------------------------------------ construction
+    def _build_model(self) -> torch.nn.Module:
+        """Identical initial weights on every rank (seeded, without touching the global RNG),
+        sharded with FSDP2 per block and at the root; then this rank's RNG is seeded."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.config.seed)
+            model = TinyTransformer(self.config.model)
+        model.to(self.device)
+        for block in model.layers:
+            fully_shard(block)
+        fully_shard(model)
+        rng.rederive(self.config.seed, 0, self.ctx.rank, self.device)
+        return model
+
+    def _init_optimizer_state(self) -> None:
+        """Create AdamW's state eagerly, exactly as its first step would (step 0, zero moments),
+        so that state dicts have the same structure at every step, step 0 included."""
+        for group in self.optimizer.param_groups:
+            for p in group["params"]:
+                self.optimizer.state[p] = {
+                    "step": torch.tensor(0.0, dtype=torch.float32),
+                    "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
+                    "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format),
+                }
+
+    # ------------------------------------------------------------------ training
+    @property
+    def step(self) -> int:
+        return self.global_step
+
+    def train_step(self) -> StepRecord:
+        """*Collective.* One optimizer step over one global batch; returns this rank's record
+        (``loss`` is the global mean token loss, identical on every rank)."""
+        c = self.config
+        global_batch = self.sampler.next_global_batch()
+        micro_batches = self.sampler.rank_micro_batches(global_batch, self.ctx.rank, self.ctx.world_size, c.accumulation_steps)
+        tokens = sum(len(m) for m in micro_batches) * c.model.seq_len
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        self.model.train()
+        for i, ids in enumerate(micro_batches):
+            self._set_gradient_sync(i == len(micro_batches) - 1)
+            inputs, targets = self.dataset.batch(ids, self.device)
+            logits = self.model(inputs)
+            loss = F.cross_entropy(logits, targets.flatten(), reduction="sum")
+            (loss / tokens).backward()  # FSDP averages over ranks: the global mean token loss
+            loss_sum += loss.detach().double()
+            self._pending_micro_steps += 1
+        lr = self.scheduler.get_last_lr()[0]
+        self._optimizer_step()
+        self.global_step += 1
+        totals = torch.stack([loss_sum, torch.tensor(float(tokens), dtype=torch.float64, device=self.device)])
+        dist.all_reduce(totals)
+        samples = tuple(s for m in micro_batches for s in m)
+        return StepRecord(step=self.global_step, loss=float(totals[0] / totals[1]), lr=lr, samples=samples)
+
+    def _set_gradient_sync(self, sync: bool) -> None:
+        """Defer the gradient reduce-scatter to the last micro-step (unless disabled)."""
+        self.model.set_requires_gradient_sync(sync or not self.config.defer_grad_sync)
+
+    def _optimizer_step(self) -> None:
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self._pending_micro_steps = 0
+
+    def train(self, steps: int, on_step: Optional[Callable[[StepRecord], None]] = None) -> list[StepRecord]:
+        """*Collective.* Run ``steps`` optimizer steps."""
+        records = []
+        for _ in range(steps):
+            records.append(self.train_step())
+            if on_step:
+                on_step(records[-1])
+        return records
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, samples: Sequence[int]) -> Optional[dict[str, float]]:
+        """*Collective.* Global metrics over every rank's ``samples`` (None if all are empty);
+        remembered for the checkpoint of the current step."""
+        metrics = self.evaluator.evaluate(self.model, samples)
+        self.last_eval = (self.global_step, EvalResult(metrics=metrics, samples=self.evaluator.last_sample_count)) if metrics else None
+        return metrics
+
+    def evaluate_full(self) -> Optional[dict[str, float]]:
+        """*Collective.* Evaluate on the whole eval set, split contiguously across ranks."""
+        return self.evaluate(shard_contiguous(self.config.eval_set_size, self.ctx.rank, self.ctx.world_size))
+
+    # ------------------------------------------------------------------ checkpointing
+    def save(self) -> Path:
+        """*Collective.* Checkpoint the current step (asynchronously with ``async_save``: it is
+        committed by the next save or by :meth:`finish_saves`). Returns the checkpoint directory."""
+        self._ensure_boundary()
+        request = self.save_request()
+        if self.config.async_save:
+            self.manager.save_async(request)
+            return self.manager.checkpoint_path(self.global_step)
+        return self.manager.save(request)
+
+    def finish_saves(self) -> None:
+        """*Collective.* Commit a pending asynchronous save, if any."""
+        if self.manager.save_in_progress:
+            self.manager.wait()
+
+    def _ensure_boundary(self) -> None:
+        if self._pending_micro_steps:
+            raise RuntimeError(f"cannot checkpoint in the middle of gradient accumulation ({self._pending_micro_steps} micro-steps pending)")
+
+    def save_request(self) -> SaveRequest:
+        """This rank's contribution to a checkpoint of the current step (state dicts reference live state)."""
+        pos = self.sampler.position
+        eval_result = self.last_eval[1] if self.last_eval and self.last_eval[0] == self.global_step else None
+        return SaveRequest(
+            progress=Progress(
+                global_step=self.global_step,
+                epoch=pos.epoch,
+                batches_in_epoch=pos.batches_in_epoch,
+                samples_in_epoch=pos.samples_in_epoch,
+                samples_seen=pos.samples_seen,
+                accumulation_steps=self.config.accumulation_steps,
+            ),
+            config=fingerprint(self.fingerprint_values),
+            sharded={
+                "model": ("model", get_model_state_dict(self.model)),
+                "optimizer": ("optimizer", get_optimizer_state_dict(self.model, self.optimizer)),
+            },
+            replicated={
+                "lr_scheduler": ("lr_scheduler", self.scheduler.state_dict()),
+                "trainer_state": ("trainer_state", {"global_step": self.global_step}),
+                "data_position": ("data_position", self.sampler.state_dict()),
+            },
+            per_rank={"rng": ("rng", rng.capture(self.device))},
+            step_counts={"optimizer": self.global_step},
+            eval=eval_result,
+            resumed_from=self.resumed_from,
+        )
+
+    def resume(self, checkpoint: Optional[str | os.PathLike[str]] = None) -> int:
+        """*Collective.* Load ``checkpoint``, or the run's latest when None; with none at all stay
+        at step 0. Every check runs before any live state changes. Returns the step resumed at."""
+        self.manager.startup()
+        path = Path(checkpoint) if checkpoint is not None else self.manager.latest()
+        if path is None:
+            return self.global_step
+        plan = self.loader.plan(path)
+        self._load(plan)
+        self.resumed_from = ResumeRecord(
+            step=plan.manifest.step,
+            world_size=plan.manifest.topology.world_size,
+            elastic=bool(plan.rederived),
+            rederived=list(plan.rederived),
+        )
+        return self.global_step
+
+    def _load(self, plan: LoadPlan) -> None:
+        self._load_model(plan)
+        self._load_optimizer(plan)
+        self._load_scheduler(plan)
+        self._load_trainer_state(plan)
+        self._load_data_position(plan)
+        self._load_rng(plan)
+
+    def _load_model(self, plan: LoadPlan) -> None:
+        state = get_model_state_dict(self.model)
+        self.loader.load_sharded(plan, "model", state)
+        set_model_state_dict(self.model, state)
+
+    def _load_optimizer(self, plan: LoadPlan) -> None:
+        state = get_optimizer_state_dict(self.model, self.optimizer)
+        self.loader.load_sharded(plan, "optimizer", state)
+        set_optimizer_state_dict(self.model, self.optimizer, state)
+
+    def _load_scheduler(self, plan: LoadPlan) -> None:
+        self.scheduler.load_state_dict(self.loader.load_json(plan, "lr_scheduler"))
+
+    def _load_trainer_state(self, plan: LoadPlan) -> None:
+        self.global_step = self.loader.load_json(plan, "trainer_state")["global_step"]
+
+    def _load_data_position(self, plan: LoadPlan) -> None:
+        self.sampler.load_state_dict(self.loader.load_json(plan, "data_position"))
+
+    def _load_rng(self, plan: LoadPlan) -> None:
+        """Restore this rank's RNG, or re-derive it from (seed, step, rank) in an elastic resume."""
+        if "rng" in plan.rederived:
+            rng.rederive(self.config.seed, plan.manifest.step, self.ctx.rank, self.device)
+        else:
+            rng.restore(self.loader.load_per_rank(plan, "rng"), self.device)
+
+    def load_weights(self, checkpoint: str | os.PathLike[str]) -> int:
+        """*Collective.* Load only the model component (any world size, for evaluation).
+        The model component's files are verified and the architecture must match."""
+        plan = self.loader.plan_weights(Path(checkpoint))
+        self._load_model(plan)
+        return plan.manifest.step
+
+    # ------------------------------------------------------------------ main loop
+    def fit(self) -> list[StepRecord]:
+        """*Collective.* Train to ``steps``: evaluate every ``eval_every`` steps, save every
+        ``save_every`` steps, when an eval sets a new best, and at the final step. A run that
+        already reached ``steps`` does nothing and writes nothing."""
+        self.manager.startup()
+        records: list[StepRecord] = []
+        while self.global_step < self.config.steps:
+            start = time.perf_counter()
+            record = self.train_step()
+            records.append(record)
+            self._log_step(record, time.perf_counter() - start)
+            if self.step_callback:
+                self.step_callback(record)
+            if self.config.crash_at_step == self.global_step:
+                self._crash()
+            metrics = self.evaluate_full() if self._eval_due() else None
+            if metrics is not None:
+                self.log(f"eval  step {self.global_step:5d} | " + " | ".join(f"{k} {v:.6f}" for k, v in metrics.items()))
+            if self._save_due(metrics):
+                start = time.perf_counter()
+                path = self.save()
+                verb = "started" if self.config.async_save else "committed"
+                self.log(f"ckpt  step {self.global_step:5d} | {verb} {path.name} in {time.perf_counter() - start:.3f} s")
+        self.finish_saves()
+        return records
+
+    def _eval_due(self) -> bool:
+        return bool(self.config.eval_every) and self.global_step % self.config.eval_every == 0
+
+    def _save_due(self, metrics: Optional[dict[str, float]]) -> bool:
+        every = self.config.save_every
+        return (
+            self.global_step == self.config.steps
+            or (every > 0 and self.global_step % every == 0)
+            or self.manager.improves(metrics)
+        )
+
+    def _log_step(self, record: StepRecord, seconds: float) -> None:
+        tokens = self.config.global_batch_size * self.config.model.seq_len
+        self.log(f"train step {record.step:5d} | loss {record.loss:.6f} | lr {record.lr:.3e} | {tokens / seconds:,.0f} tok/s")
+
+    def _crash(self) -> None:
+        """Test hook: every rank dies by SIGKILL at the same point (no clean-up, no exit code)."""
+        self.log(f"crash step {self.global_step:5d} | SIGKILL")
+        dist.barrier()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    # ------------------------------------------------------------------ introspection
+    def full_state(self) -> dict[str, Any]:
+        """*Collective.* Unsharded state: full model and optimizer tensors, scheduler state, this
+        rank's RNG, data position."""
+        options = StateDictOptions(full_state_dict=True)
+        return {
+            "model": get_model_state_dict(self.model, options=options),
+            "optimizer": get_optimizer_state_dict(self.model, self.optimizer, options=options),
+            "lr_scheduler": self.scheduler.state_dict(),
+            "rng": rng.capture(self.device),
+            "data_position": self.sampler.state_dict(),
+        }
