@@ -24,6 +24,14 @@ test: $(STAMP)
 	$(BIN)/ckptspec schema --check
 	$(BIN)/python -m pytest -n 2 -q
 
+mutants: $(STAMP)
+	$(BIN)/python tests/mutants/catch_matrix.py --full -n 2
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_validate.py
+	$(BIN)/python benchmarks/bench_checkpoint.py
+	$(BIN)/python benchmarks/bench_conformance.py
+
 schema: $(STAMP)
 	$(BIN)/ckptspec schema
 

@@ -1,0 +1,1 @@
+"""Worked examples of conformance adapters (see ``docs/conformance.md``)."""

@@ -1,0 +1,167 @@
+"""Deterministic crash points: interpose on the file-system calls a rank makes during an action.
+
+Inside :func:`interpose`, every *mutation* under ``root`` is numbered in call order: opening a
+file for writing (``open``/``io.open`` with a write mode, ``os.open`` with a write flag),
+``os.rename``, ``os.replace``, ``os.fsync``/``os.fdatasync`` (of a descriptor under ``root``),
+``os.symlink``, ``os.link``, ``os.unlink``/``os.remove``, ``os.rmdir``, ``os.mkdir``,
+``os.truncate`` and ``os.ftruncate``. Higher-level helpers (``shutil.rmtree``, ``shutil.move``,
+``os.makedirs``, ``pathlib``) reach these functions through the ``os`` module and are seen as
+their parts. Writes done in C/C++ without going through these functions (for example
+``torch.save`` to a path name) happen between crash points and are not numbered themselves.
+
+The interposition is adapter-agnostic and exact: with the same code and the same state, a save
+makes the same sequence of calls, so crash point *k* of a dry run is crash point *k* of a
+faulted run.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import errno
+import io
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, Optional
+
+from ckptspec.conformance.phase import Fault, Mutation
+
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+_PATH_CALLS = ("rename", "replace", "symlink", "link", "unlink", "remove", "rmdir", "mkdir", "truncate")
+_TWO_PATH_CALLS = ("rename", "replace", "symlink", "link")
+_FD_CALLS = ("fsync", "fdatasync", "ftruncate")
+
+
+class _Counter:
+    def __init__(self, root: str, fault: Optional[Fault], rank: int, on_kill: Callable[[str], None]) -> None:
+        self.root = os.path.realpath(root)
+        self.fault = fault if fault is not None and fault.rank == rank and fault.kind != "count" else None
+        self.on_kill = on_kill
+        self.log: list[Mutation] = []
+
+    def under_root(self, path: Any) -> bool:
+        if isinstance(path, int):
+            try:
+                path = os.readlink(f"/proc/self/fd/{path}")
+            except OSError:
+                return False
+        try:
+            real = os.path.realpath(os.fsdecode(path))
+        except (TypeError, ValueError):
+            return False
+        return real == self.root or real.startswith(self.root + os.sep)
+
+    def mutation(self, op: str, path: Any, dst: Any = None) -> None:
+        """Number a mutation; fire the fault if this is its crash point."""
+        entry = Mutation(time.monotonic(), op, self.rel(path), self.rel(dst) if dst is not None else "")
+        self.log.append(entry)
+        if self.fault is None or len(self.log) != self.fault.at:
+            return
+        if self.fault.kind == "kill":
+            self.on_kill(f"SIGKILL before mutation {self.fault.at}: {entry}")
+            os.kill(os.getpid(), signal.SIGKILL)
+        raise OSError(errno.EIO, f"ckptspec fault injection: EIO at mutation {self.fault.at} ({entry})")
+
+    def rel(self, path: Any) -> str:
+        """``path`` relative to the root, for reports."""
+        if isinstance(path, int):
+            try:
+                path = os.readlink(f"/proc/self/fd/{path}")
+            except OSError:
+                return f"fd {path}"
+        try:
+            return os.path.relpath(os.path.realpath(os.fsdecode(path)), self.root)
+        except (TypeError, ValueError):
+            return repr(path)
+
+
+@contextlib.contextmanager
+def interpose(root: str, fault: Optional[Fault], rank: int, on_kill: Callable[[str], None]) -> Iterator[list[str]]:
+    """Number every mutation under ``root`` while the block runs; yield the growing log.
+
+    ``fault`` fires only on its own rank; ``on_kill(description)`` runs just before a ``kill``
+    fault so the caller can record where the rank died. Restores every patched function on exit.
+    """
+    counter = _Counter(root, fault, rank, on_kill)
+    saved: list[tuple[Any, str, Any]] = []
+
+    def patch(owner: Any, name: str, wrapper: Callable[..., Any]) -> None:
+        saved.append((owner, name, getattr(owner, name)))
+        setattr(owner, name, wrapper)
+
+    real_open = io.open
+
+    def open_(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        if isinstance(mode, str) and any(c in mode for c in "wax+") and counter.under_root(_parent_or_self(file)):
+            counter.mutation("open", file)
+        return real_open(file, mode, *args, **kwargs)
+
+    real_os_open = os.open
+
+    def os_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        full = _resolve(path, kwargs.get("dir_fd"))
+        if flags & _WRITE_FLAGS and counter.under_root(_parent_or_self(full)):
+            counter.mutation("os.open", full)
+        return real_os_open(path, flags, *args, **kwargs)
+
+    def path_call(name: str) -> Callable[..., Any]:
+        real = getattr(os, name)
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if name == "symlink":  # symlink(target, link): the mutation is at `link`
+                target, dst = (_resolve(args[1], kwargs.get("dir_fd")), args[0]) if len(args) > 1 else (None, None)
+            else:
+                target = _resolve(args[0], kwargs.get("dir_fd", kwargs.get("src_dir_fd"))) if args else None
+                dst = _resolve(args[1], kwargs.get("dst_dir_fd")) if name in _TWO_PATH_CALLS and len(args) > 1 else None
+            if target is not None and counter.under_root(_parent_or_self(target)):
+                counter.mutation(name, target, dst)
+            return real(*args, **kwargs)
+
+        return wrapper
+
+    def fd_call(name: str) -> Callable[..., Any]:
+        real = getattr(os, name)
+
+        def wrapper(fd: Any, *args: Any) -> Any:
+            fileno = fd if isinstance(fd, int) else fd.fileno()
+            if counter.under_root(fileno):
+                counter.mutation(name, fileno)
+            return real(fd, *args)
+
+        return wrapper
+
+    patch(builtins, "open", open_)
+    patch(io, "open", open_)
+    patch(os, "open", os_open)
+    for name in _PATH_CALLS:
+        patch(os, name, path_call(name))
+    for name in _FD_CALLS:
+        patch(os, name, fd_call(name))
+    try:
+        yield counter.log
+    finally:
+        for owner, name, original in reversed(saved):
+            setattr(owner, name, original)
+
+
+def _resolve(path: Any, dir_fd: Optional[int]) -> Any:
+    """``path`` made absolute when it is relative to the directory descriptor ``dir_fd``."""
+    if dir_fd is None or isinstance(path, int):
+        return path
+    try:
+        return os.path.join(os.readlink(f"/proc/self/fd/{dir_fd}"), os.fsdecode(path))
+    except (OSError, TypeError):
+        return path
+
+
+def _parent_or_self(path: Any) -> Any:
+    """A path to test for confinement: the path itself, or its parent when it does not exist yet."""
+    if isinstance(path, int):
+        return path
+    try:
+        text = os.fsdecode(path)
+    except TypeError:
+        return path
+    return text if os.path.lexists(text) else os.path.dirname(os.path.abspath(text))

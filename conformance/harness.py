@@ -1,0 +1,181 @@
+"""What a conformance test drives: the adapter under test, run directories, phases and a cache.
+
+A :class:`Harness` is created once per pytest session (per xdist worker) by the plugin. Tests
+ask it for run directories (:meth:`Harness.config`), run phases in them (:meth:`Harness.phase`),
+copy a run before damaging it (:meth:`Harness.fork`) and share expensive set-ups, such as the
+uninterrupted baseline run, through :meth:`Harness.memo`: a file cache under the session's shared
+temporary directory, locked so that concurrent xdist workers compute each entry once.
+
+Run directories produced inside :meth:`Harness.memo` are shared: tests must :meth:`fork` them
+before any phase that writes.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import pickle
+import shutil
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Optional, TypeVar
+
+from ckptspec.conformance.adapter import ScenarioConfig
+from ckptspec.conformance.phase import Action, PhaseResult, PhaseSpec
+
+T = TypeVar("T")
+
+
+class HarnessError(Exception):
+    """The suite itself could not run a scenario (reported as *error*, never as a trainer failure)."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How much a run explores. ``quick`` is for every CI run, ``full`` for releases."""
+
+    name: str
+    max_examples: int
+    world_sizes: tuple[int, ...]  # sizes scenarios may save and load at
+    crash_points: Optional[int]  # drawn crash points besides the commit landmarks; None: every mutation
+    phase_timeout_s: float
+
+
+PROFILES: dict[str, Profile] = {
+    "quick": Profile("quick", max_examples=1, world_sizes=(1, 2, 3), crash_points=1, phase_timeout_s=60.0),
+    "full": Profile("full", max_examples=3, world_sizes=(1, 2, 3, 4), crash_points=None, phase_timeout_s=120.0),
+}
+
+
+class Harness:
+    """The adapter under test plus everything needed to run phases against it."""
+
+    def __init__(self, adapter: str, profile: Profile, shared_root: Path, private_root: Path) -> None:
+        from ckptspec.conformance.adapter import load_adapter
+
+        cls = load_adapter(adapter)
+        self.adapter = adapter
+        self.capabilities: frozenset[str] = frozenset(cls.capabilities)
+        self.eval_set_size: int = int(getattr(cls, "eval_set_size", 0))
+        self.profile = profile
+        self.shared_root = shared_root
+        self.private_root = private_root
+        self._phase_count = 0
+
+    # --- run directories --------------------------------------------------------------
+    def new_dir(self, label: str) -> Path:
+        """A fresh private directory."""
+        path = self.private_root / f"{label}-{uuid.uuid4().hex[:8]}"
+        path.mkdir(parents=True)
+        return path
+
+    def config(self, where: Optional[Path] = None, **settings: Any) -> ScenarioConfig:
+        """A scenario config whose run directory is ``<where>/out/run`` (``where`` fresh by default)."""
+        where = where if where is not None else self.new_dir("run")
+        return ScenarioConfig(output_dir=str(where / "out"), run_id="run", **settings)
+
+    @staticmethod
+    def run_dir(config: ScenarioConfig) -> Path:
+        """The run directory of ``config``."""
+        return Path(config.output_dir) / config.run_id
+
+    def fork(self, config: ScenarioConfig, **changes: Any) -> ScenarioConfig:
+        """Copy ``config``'s run directory (symlinks kept as links) to a fresh place; return its config."""
+        where = self.new_dir("fork")
+        target = where / "out" / config.run_id
+        shutil.copytree(self.run_dir(config), target, symlinks=True)
+        return config.replace(output_dir=str(where / "out"), **changes)
+
+    # --- phases ------------------------------------------------------------------------
+    def phase(
+        self,
+        config: ScenarioConfig,
+        world_size: int,
+        actions: Sequence[Action],
+        *,
+        may_fail: Iterable[int] = (),
+    ) -> PhaseResult:
+        """Run one phase; raise :class:`HarnessError` if the launcher or the harness broke."""
+        from ckptspec.conformance.engine import run_phase
+
+        spec = PhaseSpec(
+            adapter=self.adapter,
+            config=config,
+            world_size=world_size,
+            actions=tuple(actions),
+            may_fail=frozenset(may_fail),
+            timeout_s=self.profile.phase_timeout_s,
+        )
+        self._phase_count += 1
+        phase_dir = Path(config.output_dir).parent / "phases" / f"{self._phase_count:03d}"
+        result = run_phase(spec, phase_dir)
+        with open(self.shared_root / "phases.log", "a") as log:
+            names = ",".join(type(a).__name__ for a in spec.actions)
+            log.write(f"{result.seconds:7.2f}s ws={world_size} {names} missing={list(result.missing)}\n")
+        harness_failures = [e for _, _, e in result.errors() if e.harness]
+        if result.harness_error or harness_failures:
+            raise HarnessError(result.describe() + "".join(f"\n{e.traceback}" for e in harness_failures))
+        return result
+
+    # --- shared cache -------------------------------------------------------------------
+    def memo(self, name: str, key: Any, compute: Callable[[Path], T]) -> T:
+        """``compute(fresh_dir)`` once per (adapter, ``name``, ``key``) across all xdist workers.
+
+        The value is pickled; a :class:`HarnessError` is cached too and re-raised, so that one
+        broken set-up does not cost every test that shares it another launch.
+        """
+        digest = hashlib.sha256(json.dumps([self.adapter, name, _jsonable(key)], sort_keys=True).encode()).hexdigest()[:16]
+        entry = self.shared_root / "memo" / f"{name}-{digest}"
+        entry.mkdir(parents=True, exist_ok=True)
+        with open(entry / "lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            value_file = entry / "value.pkl"
+            if not value_file.exists():
+                work = entry / "work"
+                shutil.rmtree(work, ignore_errors=True)
+                work.mkdir()
+                try:
+                    value: Any = compute(work)
+                except HarnessError as exc:
+                    value = exc
+                value_file.write_bytes(pickle.dumps(value))
+            value = pickle.loads(value_file.read_bytes())
+        if isinstance(value, HarnessError):
+            raise value
+        return value
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "__dataclass_fields__"):
+        return {type(value).__name__: asdict(value)}
+    return value
+
+
+def committed_steps(run_dir: Path) -> list[int]:
+    """Steps of the committed checkpoints in ``run_dir``: ``step-N`` directories with a manifest."""
+    from ckptspec.layout import LAYOUT, parse_checkpoint_dir
+
+    if not run_dir.is_dir():
+        return []
+    return sorted(
+        step for name in os.listdir(run_dir)
+        if (step := parse_checkpoint_dir(name)) is not None and (run_dir / name / LAYOUT.manifest_file).is_file()
+    )
+
+
+def file_tree(root: Path) -> dict[str, str]:
+    """Every regular file and symlink under ``root``: relative path -> SHA-256 (or ``-> target``)."""
+    out: dict[str, str] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in sorted(filenames) + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+            path = Path(dirpath) / name
+            rel = str(path.relative_to(root))
+            if path.is_symlink():
+                out[rel] = f"-> {os.readlink(path)}"
+            else:
+                out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out

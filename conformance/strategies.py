@@ -1,0 +1,227 @@
+"""Hypothesis strategies for scenarios, the settings the suite runs them under, and replay.
+
+Each scenario is a frozen dataclass of plain values, so that a failing example is printed as
+JSON and replayed exactly with ``--ckptspec-replay '{"test": ..., "scenario": {...}}'``.
+Strategies are built lazily (``st.deferred``) from the run's options, because test modules are
+decorated before the plugin knows the adapter; the quick profile draws from narrow ranges.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Optional, TypeVar
+
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from ckptspec.conformance import options
+
+S = TypeVar("S")
+
+
+@dataclass(frozen=True)
+class ResumeScenario:
+    """Train ``total_steps`` uninterrupted, and again cut (save, exit, resume) after each of ``cuts``."""
+
+    world_size: int
+    total_steps: int
+    cuts: tuple[int, ...]
+    accumulation_steps: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class WorldSizeScenario:
+    """Save after ``steps`` at ``save_world_size``; resume at ``load_world_size``."""
+
+    save_world_size: int
+    load_world_size: int
+    steps: int
+
+
+@dataclass(frozen=True)
+class EvalScenario:
+    """Evaluate at ``world_size`` with each sharding: per-rank shard sizes (zeros allowed)."""
+
+    world_size: int
+    shardings: tuple[tuple[int, ...], ...]
+
+
+@dataclass(frozen=True)
+class RewindScenario:
+    """Save ``saves`` checkpoints one step apart (evaluating before each), resume ``target``, save."""
+
+    saves: int
+    target: int
+
+
+@dataclass(frozen=True)
+class IntegrityScenario:
+    """Damage one payload file of each of three checkpoints: ``damages[i]`` on file index ``picks[i]``."""
+
+    damages: tuple[str, ...]
+    picks: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class AtomicityScenario:
+    """Save at ``steps_before``, train ``steps_between`` more, crash the next save at ``crash_points``.
+
+    Crash points are fractions in ``[0, 1)`` of the dry-run mutation count, so an example replays
+    to the same mutation for the same trainer. The test adds the two landmarks of every save:
+    just before and just after the rename that commits it.
+    """
+
+    steps_before: int
+    steps_between: int
+    crash_points: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class LifecycleScenario:
+    """Train/evaluate/save step by step with ``keep_last``, restarting after ``first_leg`` saves."""
+
+    keep_last: int
+    first_leg: int
+    second_leg: int
+
+
+def batch_size(world_sizes: tuple[int, ...], accumulation_steps: int) -> int:
+    """The smallest multiple of every ``world_size * accumulation_steps`` that is at least 12.
+
+    (12 fits every quick-profile combination, so that their set-ups share one memoised run.)"""
+    base = math.lcm(*(w * accumulation_steps for w in world_sizes))
+    return base * max(1, math.ceil(12 / base))
+
+
+# --- strategies ------------------------------------------------------------------------
+def _quick() -> bool:
+    return options.current().profile.name == "quick"
+
+
+@st.composite
+def resume_scenarios(draw: Any, accumulation: bool) -> ResumeScenario:
+    """Scenarios for bit-exact resume; ``accumulation`` draws ``accumulation_steps >= 2``."""
+    sizes = (2,) if _quick() else options.current().profile.world_sizes
+    world_size = draw(st.sampled_from(sizes))
+    total = draw(st.integers(3, 5) if _quick() else st.integers(3, 8))
+    n_cuts = 1 if _quick() else draw(st.integers(1, 2))
+    cuts = tuple(sorted(draw(st.sets(st.integers(1, total - 1), min_size=1, max_size=n_cuts))))
+    acc = draw(st.integers(2, 3)) if accumulation else 1
+    return ResumeScenario(world_size, total, cuts, acc, draw(st.integers(0, 3)))
+
+
+@st.composite
+def world_size_scenarios(draw: Any) -> WorldSizeScenario:
+    sizes = options.current().profile.world_sizes
+    save = 2 if _quick() else draw(st.sampled_from(sizes))
+    load = draw(st.sampled_from([w for w in sizes if w != save]))
+    return WorldSizeScenario(save, load, 1 if _quick() else draw(st.integers(1, 3)))
+
+
+@st.composite
+def eval_scenarios(draw: Any, eval_set_size: int) -> EvalScenario:
+    world_size = draw(st.sampled_from((2, 3) if _quick() else (2, 3, 4)))
+    n = draw(st.integers(2, 3))
+    shardings = []
+    for _ in range(n):
+        # Every sharding has at least one empty and one non-empty rank (the empty set is a
+        # separate evaluation of every test).
+        sizes = draw(st.lists(st.integers(1, max(1, eval_set_size // world_size)), min_size=world_size, max_size=world_size))
+        for rank in draw(st.sets(st.integers(0, world_size - 1), min_size=1, max_size=world_size - 1)):
+            sizes[rank] = 0
+        shardings.append(tuple(sizes))
+    return EvalScenario(world_size, tuple(shardings))
+
+
+@st.composite
+def rewind_scenarios(draw: Any) -> RewindScenario:
+    saves = draw(st.integers(3, 3 if _quick() else 4))
+    return RewindScenario(saves, draw(st.integers(1, saves - 1)))
+
+
+@st.composite
+def integrity_scenarios(draw: Any) -> IntegrityScenario:
+    damages = tuple(draw(st.permutations(["truncate", "flip", "delete"])))
+    return IntegrityScenario(damages, tuple(draw(st.integers(0, 1000)) for _ in damages))
+
+
+@st.composite
+def atomicity_scenarios(draw: Any) -> AtomicityScenario:
+    limit = options.current().profile.crash_points
+    count = limit if limit is not None else 0  # 0: every mutation (enumerated by the test)
+    points = tuple(sorted(draw(st.sets(st.floats(0, 1, exclude_max=True), min_size=count, max_size=count))))
+    steps = st.just(1) if _quick() else st.integers(1, 2)
+    return AtomicityScenario(draw(steps), draw(steps), points)
+
+
+@st.composite
+def lifecycle_scenarios(draw: Any) -> LifecycleScenario:
+    return LifecycleScenario(draw(st.integers(1, 2)), draw(st.integers(1, 2)), draw(st.integers(2, 3)))
+
+
+# --- running and replaying -------------------------------------------------------------
+def _tuples(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    return value
+
+
+def decode(cls: type[S], data: dict[str, Any]) -> S:
+    """The scenario ``cls`` from its JSON form (lists become tuples)."""
+    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"replay scenario has unknown fields {unknown} for {cls.__name__}")
+    return cls(**{k: _tuples(v) for k, v in data.items()})
+
+
+def replay_command(test_name: str, scenario: Any) -> str:
+    """The command line that reruns ``test_name`` on exactly ``scenario``."""
+    opts = options.current()
+    payload = json.dumps({"test": test_name, "scenario": asdict(scenario)}, separators=(",", ":"))
+    return (
+        f"pytest --pyargs ckptspec.conformance.tests -k {test_name} --ckptspec-adapter {opts.adapter} "
+        f"--ckptspec-profile {opts.profile.name} --ckptspec-replay {shlex.quote(payload)}"
+    )
+
+
+def scenario_test(
+    cls: type[S], strategy: Callable[[], Any], *, max_examples: Optional[int] = None
+) -> Callable[[Callable[..., Any]], Any]:
+    """Make a test draw ``scenario`` from ``strategy()`` under the run's Hypothesis settings.
+
+    Settings: ``max_examples`` from the profile (or ``--ckptspec-max-examples``; at most
+    ``max_examples`` when given, for tests whose one example is already long), no deadline,
+    no shrinking and no example database (every example costs several process launches),
+    ``derandomize`` under ``--ckptspec-derandomize`` or when ``CI`` is set. With
+    ``--ckptspec-replay`` naming the test, exactly the replayed scenario runs.
+    """
+
+    def decorate(fn: Callable[..., Any]) -> Any:
+        name = fn.__name__
+
+        def chosen() -> Any:
+            replay = options.current().replay
+            if replay is not None and replay.get("test") == name:
+                return st.just(decode(cls, replay["scenario"]))
+            return strategy()
+
+        opts = options.current()
+        wrapped = given(scenario=st.deferred(chosen))(fn)
+        return settings(
+            max_examples=1 if opts.replay else min(opts.max_examples, max_examples or opts.max_examples),
+            deadline=None,
+            derandomize=opts.derandomize,
+            database=None,
+            phases=(Phase.explicit, Phase.generate),
+            suppress_health_check=list(HealthCheck),
+            print_blob=False,
+        )(wrapped)
+
+    return decorate
+

@@ -1,0 +1,172 @@
+"""Atomic commits: deterministic crash points inside a save (COMMIT-1, -2, -3, -4).
+
+A dry run of the save records every file-system mutation of every rank (see
+:mod:`ckptspec.conformance.faults`). Crash runs SIGKILL one rank just before mutation *k*; every
+committed checkpoint must then validate, ``run.json`` must name a committed step (it may lag
+behind an interrupted commit, never run ahead of one), the earlier
+checkpoint must be byte-for-byte unchanged, and a fresh resume must restore exactly the state
+of either the previous or the new checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from ckptspec.conformance.checks import Verdict, diff_digests
+from ckptspec.conformance.harness import Harness, committed_steps, file_tree
+from ckptspec.conformance.phase import Fault, FullState, Mutation, Resume, Save, Train
+from ckptspec.conformance.scenarios import SavedRun, saved_run
+from ckptspec.conformance.strategies import AtomicityScenario, atomicity_scenarios, replay_command, scenario_test
+from ckptspec.conformance.validation import error_findings
+from ckptspec.layout import LAYOUT, checkpoint_dir_name, is_staging_dir, parse_checkpoint_dir
+
+WORLD_SIZE = 2
+FULL_PROFILE_CAP = 24  # crash points when every mutation is enumerated (evenly spaced beyond this)
+
+
+def _dry_run(h: Harness, saved: SavedRun, between: int) -> tuple[dict[int, list[Mutation]], dict[int, dict[str, str]], str]:
+    """Resume, train, digest and save under a counting fault (memoised): per-rank mutations,
+    the state saved, and a failure description ('' if none)."""
+
+    def compute(_: Path) -> tuple[dict[int, list[Mutation]], dict[int, dict[str, str]], str]:
+        config = h.fork(saved.config)
+        result = h.phase(config, WORLD_SIZE, [Resume(None), Train(between), FullState(), Save(Fault("count"))])
+        logs = {r: list(res.mutations) for r, res in result.results(3).items()}
+        states = {r: res.value for r, res in result.results(2).items() if res.ok}
+        return logs, states, "" if not result.missing and not result.errors() else result.describe()
+
+    return h.memo("dry-run", (saved.config.output_dir, between), compute)
+
+
+def _crash_points(logs: dict[int, list[Mutation]], fractions: tuple[float, ...]) -> list[tuple[int, int, Mutation]]:
+    """``(rank, k, mutation)``: the commit landmarks (just before and just after the rename of
+    a directory to ``step-N``), plus the drawn fractions, or every mutation (capped) without any."""
+    every = [(r, k, m) for r in sorted(logs) for k, m in enumerate(logs[r], start=1)]
+    if not every:
+        return []
+    landmarks = []
+    for index, (rank, k, m) in enumerate(every):
+        if m.op in ("rename", "replace") and is_checkpoint_name(m.dst):
+            landmarks.append(every[index])
+            if index + 1 < len(every) and every[index + 1][0] == rank:
+                landmarks.append(every[index + 1])
+    if not fractions:
+        step = max(1, math.ceil(len(every) / FULL_PROFILE_CAP))
+        chosen = every[::step]
+    else:
+        chosen = [every[min(len(every) - 1, int(f * len(every)))] for f in fractions]
+    return sorted(set(landmarks + chosen), key=lambda p: (p[0], p[1]))
+
+
+def is_checkpoint_name(path: str) -> bool:
+    """Whether ``path`` ends in a committed checkpoint directory name."""
+    return parse_checkpoint_dir(path.rsplit("/", 1)[-1]) is not None
+
+
+@pytest.mark.requirement("COMMIT-2", "COMMIT-3")
+@scenario_test(AtomicityScenario, atomicity_scenarios, max_examples=1)
+def test_crash_during_save(harness: Harness, verdict: Verdict, scenario: AtomicityScenario) -> None:
+    """SIGKILL at crash points of a save: the run keeps the old or gets the new checkpoint, never junk."""
+    verdict.begin(replay_command("test_crash_during_save", scenario))
+    saved = saved_run(harness, WORLD_SIZE, scenario.steps_before)
+    if not verdict.check("COMMIT-2", not saved.failure, f"could not produce the first checkpoint:\n{saved.failure}"):
+        verdict.conclude()
+    logs, state_b, failure = _dry_run(harness, saved, scenario.steps_between)
+    if not verdict.check("COMMIT-2", not failure, f"the save to be crashed failed without a fault:\n{failure}"):
+        verdict.conclude()
+    step_a, step_b = scenario.steps_before, scenario.steps_before + scenario.steps_between
+    expected = {step_a: saved.saved, step_b: state_b}
+    for rank, k, mutation in _crash_points(logs, scenario.crash_points):
+        where = f"SIGKILL of rank {rank} before mutation {k} ({mutation})"
+        config = harness.fork(saved.config)
+        run_dir = harness.run_dir(config)
+        old_tree = file_tree(run_dir / checkpoint_dir_name(step_a))
+        crash = harness.phase(config, WORLD_SIZE, [Resume(None), Train(scenario.steps_between), Save(Fault("kill", rank, k))])
+        if rank not in crash.missing:
+            continue  # this run's save took another path (e.g. a differently ordered fsync); nothing to judge
+        committed = committed_steps(run_dir)
+        for step in committed:
+            findings = error_findings(run_dir / checkpoint_dir_name(step))
+            verdict.check("COMMIT-2", not findings, f"after {where} committed {checkpoint_dir_name(step)} does not validate: {findings[:3]}")
+        verdict.check("COMMIT-2", file_tree(run_dir / checkpoint_dir_name(step_a)) == old_tree,
+                      f"after {where} the earlier checkpoint {checkpoint_dir_name(step_a)} changed")
+        index_file = run_dir / LAYOUT.run_index_file
+        latest = json.loads(index_file.read_text()).get("latest_step") if index_file.is_file() else None
+        # The index may lag behind a commit that a crash interrupted (it is rebuilt from the
+        # directories), but it must never name a step that is not committed.
+        verdict.check("COMMIT-3", latest in committed,
+                      f"after {where} run.json latest_step is {latest!r} but the committed steps are {committed}")
+        resumed = harness.phase(config, WORLD_SIZE, [Resume(None), FullState()])
+        if not verdict.check("COMMIT-2", not resumed.missing and not resumed.errors(),
+                             f"after {where} resuming latest failed:\n{resumed.describe()}"):
+            continue
+        step = resumed.value(0)
+        if not verdict.check("COMMIT-2", step in expected,
+                             f"after {where} latest resumed at step {step}; expected {step_a} or {step_b}"):
+            continue
+        for r in range(WORLD_SIZE):
+            diff = diff_digests(expected[step].get(r, {}), resumed.value(1, r))
+            verdict.check("COMMIT-2", not diff, f"after {where} rank {r} resumed at {step} with a state unlike the one saved: {diff}")
+    verdict.conclude()
+
+
+@pytest.mark.requirement("COMMIT-1")
+def test_commit_order(harness: Harness, verdict: Verdict) -> None:
+    """Payload staged and fsynced before the manifest; manifest before the rename; run dir fsynced after."""
+    saved = saved_run(harness, WORLD_SIZE, 1)
+    if not verdict.check("COMMIT-1", not saved.failure, f"could not produce the first checkpoint:\n{saved.failure}"):
+        verdict.conclude()
+    logs, _, failure = _dry_run(harness, saved, 1)
+    if not verdict.check("COMMIT-1", not failure, f"the save failed:\n{failure}"):
+        verdict.conclude()
+    run = saved.config.run_id
+    final = f"{run}/{checkpoint_dir_name(2)}"
+    events = sorted((m for log in logs.values() for m in log), key=lambda m: m.time)
+    commit = [m for m in events if m.op in ("rename", "replace") and m.dst == final]
+    if not verdict.check("COMMIT-1", len(commit) == 1, f"no single rename of a staging directory to {final}: {[str(m) for m in events if m.dst == final]}"):
+        verdict.conclude()
+    renamed = commit[0]
+    staging = renamed.path
+    verdict.check("COMMIT-1", is_staging_dir(Path(staging).name), f"{final} was renamed from {staging}, not a staging directory")
+    manifest_at = [m.time for m in events if m.op in ("rename", "replace") and m.dst == f"{staging}/{LAYOUT.manifest_file}"]
+    manifest_at += [m.time for m in events if m.op in ("open", "os.open") and m.path == f"{staging}/{LAYOUT.manifest_file}"]
+    if not verdict.check("COMMIT-1", bool(manifest_at), f"no write of {staging}/{LAYOUT.manifest_file} seen"):
+        verdict.conclude()
+    marked = min(manifest_at)
+    verdict.check("COMMIT-1", marked < renamed.time, "the manifest was written after the staging directory was renamed")
+    written = {m.path for m in events if m.op in ("open", "os.open") and m.path.startswith(staging + "/") and m.time < marked}
+    synced = {m.path for m in events if m.op in ("fsync", "fdatasync") and m.time < marked}
+    verdict.check("COMMIT-1", written <= synced, f"payload not fsynced before the manifest: {sorted(written - synced)[:5]}")
+    outside = sorted({m.path for m in events if m.op in ("open", "os.open") and m.time < renamed.time
+                      and not m.path.startswith(staging + "/")} - {f"{run}/.{LAYOUT.run_index_file}.tmp"})
+    verdict.check("COMMIT-1", not outside, f"payload written outside the staging directory before the commit: {outside[:5]}")
+    verdict.check("COMMIT-1", any(m.op == "fsync" and m.path == run and m.time > renamed.time for m in events),
+                  "the run directory was not fsynced after the rename")
+    verdict.conclude()
+
+
+@pytest.mark.requirement("COMMIT-4")
+def test_failed_save_fails_everywhere(harness: Harness, verdict: Verdict) -> None:
+    """An I/O error on one non-zero rank during a save makes the save fail on every rank, uncommitted."""
+    saved = saved_run(harness, WORLD_SIZE, 1)
+    if not verdict.check("COMMIT-4", not saved.failure, f"could not produce the first checkpoint:\n{saved.failure}"):
+        verdict.conclude()
+    logs, _, failure = _dry_run(harness, saved, 1)
+    if not verdict.check("COMMIT-4", not failure, f"the save failed without a fault:\n{failure}"):
+        verdict.conclude()
+    rank = max(r for r in logs if logs[r]) if any(logs.values()) else 0
+    k = max(1, len(logs.get(rank, [])) // 2)
+    config = harness.fork(saved.config)
+    run_dir = harness.run_dir(config)
+    result = harness.phase(config, WORLD_SIZE, [Resume(None), Train(1), Save(Fault("oserror", rank, k))], may_fail={2})
+    what = f"EIO on rank {rank} at mutation {k} ({logs[rank][k - 1] if logs.get(rank) else '?'})"
+    verdict.check("COMMIT-4", not result.timed_out, f"after {what} ranks were left blocked:\n{result.describe()}")
+    outcome = result.results(2)
+    succeeded = sorted(r for r, res in outcome.items() if res.ok)
+    verdict.check("COMMIT-4", not succeeded, f"after {what} the save returned normally on ranks {succeeded}")
+    verdict.check("COMMIT-4", 2 not in committed_steps(run_dir), f"after {what} step 2 was committed anyway")
+    verdict.conclude()

@@ -1,0 +1,82 @@
+"""Run-level behaviour across restarts: best (RUN-4), retention (RUN-5), idempotent restart (RESUME-7)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ckptspec.conformance.checks import Verdict
+from ckptspec.conformance.harness import Harness, committed_steps, file_tree
+from ckptspec.conformance.phase import Evaluate, Fit, Resume, Save, Train
+from ckptspec.conformance.scenarios import metric_name
+from ckptspec.conformance.strategies import LifecycleScenario, lifecycle_scenarios, replay_command, scenario_test
+from ckptspec.layout import LAYOUT
+
+WORLD_SIZE = 2
+NEVER_BETTER = 1e9  # a min_delta no score can beat: the first recorded best must stay
+
+
+def _index(run_dir: Path) -> dict:  # type: ignore[type-arg]
+    path = run_dir / LAYOUT.run_index_file
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _leg(h: Harness, steps: int, resume: bool) -> list:  # type: ignore[type-arg]
+    evaluate = Evaluate((tuple(range(h.eval_set_size)),) + ((),) * (WORLD_SIZE - 1))
+    return [*([Resume(None)] if resume else []), *([Train(1), evaluate, Save()] * steps)]
+
+
+@pytest.mark.needs("eval", "best", "retention")
+@pytest.mark.requirement("RUN-4", "RUN-5")
+@scenario_test(LifecycleScenario, lifecycle_scenarios)
+def test_best_and_retention_across_restart(harness: Harness, verdict: Verdict, scenario: LifecycleScenario) -> None:
+    """Best survives a restart and never moves without a real improvement; retention keeps what it must."""
+    verdict.begin(replay_command("test_best_and_retention_across_restart", scenario))
+    metric = metric_name(harness)
+    total = scenario.first_leg + scenario.second_leg
+    config = harness.config(total_steps=total, keep_last=scenario.keep_last, best_metric=metric,
+                            best_mode="min", best_min_delta=NEVER_BETTER)
+    run_dir = harness.run_dir(config)
+    first = harness.phase(config, WORLD_SIZE, _leg(harness, scenario.first_leg, resume=False))
+    if not verdict.phase_completed("RUN-4", first, f"{scenario.first_leg} x (train, evaluate, save)"):
+        verdict.conclude()
+    best = (_index(run_dir).get("best") or {}).get("step")
+    verdict.check("RUN-4", best == 1, f"with min_delta {NEVER_BETTER:g} the best must stay at the first evaluated step 1, "
+                  f"run.json says {best!r}")
+    second = harness.phase(config, WORLD_SIZE, _leg(harness, scenario.second_leg, resume=True))
+    if not verdict.phase_completed("RUN-4", second, f"restart, {scenario.second_leg} x (train, evaluate, save)"):
+        verdict.conclude()
+    index = _index(run_dir)
+    best_after = (index.get("best") or {}).get("step")
+    verdict.check("RUN-4", best_after == 1, f"after a restart the best moved from step 1 to {best_after!r} "
+                  "although no score improved by more than min_delta (not rehydrated from run.json?)")
+    steps = committed_steps(run_dir)
+    must_keep = set(range(total - scenario.keep_last + 1, total + 1)) | {total} | ({best_after} if best_after else set())
+    verdict.check("RUN-5", must_keep <= set(steps),
+                  f"keep_last={scenario.keep_last}: committed steps {steps} lack {sorted(must_keep - set(steps))} "
+                  "(the N latest, the latest, the just-written and the best must be kept)")
+    verdict.conclude()
+
+
+@pytest.mark.requirement("RESUME-7")
+def test_idempotent_restart(harness: Harness, verdict: Verdict) -> None:
+    """fit() on a run already at its final step trains nothing and writes no checkpoint."""
+    config = harness.config(total_steps=2, save_every=1)
+    first = harness.phase(config, WORLD_SIZE, [Fit()])
+    if not verdict.phase_completed("RESUME-7", first, "the first fit()"):
+        verdict.conclude()
+    run_dir = harness.run_dir(config)
+    before_steps = committed_steps(run_dir)
+    before = {k: v for k, v in file_tree(run_dir).items() if not k.startswith(LAYOUT.run_index_file)}
+    again = harness.phase(config, WORLD_SIZE, [Fit()])
+    if not verdict.phase_completed("RESUME-7", again, "fit() of a finished run"):
+        verdict.conclude()
+    trained = {r: len(res.value) for r, res in again.results(0).items() if res.value}
+    verdict.check("RESUME-7", not trained, f"fit() of a finished run trained steps: {trained}")
+    after = {k: v for k, v in file_tree(run_dir).items() if not k.startswith(LAYOUT.run_index_file)}
+    verdict.check("RESUME-7", committed_steps(run_dir) == before_steps and after == before,
+                  f"fit() of a finished run wrote checkpoint files: "
+                  f"{sorted(set(after.items()) ^ set(before.items()))[:5]}")
+    verdict.conclude()

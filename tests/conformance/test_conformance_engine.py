@@ -1,0 +1,55 @@
+"""The scenario engine against a throwaway adapter: results, trainer errors, hangs, crash points."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ckptspec.conformance.adapter import ScenarioConfig
+from ckptspec.conformance.engine import run_phase
+from ckptspec.conformance.phase import Evaluate, Fault, FullState, PhaseSpec, Resume, Save, Train
+
+TOY = "toy_adapter:ToyAdapter"
+
+pytestmark = pytest.mark.slow
+
+
+def _config(tmp_path: Path, **extra: object) -> ScenarioConfig:
+    return ScenarioConfig(output_dir=str(tmp_path / "out"), run_id="run", global_batch_size=4, extra=dict(extra))
+
+
+def test_actions_run_in_order_and_results_come_back(tmp_path: Path) -> None:
+    spec = PhaseSpec(TOY, _config(tmp_path), 2, (Train(2), FullState(), Save(Fault("count")), Evaluate(((1, 2), ()))))
+    result = run_phase(spec, tmp_path / "phase")
+    assert result.describe() == "ok"
+    records = result.value(0, 1)
+    assert [r[0] for r in records] == [1, 2] and records[0][3] == (2, 3)
+    assert result.value(1, 0)["model/weight"] == result.value(1, 1)["model/weight"]
+    assert [m.op for m in result.results(2)[0].mutations][-1] == "rename"
+    assert result.value(3, 0) == result.value(3, 1) is not None
+
+
+def test_trainer_errors_are_data_and_may_fail_continues(tmp_path: Path) -> None:
+    spec = PhaseSpec(TOY, _config(tmp_path, raise_in="resume"), 2, (Resume(None), FullState()), may_fail=frozenset({0}))
+    result = run_phase(spec, tmp_path / "phase")
+    errors = result.errors()
+    assert {(r, name) for r, name, _ in errors} == {(0, "resume"), (1, "resume")}
+    assert errors[0][2].type == "builtins.ValueError" and not errors[0][2].is_checkpoint_error
+    assert result.results(1)[0].ok  # the action after an allowed failure ran
+
+
+def test_hang_is_killed_and_named(tmp_path: Path) -> None:
+    spec = PhaseSpec(TOY, _config(tmp_path, hang_eval_rank=1), 2, (Evaluate(((1,), ())),), timeout_s=20)
+    result = run_phase(spec, tmp_path / "phase")
+    assert result.timed_out and 1 in result.missing
+    assert "evaluate" in result.progress[1]
+    assert result.seconds < 60
+
+
+def test_kill_fault_stops_the_rank_at_its_crash_point(tmp_path: Path) -> None:
+    spec = PhaseSpec(TOY, _config(tmp_path), 2, (Train(1), Save(Fault("kill", rank=0, at=2))))
+    result = run_phase(spec, tmp_path / "phase")
+    assert 0 in result.missing and not result.timed_out
+    assert "SIGKILL before mutation 2" in result.progress[0]
+    assert not (tmp_path / "out" / "run" / "step-000000001").exists()

@@ -1,0 +1,107 @@
+"""Unit tests of the suite's pure parts: crash-point interposition, verdicts, report, xfails."""
+
+from __future__ import annotations
+
+import builtins
+import os
+from pathlib import Path
+
+import pytest
+
+from ckptspec.conformance.checks import Verdict, component, diff_digests
+from ckptspec.conformance.faults import interpose
+from ckptspec.conformance.phase import Fault
+from ckptspec.conformance.report import (
+    RecordedTest,
+    build_rows,
+    exit_status,
+    read_xfails,
+    requirement_outcomes,
+    xfail_matches,
+)
+from ckptspec.requirements import REQUIREMENTS
+
+
+def _save(root: Path) -> None:
+    staging = root / ".staging"
+    os.makedirs(staging)
+    with open(staging / "payload", "wb") as f:
+        f.write(b"x")
+        os.fsync(f.fileno())
+    (staging / "manifest.tmp").write_text("{}")
+    os.replace(staging / "manifest.tmp", staging / "manifest.json")
+    os.rename(staging, root / "step-1")
+
+
+def test_interpose_numbers_mutations_under_root_only(tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere.txt"
+    root = tmp_path / "run"
+    root.mkdir()
+    originals = (builtins.open, os.rename, os.fsync)
+    with interpose(str(root), Fault("count"), 0, lambda _: None) as log:
+        _save(root)
+        outside.write_text("not counted")
+    assert [m.op for m in log] == ["mkdir", "open", "fsync", "open", "replace", "rename"]
+    assert log[-1].path == ".staging" and log[-1].dst == "step-1"
+    assert (builtins.open, os.rename, os.fsync) == originals
+
+
+def test_oserror_fault_fires_at_its_mutation_on_its_rank(tmp_path: Path) -> None:
+    root = tmp_path / "run"
+    root.mkdir()
+    with pytest.raises(OSError, match="mutation 5"):
+        with interpose(str(root), Fault("oserror", rank=1, at=5), 1, lambda _: None):
+            _save(root)
+    assert not (root / "step-1").exists() and (root / ".staging" / "manifest.tmp").exists()
+    with interpose(str(tmp_path / "other"), Fault("oserror", rank=1, at=1), 0, lambda _: None):
+        (tmp_path / "other").mkdir()  # another rank's fault does not fire here
+
+
+def test_verdict_attributes_each_failure_to_its_requirement() -> None:
+    v = Verdict(requirements=("RESUME-1", "RESUME-8"))
+    v.check("RESUME-1", True, "")
+    v.check("RESUME-8", False, "rng differs")
+    with pytest.raises(AssertionError, match="RESUME-8 FAILED") as info:
+        v.conclude()
+    assert "RESUME-1 FAILED" not in str(info.value)
+    assert v.outcomes == {"RESUME-1": "pass", "RESUME-8": "fail"}
+    with pytest.raises(ValueError):
+        v.check("RUN-6", True, "")
+    v.begin(None)
+    assert v.outcomes == {}
+
+
+def test_digest_helpers() -> None:
+    a = {"model/w": "1", "model/b": "2", "rng/cpu": "3"}
+    assert component(a, "model") == {"model/w": "1", "model/b": "2"}
+    assert diff_digests(a, {**a, "model/w": "9", "x": "0"}) == ["model/w (differs)", "x (unexpected)"]
+
+
+def test_requirement_outcomes_keep_errors_apart_from_failures() -> None:
+    assert requirement_outcomes("failed", ["A", "B"], {"A": "fail", "B": "pass"}, False) == {"A": "fail", "B": "pass"}
+    assert requirement_outcomes("failed", ["A"], {}, True) == {"A": "error"}
+    assert requirement_outcomes("skipped", ["A"], {}, False) == {"A": "skipped"}
+    assert requirement_outcomes("xfailed", ["A", "B"], {"A": "fail", "B": "pass"}, False) == {"A": "xfail", "B": "pass"}
+    assert requirement_outcomes("passed", ["A"], {}, False) == {"A": "pass"}
+
+
+def test_rows_cover_every_requirement_and_exit_status() -> None:
+    records = [RecordedTest("t1", "failed", 1.0, {"RESUME-1": "fail", "RESUME-8": "pass"}, "boom", "replay"),
+               RecordedTest("t2", "passed", 1.0, {"RESUME-8": "pass", "EVAL-1": "error"})]
+    rows = {r.id: r for r in build_rows(records)}
+    assert set(rows) == {r.id for r in REQUIREMENTS}
+    assert (rows["RESUME-1"].outcome, rows["RESUME-8"].outcome, rows["EVAL-1"].outcome) == ("fail", "pass", "error")
+    assert rows["LAYOUT-1"].outcome == "not-run" and rows["RESUME-1"].replay == ["replay"]
+    assert exit_status(rows.values()) == 1
+    rows["RESUME-1"].outcome = "pass"
+    assert exit_status(rows.values()) == 2
+
+
+def test_xfails_file(tmp_path: Path) -> None:
+    path = tmp_path / "xfails.txt"
+    path.write_text("# known\ntest_rewind  # fork not recorded yet\n\ntest_eval.py::test_eval_with_empty_shards\n")
+    ids = read_xfails(path)
+    assert ids == ["test_rewind", "test_eval.py::test_eval_with_empty_shards"]
+    assert xfail_matches("test_rewind", "test_rewind.py::test_rewind")
+    assert xfail_matches(ids[1], "test_eval.py::test_eval_with_empty_shards")
+    assert not xfail_matches("test_rewind", "test_rewind.py::test_rewind_other")
