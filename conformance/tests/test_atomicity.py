@@ -159,14 +159,17 @@ def test_failed_save_fails_everywhere(harness: Harness, verdict: Verdict) -> Non
     if not verdict.check("COMMIT-4", not failure, f"the save failed without a fault:\n{failure}"):
         verdict.conclude()
     rank = max(r for r in logs if logs[r]) if any(logs.values()) else 0
-    k = max(1, len(logs.get(rank, [])) // 2)
-    config = harness.fork(saved.config)
-    run_dir = harness.run_dir(config)
-    result = harness.phase(config, WORLD_SIZE, [Resume(None), Train(1), Save(Fault("oserror", rank, k))], may_fail={2})
-    what = f"EIO on rank {rank} at mutation {k} ({logs[rank][k - 1] if logs.get(rank) else '?'})"
-    verdict.check("COMMIT-4", not result.timed_out, f"after {what} ranks were left blocked:\n{result.describe()}")
-    outcome = result.results(2)
-    succeeded = sorted(r for r, res in outcome.items() if res.ok)
-    verdict.check("COMMIT-4", not succeeded, f"after {what} the save returned normally on ranks {succeeded}")
-    verdict.check("COMMIT-4", 2 not in committed_steps(run_dir), f"after {what} step 2 was committed anyway")
+    count = len(logs.get(rank, []))
+    # Midway the error usually lands inside the checkpoint library, which may fail the save by
+    # itself; at the rank's last mutation only the trainer's own agreement before commit can.
+    for k in sorted({max(1, count // 2), max(1, count)}):
+        config = harness.fork(saved.config)
+        run_dir = harness.run_dir(config)
+        result = harness.phase(config, WORLD_SIZE, [Resume(None), Train(1), Save(Fault("oserror", rank, k))], may_fail={2})
+        what = f"EIO on rank {rank} at mutation {k} ({logs[rank][k - 1] if logs.get(rank) else '?'})"
+        verdict.check("COMMIT-4", not result.timed_out, f"after {what} ranks were left blocked:\n{result.describe()}")
+        outcome = result.results(2)
+        succeeded = sorted(r for r, res in outcome.items() if res.ok)
+        verdict.check("COMMIT-4", not succeeded, f"after {what} the save returned normally on ranks {succeeded}")
+        verdict.check("COMMIT-4", 2 not in committed_steps(run_dir), f"after {what} step 2 was committed anyway")
     verdict.conclude()
