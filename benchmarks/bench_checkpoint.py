@@ -1,6 +1,6 @@
 """Checkpoint overhead of the reference manager against raw DCP, and async-save blocking time.
 
-    python benchmarks/bench_checkpoint.py [--nproc 2] [--repeats 5] [--output-dir /tmp/ckptspec-bench]
+    python benchmarks/bench_checkpoint.py [--nproc 2] [--repeats 5] [--warmup 1] [--output-dir /tmp/ckptspec-bench]
 
 Relaunches itself under ``torch.distributed.run`` on ``--nproc`` CPU ranks. The model's
 model + optimizer state is about 250 MB. In each of ``--repeats`` rounds (order alternating)
@@ -8,7 +8,9 @@ it measures, on the same state: raw ``dcp.save`` of the model and optimizer stat
 manager's full commit (DCP payloads + JSON + RNG + fsync + SHA-256 digests + manifest +
 rename + run.json); raw ``dcp.load`` vs the trainer's resume (SHA-256 integrity check of every
 file, drift and world-size checks, then the loads; also with size-only verification); and how long an ``--async-save`` blocks the
-training loop vs a synchronous save. Rank 0 prints medians and ratios.
+training loop vs a synchronous save. ``--warmup`` rounds run first and are not counted (they
+allocate the page cache and the async stager's reusable host buffers). Rank 0 prints medians
+and ratios.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--nproc", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=1, help="uncounted rounds before the measured ones")
     p.add_argument("--output-dir", default="/tmp/ckptspec-bench")
     p.add_argument("--dim", type=int, default=1024)
     p.add_argument("--vocab-size", type=int, default=4096)
@@ -65,13 +68,22 @@ def bench(args: argparse.Namespace) -> None:
     state_bytes *= 3  # parameters + two AdamW moments
     if ctx.rank == 0:
         shutil.rmtree(out, ignore_errors=True)
-        print(f"world size {ctx.world_size}, model + optimizer state {state_bytes / 1e6:.0f} MB, {args.repeats} paired rounds")
+        print(f"world size {ctx.world_size}, model + optimizer state {state_bytes / 1e6:.0f} MB, "
+              f"{args.repeats} paired rounds after {args.warmup} warm-up")
     dist.barrier()
 
     times: dict[str, list[float]] = {
         k: [] for k in ("raw_save", "mgr_save", "raw_load", "mgr_load", "mgr_load_size_only", "async_block", "async_total")
     }
-    for i in range(args.repeats):
+    # One asynchronous manager for every round, as in training: its stagers keep their host buffers.
+    async_manager = CheckpointManager(out / "async", "async", ctx, async_groups=trainer.manager.async_groups)
+    for i in range(args.warmup + args.repeats):
+        counted = i >= args.warmup
+
+        def record(name: str, seconds: float) -> None:
+            if counted:
+                times[name].append(seconds)
+
         raw_dir = out / f"raw-{i}"
         manager = CheckpointManager(out / f"run-{i}", f"run-{i}", ctx)
 
@@ -100,17 +112,17 @@ def bench(args: argparse.Namespace) -> None:
 
         pairs = [("raw_save", raw_save), ("mgr_save", mgr_save)]
         for name, fn in pairs if i % 2 == 0 else pairs[::-1]:
-            times[name].append(timed(fn))
+            record(name, timed(fn))
         pairs = [("raw_load", raw_load), ("mgr_load", mgr_load), ("mgr_load_size_only", mgr_load_size_only)]
         for name, fn in pairs if i % 2 == 0 else pairs[::-1]:
-            times[name].append(timed(fn))
+            record(name, timed(fn))
 
-        async_manager = CheckpointManager(out / f"async-{i}", f"async-{i}", ctx, async_groups=trainer.manager.async_groups)
         reference = {k: v.detach().clone() for k, v in trainer.full_state()["model"].items()} if i == 0 else None
-        times["async_block"].append(timed(lambda: async_manager.save_async(trainer.save_request())))
+        blocked = timed(lambda: async_manager.save_async(trainer.save_request()))
         if reference is not None:  # training goes on while the background write runs
             trainer.train(1)
-        times["async_total"].append(times["async_block"][-1] + timed(async_manager.wait))
+        record("async_block", blocked)
+        record("async_total", blocked + timed(async_manager.wait))
         if reference is not None:
             saved = async_manager.checkpoint_path(trainer.step - 1)
             probe = Trainer(config.__class__(**{**config.__dict__, "async_save": False, "run_id": "probe"}), ctx)
@@ -122,7 +134,7 @@ def bench(args: argparse.Namespace) -> None:
             trainer.resume(async_manager.checkpoint_path(trainer.step - 1))  # back to the benchmarked state
             del probe
         if ctx.rank == 0:
-            for path in (raw_dir, out / f"run-{i}", out / f"async-{i}"):
+            for path in (raw_dir, out / f"run-{i}", *(out / "async").glob("step-*")):
                 shutil.rmtree(path, ignore_errors=True)
         dist.barrier()
 

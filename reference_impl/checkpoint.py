@@ -21,6 +21,8 @@ subclass (the conformance suite's mutants do exactly that).
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import shutil
@@ -115,6 +117,7 @@ class _PendingSave:
     staging: Path
     futures: list[Any]
     digests: list[dict[Path, tuple[int, str]]]  # one per DCP writer, filled as it writes
+    local_files: dict[Path, bytes]  # this rank's JSON and per-rank files, serialised at save time
     error: Optional[str]
 
 
@@ -306,8 +309,11 @@ class CheckpointManager:
                 error = error or f"{name}: {type(exc).__name__}: {exc}"
                 continue
             futures += [future] if future is not None else []
-        error = error or self._write_local(staging, request)
-        self._pending = _PendingSave(request, staging, futures, digests, error)
+        try:
+            local_files = self._serialize_local(staging, request)
+        except Exception as exc:  # reported to every rank through the agreement collective
+            local_files, error = {}, error or f"{type(exc).__name__}: {exc}"
+        self._pending = _PendingSave(request, staging, futures, digests, local_files, error)
 
     def _writer(self, name: str, path: Path, async_save: bool) -> FileSystemWriter:
         """A hashing DCP writer for ``path``. Asynchronous saves of CUDA state reuse one writer per
@@ -334,22 +340,25 @@ class CheckpointManager:
         dcp.save(state, storage_writer=writer)
         return None
 
-    def _write_local(self, staging: Path, request: SaveRequest) -> Optional[str]:
-        """Write this rank's JSON (rank 0) and per-rank files, each fsynced. Returns an error or None."""
-        try:
-            if self.ctx.rank == 0:
-                for name, (_, value) in request.replicated.items():
-                    write_durable(staging / f"{name}.json", _json_bytes(value))
-            for name, (_, tensors) in request.per_rank.items():
-                path = staging / per_rank_file(name, self.ctx.rank)
-                path.parent.mkdir(exist_ok=True)
-                with open(path, "wb") as f:
-                    torch.save(tensors, f)
-                    f.flush()
-                    os.fsync(f.fileno())
-            return None
-        except Exception as exc:  # reported to every rank through the agreement collective
-            return f"{type(exc).__name__}: {exc}"
+    def _serialize_local(self, staging: Path, request: SaveRequest) -> dict[Path, bytes]:
+        """This rank's JSON (rank 0) and per-rank files as bytes, captured now: an asynchronous
+        save writes them with its payloads, after training has moved on."""
+        files = {}
+        if self.ctx.rank == 0:
+            for name, (_, value) in request.replicated.items():
+                files[staging / f"{name}.json"] = _json_bytes(value)
+        for name, (_, tensors) in request.per_rank.items():
+            buffer = io.BytesIO()
+            torch.save(tensors, buffer)
+            files[staging / per_rank_file(name, self.ctx.rank)] = buffer.getvalue()
+        return files
+
+    @staticmethod
+    def _write_local(files: dict[Path, bytes]) -> None:
+        """Write (and fsync) the serialised local files."""
+        for path, data in files.items():
+            path.parent.mkdir(exist_ok=True)
+            write_durable(path, data)
 
     def _finish_local(self, pending: _PendingSave) -> tuple[list[tuple[str, int, str]], Optional[str]]:
         """Wait for background writes; digest the files this rank wrote as (path, size, sha256)."""
@@ -362,12 +371,14 @@ class CheckpointManager:
         if error:
             return [], error
         try:
+            self._write_local(pending.local_files)
             known = {path: digest for digests in pending.digests for path, digest in digests.items()}
+            known.update({path: (len(data), hashlib.sha256(data).hexdigest()) for path, data in pending.local_files.items()})
             entries = []
             for path in self._files_written_by_me(pending.staging, pending.request):
                 size, sha = known.get(path) or file_digest(path)
                 entries.append((path.relative_to(pending.staging).as_posix(), size, sha))
-            for directory in {p.parent for p in pending.staging.rglob("*")} | {pending.staging}:
+            for directory in sorted({p.parent for p in pending.staging.rglob("*")} | {pending.staging}):  # reproducible fault points
                 fsync_path(directory)
             return entries, None
         except OSError as exc:
