@@ -16,9 +16,9 @@ import importlib
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Literal, Optional, Protocol, Sequence, runtime_checkable
 
-Capability = Literal["reshard", "elastic", "eval", "accumulation", "best", "retention"]
+Capability = Literal["reshard", "elastic", "eval", "accumulation", "micro_steps", "epochs", "best", "retention"]
 
-CAPABILITIES: tuple[str, ...] = ("reshard", "elastic", "eval", "accumulation", "best", "retention")
+CAPABILITIES: tuple[str, ...] = ("reshard", "elastic", "eval", "accumulation", "micro_steps", "epochs", "best", "retention")
 """Every capability an adapter may declare. A test that needs an undeclared one is skipped.
 
 - ``reshard``: sharded state (model, optimizer) loads at a different world size.
@@ -26,6 +26,11 @@ CAPABILITIES: tuple[str, ...] = ("reshard", "elastic", "eval", "accumulation", "
   change instead of failing, and the next manifest records it.
 - ``eval``: :meth:`TrainerAdapter.evaluate` is implemented.
 - ``accumulation``: ``accumulation_steps > 1`` is supported.
+- ``micro_steps``: :meth:`TrainerAdapter.train_micro` is implemented, so the suite can ask for a
+  save in the middle of an accumulation cycle (RESUME-9).
+- ``epochs``: with ``ScenarioConfig.steps_per_epoch``, the training set holds exactly
+  ``steps_per_epoch * global_batch_size`` samples (ids ``0..n-1``) and every epoch visits each
+  of them once, so the suite can resume across epoch boundaries.
 - ``best``: best-checkpoint tracking by ``best_metric`` is implemented.
 - ``retention``: ``keep_last`` is implemented.
 """
@@ -64,6 +69,7 @@ class ScenarioConfig:
     best_mode: Literal["max", "min"] = "min"
     best_min_delta: float = 0.0
     elastic: bool = False
+    steps_per_epoch: Optional[int] = None  # with `epochs`: size the training set to this many steps; None: your own
     extra: dict[str, Any] = field(default_factory=dict)  # adapter-specific settings, passed through
 
     def replace(self, **changes: Any) -> "ScenarioConfig":
@@ -106,6 +112,13 @@ class TrainerAdapter(Protocol):
 
     def train(self, steps: int) -> list[StepRecord]:
         """*Collective.* Run ``steps`` more optimizer steps; one record per step."""
+
+    def train_micro(self, count: int) -> None:
+        """*Collective.* With ``micro_steps`` only: run the next ``count`` micro-batches
+        (``0 < count < accumulation_steps``) of the next optimizer step without stepping the
+        optimizer. The next :meth:`train` completes that step first (it counts as one of its
+        steps); a :meth:`save` before then must be refused with a
+        :class:`ckptspec.errors.CheckpointError` or resume bit-exactly (RESUME-9)."""
 
     def save(self) -> str:
         """*Collective.* Commit a checkpoint at the current step; return its directory.

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Optional, TypeVar
 
 from ckptspec.conformance.adapter import ScenarioConfig
-from ckptspec.conformance.phase import Action, PhaseResult, PhaseSpec
+from ckptspec.conformance.phase import Action, Evaluate, PhaseResult, PhaseSpec
 
 T = TypeVar("T")
 
@@ -43,11 +43,14 @@ class Profile:
     world_sizes: tuple[int, ...]  # sizes scenarios may save and load at
     crash_points: Optional[int]  # drawn crash points besides the commit landmarks; None: every mutation
     phase_timeout_s: float
+    eval_phase_timeout_s: float  # phases that only build the adapter and evaluate: a hang shows sooner
 
 
 PROFILES: dict[str, Profile] = {
-    "quick": Profile("quick", max_examples=1, world_sizes=(1, 2, 3), crash_points=1, phase_timeout_s=60.0),
-    "full": Profile("full", max_examples=3, world_sizes=(1, 2, 3, 4), crash_points=None, phase_timeout_s=120.0),
+    "quick": Profile("quick", max_examples=1, world_sizes=(1, 2, 3), crash_points=1, phase_timeout_s=60.0,
+                     eval_phase_timeout_s=30.0),
+    "full": Profile("full", max_examples=3, world_sizes=(1, 2, 3, 4), crash_points=None, phase_timeout_s=120.0,
+                    eval_phase_timeout_s=60.0),
 }
 
 
@@ -99,7 +102,10 @@ class Harness:
         *,
         may_fail: Iterable[int] = (),
     ) -> PhaseResult:
-        """Run one phase; raise :class:`HarnessError` if the launcher or the harness broke."""
+        """Run one phase; raise :class:`HarnessError` if the launcher or the harness broke.
+
+        The phase is given the profile's ``eval_phase_timeout_s`` when every action is an
+        :class:`Evaluate`, else ``phase_timeout_s``."""
         from ckptspec.conformance.engine import run_phase
 
         spec = PhaseSpec(
@@ -108,7 +114,8 @@ class Harness:
             world_size=world_size,
             actions=tuple(actions),
             may_fail=frozenset(may_fail),
-            timeout_s=self.profile.phase_timeout_s,
+            timeout_s=self.profile.eval_phase_timeout_s if all(isinstance(a, Evaluate) for a in actions)
+            else self.profile.phase_timeout_s,
         )
         self._phase_count += 1
         phase_dir = Path(config.output_dir).parent / "phases" / f"{self._phase_count:03d}"

@@ -61,6 +61,13 @@ class Train:
 
 
 @dataclass(frozen=True)
+class TrainMicro:
+    """``adapter.train_micro(count)``: part of the next optimizer step; the value is None."""
+
+    count: int
+
+
+@dataclass(frozen=True)
 class Save:
     """``adapter.save()``, optionally under a :class:`Fault`; the value is the checkpoint path."""
 
@@ -84,7 +91,7 @@ class FullState:
     """``adapter.full_state()`` digested in the rank: the value is ``{leaf path: digest}``."""
 
 
-Action = Union[Resume, Train, Save, Fit, Evaluate, FullState]
+Action = Union[Resume, Train, TrainMicro, Save, Fit, Evaluate, FullState]
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ its own requirement.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -67,6 +67,7 @@ def scenario_config(h: Harness, s: ResumeScenario, where: Path) -> ScenarioConfi
         total_steps=s.total_steps,
         accumulation_steps=s.accumulation_steps,
         global_batch_size=batch_size((s.world_size,), s.accumulation_steps),
+        steps_per_epoch=s.steps_per_epoch,
     )
 
 
@@ -90,7 +91,7 @@ def baseline(h: Harness, s: ResumeScenario) -> Baseline:
             states[bound] = _per_rank(result, 2 * i + 1)
         return Baseline(records, states, _failed(result))
 
-    return h.memo("baseline", (s.world_size, s.total_steps, s.cuts, s.accumulation_steps, s.seed), compute)
+    return h.memo("baseline", astuple(s), compute)
 
 
 def split_run(h: Harness, s: ResumeScenario) -> SplitRun:
@@ -122,7 +123,7 @@ def split_run(h: Harness, s: ResumeScenario) -> SplitRun:
                 run.segments.append(Segment(bound, _per_rank(result, 3)))
         return run
 
-    return h.memo("split", (s.world_size, s.total_steps, s.cuts, s.accumulation_steps, s.seed), compute)
+    return h.memo("split", astuple(s), compute)
 
 
 def _extend(records: Records, new: dict[int, Any]) -> None:

@@ -25,13 +25,17 @@ S = TypeVar("S")
 
 @dataclass(frozen=True)
 class ResumeScenario:
-    """Train ``total_steps`` uninterrupted, and again cut (save, exit, resume) after each of ``cuts``."""
+    """Train ``total_steps`` uninterrupted, and again cut (save, exit, resume) after each of ``cuts``.
+
+    ``steps_per_epoch`` (needs the ``epochs`` capability) makes epochs that short; None leaves the
+    adapter's own training set."""
 
     world_size: int
     total_steps: int
     cuts: tuple[int, ...]
     accumulation_steps: int
     seed: int
+    steps_per_epoch: Optional[int] = None
 
 
 @dataclass(frozen=True)

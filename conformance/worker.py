@@ -30,6 +30,7 @@ from ckptspec.conformance.phase import (
     Resume,
     Save,
     Train,
+    TrainMicro,
 )
 
 
@@ -108,6 +109,8 @@ class _Rank:
             return self.call("resume", lambda: int(a.resume(action.checkpoint)))
         if isinstance(action, Train):
             return self.call("train", lambda: _records(a.train(action.steps)))
+        if isinstance(action, TrainMicro):
+            return self.call("train_micro", lambda: a.train_micro(action.count))
         if isinstance(action, Fit):
             return self.call("fit", lambda: _records(a.fit()))
         if isinstance(action, Evaluate):

@@ -41,13 +41,17 @@ def train_config(config: ScenarioConfig, eval_set_size: int) -> TrainConfig:
     if unknown:
         raise ValueError(f"unknown reference-trainer settings in ScenarioConfig.extra: {unknown}")
     values: dict[str, Any] = {ours: getattr(config, theirs) for theirs, ours in _SCENARIO_FIELDS.items()}
+    if config.steps_per_epoch is not None:
+        values["dataset_size"] = config.steps_per_epoch * config.global_batch_size
     return TrainConfig(**values, eval_set_size=eval_set_size, **config.extra)
 
 
 class ReferenceAdapter:
     """The reference trainer behind the :class:`~ckptspec.conformance.adapter.TrainerAdapter` protocol."""
 
-    capabilities: ClassVar[frozenset[str]] = frozenset({"reshard", "elastic", "eval", "accumulation", "best", "retention"})
+    capabilities: ClassVar[frozenset[str]] = frozenset(
+        {"reshard", "elastic", "eval", "accumulation", "micro_steps", "epochs", "best", "retention"}
+    )
     eval_set_size: ClassVar[int] = 24
     trainer_class: ClassVar[type[Trainer]] = Trainer
 
@@ -67,6 +71,9 @@ class ReferenceAdapter:
 
     def train(self, steps: int) -> list[StepRecord]:
         return self.trainer.train(steps)
+
+    def train_micro(self, count: int) -> None:
+        self.trainer.train_micro(count)
 
     def save(self) -> str:
         path = self.trainer.save()

@@ -35,6 +35,7 @@ from torch.distributed.checkpoint.state_dict import (
 from torch.distributed.fsdp import fully_shard
 
 from ckptspec.conformance.adapter import StepRecord
+from ckptspec.errors import MidAccumulationError
 from ckptspec.manifest import EvalResult, Progress, ResumeRecord
 from ckptspec.reference_impl import rng
 from ckptspec.reference_impl.checkpoint import BestPolicy, CheckpointManager, SaveRequest
@@ -78,6 +79,21 @@ class TrainConfig:
     model: ModelArgs = field(default_factory=ModelArgs)
     crash_at_step: Optional[int] = None  # test hook: SIGKILL every rank after this step
     crash_during_save: Optional[int] = None  # test hook: SIGKILL every rank while committing this step
+
+
+@dataclass
+class AccumulationCycle:
+    """The optimizer step in progress: its micro-batches (this rank's sample ids), how many have
+    been accumulated, and the loss summed over them."""
+
+    micro_batches: list[list[int]]
+    tokens: int
+    loss_sum: torch.Tensor
+    done: int = 0
+
+    @property
+    def remaining(self) -> int:
+        return len(self.micro_batches) - self.done
 
 
 def lr_factor(config: TrainConfig, step: int) -> float:
@@ -126,7 +142,7 @@ class Trainer:
         self.global_step = 0
         self.resumed_from: Optional[ResumeRecord] = None
         self.last_eval: Optional[tuple[int, EvalResult]] = None
-        self._pending_micro_steps = 0
+        self.cycle: Optional[AccumulationCycle] = None  # set between micro-batches of one optimizer step
         self.step_callback: Optional[Callable[[StepRecord], None]] = None  # called by fit() after each step
         self.log: Callable[[str], None] = print if ctx.rank == 0 else (lambda _msg: None)
 
@@ -161,29 +177,48 @@ class Trainer:
         return self.global_step
 
     def train_step(self) -> StepRecord:
-        """*Collective.* One optimizer step over one global batch; returns this rank's record
-        (``loss`` is the global mean token loss, identical on every rank)."""
+        """*Collective.* One optimizer step over one global batch (completing the step that
+        :meth:`train_micro` started, if any); returns this rank's record (``loss`` is the global
+        mean token loss, identical on every rank)."""
+        cycle = self.cycle or self._start_cycle()
+        self._accumulate(cycle, cycle.remaining)
+        lr = self.scheduler.get_last_lr()[0]
+        self._optimizer_step()
+        self.global_step += 1
+        totals = torch.stack([cycle.loss_sum, torch.tensor(float(cycle.tokens), dtype=torch.float64, device=self.device)])
+        dist.all_reduce(totals)
+        samples = tuple(s for m in cycle.micro_batches for s in m)
+        return StepRecord(step=self.global_step, loss=float(totals[0] / totals[1]), lr=lr, samples=samples)
+
+    def train_micro(self, count: int) -> None:
+        """*Collective.* Accumulate the next ``count`` micro-batches of the next optimizer step
+        without stepping the optimizer; the following :meth:`train_step` completes the step.
+        A save in between is refused (:class:`~ckptspec.errors.MidAccumulationError`)."""
+        remaining = self.cycle.remaining if self.cycle else self.config.accumulation_steps
+        if not 0 < count < remaining:
+            raise ValueError(f"train_micro({count}): {remaining} micro-batches remain in this optimizer step; "
+                             f"pass 1 to {remaining - 1} (train_step() completes the step)")
+        self._accumulate(self.cycle or self._start_cycle(), count)
+
+    def _start_cycle(self) -> AccumulationCycle:
         c = self.config
         global_batch = self.sampler.next_global_batch()
         micro_batches = self.sampler.rank_micro_batches(global_batch, self.ctx.rank, self.ctx.world_size, c.accumulation_steps)
         tokens = sum(len(m) for m in micro_batches) * c.model.seq_len
-        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        self.cycle = AccumulationCycle(micro_batches, tokens, torch.zeros((), dtype=torch.float64, device=self.device))
+        return self.cycle
+
+    def _accumulate(self, cycle: AccumulationCycle, count: int) -> None:
+        """Forward and backward of the next ``count`` micro-batches of ``cycle``."""
         self.model.train()
-        for i, ids in enumerate(micro_batches):
-            self._set_gradient_sync(i == len(micro_batches) - 1)
-            inputs, targets = self.dataset.batch(ids, self.device)
+        for _ in range(count):
+            self._set_gradient_sync(cycle.done == len(cycle.micro_batches) - 1)
+            inputs, targets = self.dataset.batch(cycle.micro_batches[cycle.done], self.device)
             logits = self.model(inputs)
             loss = F.cross_entropy(logits, targets.flatten(), reduction="sum")
-            (loss / tokens).backward()  # FSDP averages over ranks: the global mean token loss
-            loss_sum += loss.detach().double()
-            self._pending_micro_steps += 1
-        lr = self.scheduler.get_last_lr()[0]
-        self._optimizer_step()
-        self.global_step += 1
-        totals = torch.stack([loss_sum, torch.tensor(float(tokens), dtype=torch.float64, device=self.device)])
-        dist.all_reduce(totals)
-        samples = tuple(s for m in micro_batches for s in m)
-        return StepRecord(step=self.global_step, loss=float(totals[0] / totals[1]), lr=lr, samples=samples)
+            (loss / cycle.tokens).backward()  # FSDP averages over ranks: the global mean token loss
+            cycle.loss_sum += loss.detach().double()
+            cycle.done += 1
 
     def _set_gradient_sync(self, sync: bool) -> None:
         """Defer the gradient reduce-scatter to the last micro-step (unless disabled)."""
@@ -194,7 +229,7 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self._pending_micro_steps = 0
+        self.cycle = None
 
     def train(self, steps: int, on_step: Optional[Callable[[StepRecord], None]] = None) -> list[StepRecord]:
         """*Collective.* Run ``steps`` optimizer steps."""
@@ -234,8 +269,9 @@ class Trainer:
             self.manager.wait()
 
     def _ensure_boundary(self) -> None:
-        if self._pending_micro_steps:
-            raise RuntimeError(f"cannot checkpoint in the middle of gradient accumulation ({self._pending_micro_steps} micro-steps pending)")
+        """Refuse a save between the micro-batches of one optimizer step (RESUME-9)."""
+        if self.cycle is not None:
+            raise MidAccumulationError(self.global_step, self.cycle.done, len(self.cycle.micro_batches))
 
     def save_request(self) -> SaveRequest:
         """This rank's contribution to a checkpoint of the current step (state dicts reference live state)."""

@@ -1,7 +1,7 @@
-"""Typed errors a conformant trainer raises when it refuses to resume (section *resume*).
+"""Typed errors a conformant trainer raises when it refuses to resume or to save (section *resume*).
 
 Each carries a stable ``code`` and the requirement it enforces, and is raised before any live
-state is modified. The conformance suite recognises them by class, so adapters should raise
+state (or the run directory) is modified. The conformance suite recognises them by class, so adapters should raise
 these (or subclasses) rather than generic exceptions.
 """
 
@@ -65,3 +65,17 @@ class NoCheckpointError(CheckpointError):
 
     code = "RESUME_NO_CHECKPOINT"
     requirement = "LAYOUT-3"
+
+
+class MidAccumulationError(CheckpointError):
+    """A save was requested in the middle of a gradient-accumulation cycle (RESUME-9)."""
+
+    code = "SAVE_MID_ACCUMULATION"
+    requirement = "RESUME-9"
+
+    def __init__(self, step: int, done: int, total: int) -> None:
+        self.step, self.done, self.total = step, done, total
+        super().__init__(
+            f"cannot checkpoint step {step} in the middle of gradient accumulation: {done} of {total} "
+            "micro-batches of the next optimizer step are accumulated; save at an optimizer-step boundary"
+        )

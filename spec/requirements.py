@@ -240,7 +240,10 @@ REQUIREMENTS: tuple[Requirement, ...] = (
        "node has.", "conformance"),
     _r("RESUME-9", "MUST", RS, "Optimizer-step boundaries",
        "A checkpoint MUST be taken at an optimizer-step boundary, so that no partially "
-       "accumulated gradient is lost or double-counted across a resume.", "conformance"),
+       "accumulated gradient is lost or double-counted across a resume. A save requested in the "
+       "middle of a gradient-accumulation cycle MUST either be refused with an error, leaving the "
+       "live state and the run directory unchanged, or record the partial cycle so that training "
+       "resumed from it is bit-exact with training that was never interrupted.", "conformance"),
     _r("RESUME-10", "SHOULD", RS, "Deferred gradient sync",
        "Gradient accumulation with deferred gradient synchronisation SHOULD produce the same "
        "parameters as synchronising on every micro-step.", "conformance"),

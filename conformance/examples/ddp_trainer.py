@@ -40,7 +40,7 @@ def sample(seed: int, index: int) -> tuple[torch.Tensor, torch.Tensor]:
 class DDPAdapter:
     """A small MLP trained with DDP, AdamW, linear warm-up and gradient accumulation."""
 
-    capabilities: ClassVar[frozenset[str]] = frozenset({"reshard", "eval", "accumulation", "best", "retention"})
+    capabilities: ClassVar[frozenset[str]] = frozenset({"reshard", "eval", "accumulation", "epochs", "best", "retention"})
     eval_set_size: ClassVar[int] = 16
 
     def __init__(self, config: ScenarioConfig, ctx: RankContext) -> None:
@@ -52,6 +52,7 @@ class DDPAdapter:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / 3))
         torch.manual_seed(config.seed * 7919 + ctx.rank)  # per-rank dropout stream
         self.samples_seen = 0
+        self.dataset_size = config.steps_per_epoch * config.global_batch_size if config.steps_per_epoch else DATASET_SIZE
         self._step = 0
         self.last_eval: Optional[tuple[int, EvalResult]] = None
         self.resumed_from: Optional[ResumeRecord] = None
@@ -62,7 +63,7 @@ class DDPAdapter:
         self.fingerprint = {
             "accumulation_steps": config.accumulation_steps,
             "global_batch_size": config.global_batch_size,
-            "dataset": {"seed": config.seed, "size": DATASET_SIZE},
+            "dataset": {"seed": config.seed, "size": self.dataset_size},
             "model": "mlp-8-32-1",
         }
         self.loader = CheckpointLoader(dist_ctx, self.fingerprint)
@@ -72,13 +73,13 @@ class DDPAdapter:
         return self._step
 
     def _order(self, epoch: int) -> list[int]:
-        return torch.randperm(DATASET_SIZE, generator=torch.Generator().manual_seed(self.config.seed + epoch)).tolist()
+        return torch.randperm(self.dataset_size, generator=torch.Generator().manual_seed(self.config.seed + epoch)).tolist()
 
     def _next_ids(self, count: int) -> list[int]:
         """The next ``count`` sample ids of the global stream (epoch-wise shuffled)."""
         ids = []
         for n in range(self.samples_seen, self.samples_seen + count):
-            ids.append(self._order(n // DATASET_SIZE)[n % DATASET_SIZE])
+            ids.append(self._order(n // self.dataset_size)[n % self.dataset_size])
         self.samples_seen += count
         return ids
 
@@ -122,7 +123,7 @@ class DDPAdapter:
         return metrics
 
     def save(self) -> str:
-        epoch, offset = divmod(self.samples_seen, DATASET_SIZE)
+        epoch, offset = divmod(self.samples_seen, self.dataset_size)
         request = SaveRequest(
             progress=Progress(global_step=self._step, epoch=epoch, batches_in_epoch=offset // self.config.global_batch_size,
                               samples_in_epoch=offset, samples_seen=self.samples_seen,

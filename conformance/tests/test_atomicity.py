@@ -114,9 +114,10 @@ def test_crash_during_save(harness: Harness, verdict: Verdict, scenario: Atomici
     verdict.conclude()
 
 
-@pytest.mark.requirement("COMMIT-1")
+@pytest.mark.requirement("COMMIT-1", "COMMIT-3")
 def test_commit_order(harness: Harness, verdict: Verdict) -> None:
-    """Payload staged and fsynced before the manifest; manifest before the rename; run dir fsynced after."""
+    """Payload staged and fsynced before the manifest; manifest before the rename; run dir fsynced
+    after; run.json replaced only after the rename."""
     saved = saved_run(harness, WORLD_SIZE, 1)
     if not verdict.check("COMMIT-1", not saved.failure, f"could not produce the first checkpoint:\n{saved.failure}"):
         verdict.conclude()
@@ -146,6 +147,10 @@ def test_commit_order(harness: Harness, verdict: Verdict) -> None:
     verdict.check("COMMIT-1", not outside, f"payload written outside the staging directory before the commit: {outside[:5]}")
     verdict.check("COMMIT-1", any(m.op == "fsync" and m.path == run and m.time > renamed.time for m in events),
                   "the run directory was not fsynced after the rename")
+    index = f"{run}/{LAYOUT.run_index_file}"
+    early = [str(m) for m in events if m.op in ("rename", "replace", "open", "os.open") and index in (m.path, m.dst)
+             and m.time < renamed.time]
+    verdict.check("COMMIT-3", not early, f"{index} was written before {final} was committed: {early[:3]}")
     verdict.conclude()
 
 

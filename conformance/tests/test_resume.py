@@ -1,5 +1,7 @@
 """Bit-exact continuation across resumes in fresh processes (RESUME-1, -4, -8, -9; DIGEST-1).
 
+Also: a save asked for in the middle of an accumulation cycle (RESUME-9).
+
 Attribution: the state right after each resume is compared with the state saved, component by
 component (model/optimizer/lr_scheduler: RESUME-1, rng: RESUME-8, data_position: RESUME-4).
 The continuation (losses, learning rates, samples, final state) is judged only when every
@@ -9,11 +11,14 @@ RESUME-1.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from ckptspec.conformance.checks import Verdict, component, components, diff_digests
-from ckptspec.conformance.harness import Harness
-from ckptspec.conformance.scenarios import Baseline, SplitRun, baseline, saved_run, split_run
+from ckptspec.conformance.harness import Harness, committed_steps
+from ckptspec.conformance.phase import FullState, PhaseResult, Resume, Save, Train, TrainMicro
+from ckptspec.conformance.scenarios import Baseline, SplitRun, baseline, saved_run, scenario_config, split_run
 from ckptspec.conformance.strategies import ResumeScenario, replay_command, resume_scenarios, scenario_test
 
 RESTORE_REQUIREMENT = {"rng": "RESUME-8", "data_position": "RESUME-4"}  # everything else: RESUME-1
@@ -106,6 +111,77 @@ def test_bit_exact_resume_with_accumulation(harness: Harness, verdict: Verdict, 
             verdict.outcomes["RESUME-9"] = "blocked"
             verdict.check("RESUME-1", False, "the continuation also diverges without accumulation: "
                           + "; ".join(plain.messages.get("RESUME-1", [])[:2]))
+    verdict.conclude()
+
+
+MID_CYCLE = ResumeScenario(world_size=2, total_steps=4, cuts=(2,), accumulation_steps=3, seed=0)
+
+
+def _matches_baseline(v: Verdict, base: Baseline, result: PhaseResult, train: int, final: int, what: str) -> None:
+    """Records of action ``train`` (the last two steps) and the state of action ``final`` equal the uninterrupted run's."""
+    for rank in range(MID_CYCLE.world_size):
+        got = result.results(train).get(rank)
+        want = base.records.get(rank, [])[MID_CYCLE.cuts[0]:]
+        v.check("RESUME-9", got is not None and got.ok and list(got.value) == want,
+                f"rank {rank}: steps after {what} differ from the uninterrupted run: "
+                f"{got.value if got is not None and got.ok else got}, expected {want}")
+        state = result.results(final).get(rank)
+        expected = base.states.get(MID_CYCLE.total_steps, {}).get(rank, {})
+        v.check("RESUME-9", state is not None and state.ok and state.value == expected,
+                f"rank {rank}: final state after {what} differs from the uninterrupted run: "
+                f"{diff_digests(expected, state.value if state is not None and state.ok else {})}")
+
+
+@pytest.mark.needs("accumulation", "micro_steps")
+@pytest.mark.requirement("RESUME-9")
+def test_save_mid_accumulation(harness: Harness, verdict: Verdict) -> None:
+    """A save between the micro-batches of one optimizer step is refused with nothing changed,
+    or resumes bit-exactly; either way the live run continues exactly as if never asked."""
+    s = MID_CYCLE
+    base = baseline(harness, s)
+    if not verdict.check("RESUME-9", not base.failure, f"the uninterrupted run failed:\n{base.failure}"):
+        verdict.conclude()
+    config = scenario_config(harness, s, harness.new_dir("mid-cycle"))
+    cut = s.cuts[0]
+    live = harness.phase(config, s.world_size, [Train(cut), TrainMicro(1), Save(), Train(s.total_steps - cut), FullState()],
+                         may_fail={2})
+    if not verdict.check("RESUME-9", not live.missing and all(name == "save" for _, name, _ in live.errors()),
+                         f"training around the mid-cycle save did not complete:\n{live.describe()}"):
+        verdict.conclude()
+    saves = live.results(2)
+    refused = {r: res.error for r, res in saves.items() if res.error is not None}
+    what = f"a save after step {cut} plus 1 of {s.accumulation_steps} micro-batches"
+    if refused:
+        verdict.check("RESUME-9", len(refused) == s.world_size,
+                      f"{what} failed on ranks {sorted(refused)} only; a save succeeds or fails on every rank")
+        for rank, error in sorted(refused.items()):
+            verdict.check("RESUME-9", error.is_checkpoint_error, f"rank {rank}: {what} refused with {error.short()}, not a CheckpointError")
+        verdict.check("RESUME-9", committed_steps(harness.run_dir(config)) == [],
+                      f"{what} was refused but left committed checkpoints {committed_steps(harness.run_dir(config))}")
+        _matches_baseline(verdict, base, live, 3, 4, f"the refused {what}")
+        verdict.conclude()
+        return
+    _matches_baseline(verdict, base, live, 3, 4, f"{what} (committed)")
+    fork = harness.fork(config)
+    checkpoint = harness.run_dir(fork) / Path(live.value(2)).name
+    resumed = harness.phase(fork, s.world_size, [Resume(str(checkpoint)), Train(s.total_steps - cut), FullState()])
+    if verdict.phase_completed("RESUME-9", resumed, f"the resume from {what}"):
+        _matches_baseline(verdict, base, resumed, 1, 2, f"resuming from {what}")
+    verdict.conclude()
+
+
+EPOCHS = ResumeScenario(world_size=2, total_steps=8, cuts=(4,), accumulation_steps=1, seed=0, steps_per_epoch=3)
+"""Cut one step into the second epoch; the continuation runs through the third epoch's start."""
+
+
+@pytest.mark.needs("epochs")
+@pytest.mark.requirement("RESUME-4", "RESUME-1", "RESUME-8")
+def test_bit_exact_resume_across_epochs(harness: Harness, verdict: Verdict) -> None:
+    """With 3-step epochs, a resume mid-epoch continues bit-exactly through the next epoch
+    boundary: the data position must not leak into later epochs (e.g. a skip of the consumed
+    prefix that is never removed)."""
+    verdict.begin(None)
+    _judge(verdict, harness, EPOCHS, "RESUME-1")
     verdict.conclude()
 
 

@@ -177,6 +177,24 @@ class DataRestartsEpoch(Trainer):
         self.sampler.load_state_dict({**state, "batches_in_epoch": 0, "samples_in_epoch": 0})
 
 
+@mutant("data_skips_prefix_every_epoch", "data loader skips the consumed prefix in every epoch", "RESUME-4")
+class DataSkipsPrefixEveryEpoch(Trainer):
+    """The resume fast-forwards the data by skipping the interrupted epoch's consumed batches, but the skip is never removed: every later epoch also starts after that many batches, so their first batches are never trained on."""
+
+    def _load_data_position(self, plan: LoadPlan) -> None:
+        super()._load_data_position(plan)
+        sampler, skip = self.sampler, self.sampler.position.batches_in_epoch
+        next_batch = sampler.next_global_batch
+
+        def skipping_next_batch() -> list[int]:
+            if sampler.position.batches_in_epoch == 0:
+                sampler.position.batches_in_epoch = skip
+                sampler.position.samples_in_epoch = skip * sampler.global_batch_size
+            return next_batch()
+
+        sampler.next_global_batch = skipping_next_batch  # type: ignore[method-assign]
+
+
 # --- LR scheduler ------------------------------------------------------------------------
 @mutant("scheduler_not_restored", "LR scheduler not restored", "RESUME-1")
 class SchedulerNotRestored(Trainer):
@@ -345,11 +363,10 @@ class FinishedRunSavesAgain(Trainer):
 # --- gradient accumulation -----------------------------------------------------------------
 @mutant("save_mid_accumulation", "save mid-accumulation drops partial gradients", "RESUME-9")
 class SaveMidAccumulation(Trainer):
-    """A save requested in the middle of an accumulation cycle discards the partial gradients and commits, instead of refusing (or saving them)."""
+    """A save requested in the middle of an accumulation cycle zeroes the gradients it cannot save and commits, instead of refusing (or recording the partial cycle)."""
 
     def _ensure_boundary(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
-        self._pending_micro_steps = 0
 
 
 def by_name(name: str) -> Mutant:

@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 
 from ckptspec.digest import state_digest
-from ckptspec.errors import CheckpointError, IntegrityError, WorldSizeMismatchError
+from ckptspec.errors import CheckpointError, IntegrityError, MidAccumulationError, WorldSizeMismatchError
 from ckptspec.reference_impl.distributed import init_distributed
 from ckptspec.reference_impl.trainer import TrainConfig, Trainer
 
@@ -103,7 +103,33 @@ def accumulation(params: dict[str, Any]) -> dict[str, Any]:
     return {"reduce_scatters": counts, "max_abs_diff": max_diff, "p99_abs_diff": p99, "bitwise": bitwise, "losses": losses}
 
 
-SCENARIOS = {"reshard": reshard, "evaluate": evaluate, "accumulation": accumulation}
+def micro_steps(params: dict[str, Any]) -> dict[str, Any]:
+    """Split an optimizer step with train_micro(); a save in between must be refused, untouched."""
+    whole = make_trainer(params)
+    expected = [(r.loss, r.samples) for r in whole.train(2)], digests(whole)
+    split = make_trainer({**params, "run_id": params["run_id"] + "-split"})
+    records = split.train(1)
+    bad_counts = []
+    for count in (0, params["accumulation_steps"]):
+        try:
+            split.train_micro(count)
+        except ValueError:
+            bad_counts.append(count)
+    split.train_micro(1)
+    before = digests(split)
+    try:
+        split.save()
+        refusal = None
+    except MidAccumulationError as exc:
+        refusal = str(exc)
+    unchanged = digests(split) == before and not Path(params["output_dir"], params["run_id"] + "-split").exists()
+    records += split.train(1)
+    return {"refusal": refusal, "unchanged": unchanged, "bad_counts": bad_counts,
+            "same_as_whole": ([(r.loss, r.samples) for r in records], digests(split)) == expected,
+            "saved_after": split.save().name}
+
+
+SCENARIOS = {"reshard": reshard, "evaluate": evaluate, "accumulation": accumulation, "micro_steps": micro_steps}
 
 if __name__ == "__main__":
     out, raw = sys.argv[1:3]

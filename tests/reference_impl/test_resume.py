@@ -111,7 +111,8 @@ def test_three_ranks_resume_reshard_to_two_and_deferred_sync(tmp_path: Path) -> 
     # 3 -> 2 reshard; in the same processes, deferred vs per-micro-step gradient sync
     results = worker(2, tmp_path / "w2",
                      reshard={"output_dir": str(tmp_path), "run_id": "to2", "steps": 6, "checkpoint": str(tmp_path / "full" / "step-000000002")},
-                     accumulation={"output_dir": str(tmp_path), "run_id": "acc", "steps": 3, "accumulation_steps": 2})
+                     accumulation={"output_dir": str(tmp_path), "run_id": "acc", "steps": 3, "accumulation_steps": 2},
+                     micro_steps={"output_dir": str(tmp_path), "run_id": "micro", "steps": 3, "accumulation_steps": 3})
     for r in results:
         strict = r["reshard"]["strict"]
         assert strict["components"] == ["rng"] and strict["unchanged"]
@@ -123,6 +124,10 @@ def test_three_ranks_resume_reshard_to_two_and_deferred_sync(tmp_path: Path) -> 
     # not bitwise: the cross-rank sum of per-micro-step gradients rounds differently
     assert acc["p99_abs_diff"] < 1e-6 and acc["max_abs_diff"] < 1e-3
     assert acc["losses"][0] == pytest.approx(acc["losses"][1], rel=1e-6, abs=0)
+    for r in results:  # RESUME-9: a save between micro-batches is refused and changes nothing
+        micro = r["micro_steps"]
+        assert micro["refusal"] and "SAVE_MID_ACCUMULATION" in micro["refusal"] and micro["unchanged"]
+        assert micro["bad_counts"] == [0, 3] and micro["same_as_whole"] and micro["saved_after"] == "step-000000002"
 
 
 def test_one_process_resume_idempotence_drift_and_rewind(tmp_path: Path) -> None:
