@@ -16,9 +16,11 @@ import importlib
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Literal, Optional, Protocol, Sequence, runtime_checkable
 
-Capability = Literal["reshard", "elastic", "eval", "accumulation", "micro_steps", "epochs", "best", "retention"]
+Capability = Literal["reshard", "elastic", "eval", "accumulation", "micro_steps", "grad_sync", "epochs", "best", "retention"]
 
-CAPABILITIES: tuple[str, ...] = ("reshard", "elastic", "eval", "accumulation", "micro_steps", "epochs", "best", "retention")
+CAPABILITIES: tuple[str, ...] = (
+    "reshard", "elastic", "eval", "accumulation", "micro_steps", "grad_sync", "epochs", "best", "retention",
+)
 """Every capability an adapter may declare. A test that needs an undeclared one is skipped.
 
 - ``reshard``: sharded state (model, optimizer) loads at a different world size.
@@ -28,6 +30,8 @@ CAPABILITIES: tuple[str, ...] = ("reshard", "elastic", "eval", "accumulation", "
 - ``accumulation``: ``accumulation_steps > 1`` is supported.
 - ``micro_steps``: :meth:`TrainerAdapter.train_micro` is implemented, so the suite can ask for a
   save in the middle of an accumulation cycle (RESUME-9).
+- ``grad_sync``: with ``ScenarioConfig.defer_grad_sync`` False, gradients are synchronised on
+  every micro-batch instead of only the last one of each optimizer step (RESUME-10).
 - ``epochs``: with ``ScenarioConfig.steps_per_epoch``, the training set holds exactly
   ``steps_per_epoch * global_batch_size`` samples (ids ``0..n-1``) and every epoch visits each
   of them once, so the suite can resume across epoch boundaries.
@@ -69,6 +73,7 @@ class ScenarioConfig:
     best_mode: Literal["max", "min"] = "min"
     best_min_delta: float = 0.0
     elastic: bool = False
+    defer_grad_sync: bool = True  # with `grad_sync`: False synchronises gradients on every micro-batch
     steps_per_epoch: Optional[int] = None  # with `epochs`: size the training set to this many steps; None: your own
     extra: dict[str, Any] = field(default_factory=dict)  # adapter-specific settings, passed through
 

@@ -31,6 +31,7 @@ _SCENARIO_FIELDS = {
     "best_mode": "best_mode",
     "best_min_delta": "best_min_delta",
     "elastic": "elastic",
+    "defer_grad_sync": "defer_grad_sync",
 }
 
 
@@ -50,7 +51,7 @@ class ReferenceAdapter:
     """The reference trainer behind the :class:`~ckptspec.conformance.adapter.TrainerAdapter` protocol."""
 
     capabilities: ClassVar[frozenset[str]] = frozenset(
-        {"reshard", "elastic", "eval", "accumulation", "micro_steps", "epochs", "best", "retention"}
+        {"reshard", "elastic", "eval", "accumulation", "micro_steps", "grad_sync", "epochs", "best", "retention"}
     )
     eval_set_size: ClassVar[int] = 24
     trainer_class: ClassVar[type[Trainer]] = Trainer

@@ -273,6 +273,10 @@ class Trainer:
         if self.cycle is not None:
             raise MidAccumulationError(self.global_step, self.cycle.done, len(self.cycle.micro_batches))
 
+    def capture_rng(self) -> dict[str, torch.Tensor]:
+        """This rank's RNG state as saved and compared: CPU generator and current device only (RESUME-8)."""
+        return rng.capture(self.device)
+
     def save_request(self) -> SaveRequest:
         """This rank's contribution to a checkpoint of the current step (state dicts reference live state)."""
         pos = self.sampler.position
@@ -296,7 +300,7 @@ class Trainer:
                 "trainer_state": ("trainer_state", {"global_step": self.global_step}),
                 "data_position": ("data_position", self.sampler.state_dict()),
             },
-            per_rank={"rng": ("rng", rng.capture(self.device))},
+            per_rank={"rng": ("rng", self.capture_rng())},
             step_counts={"optimizer": self.global_step},
             eval=eval_result,
             resumed_from=self.resumed_from,
@@ -417,6 +421,6 @@ class Trainer:
             "model": get_model_state_dict(self.model, options=options),
             "optimizer": get_optimizer_state_dict(self.model, self.optimizer, options=options),
             "lr_scheduler": self.scheduler.state_dict(),
-            "rng": rng.capture(self.device),
+            "rng": self.capture_rng(),
             "data_position": self.sampler.state_dict(),
         }

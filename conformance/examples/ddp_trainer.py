@@ -40,7 +40,7 @@ def sample(seed: int, index: int) -> tuple[torch.Tensor, torch.Tensor]:
 class DDPAdapter:
     """A small MLP trained with DDP, AdamW, linear warm-up and gradient accumulation."""
 
-    capabilities: ClassVar[frozenset[str]] = frozenset({"reshard", "eval", "accumulation", "epochs", "best", "retention"})
+    capabilities: ClassVar[frozenset[str]] = frozenset({"reshard", "eval", "accumulation", "grad_sync", "epochs", "best", "retention"})
     eval_set_size: ClassVar[int] = 16
 
     def __init__(self, config: ScenarioConfig, ctx: RankContext) -> None:
@@ -95,7 +95,7 @@ class DDPAdapter:
                 batch = self._next_ids(micro * ws)[rank * micro : (rank + 1) * micro]
                 mine += batch
                 xs, ys = zip(*(sample(self.config.seed, i) for i in batch))
-                sync = m == acc - 1
+                sync = m == acc - 1 or not self.config.defer_grad_sync
                 with self.model.no_sync() if not sync else torch.enable_grad():
                     loss = F.mse_loss(self.model(torch.stack(xs)), torch.stack(ys)) / acc
                     loss.backward()

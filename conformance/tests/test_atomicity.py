@@ -44,13 +44,17 @@ def _dry_run(h: Harness, saved: SavedRun, between: int) -> tuple[dict[int, list[
 
 def _crash_points(logs: dict[int, list[Mutation]], fractions: tuple[float, ...]) -> list[tuple[int, int, Mutation]]:
     """``(rank, k, mutation)``: the commit landmarks (just before and just after the rename of
-    a directory to ``step-N``), plus the drawn fractions, or every mutation (capped) without any."""
+    a directory to ``step-N``, and the first mutation of anything inside a ``step-N``
+    directory), plus the drawn fractions, or every mutation (capped) without any."""
     every = [(r, k, m) for r in sorted(logs) for k, m in enumerate(logs[r], start=1)]
     if not every:
         return []
     landmarks = []
+    inside_seen = False
     for index, (rank, k, m) in enumerate(every):
-        if m.op in ("rename", "replace") and is_checkpoint_name(m.dst):
+        inside = not inside_seen and _inside_checkpoint(m)
+        inside_seen |= inside
+        if inside or (m.op in ("rename", "replace") and is_checkpoint_name(m.dst)):
             landmarks.append(every[index])
             if index + 1 < len(every) and every[index + 1][0] == rank:
                 landmarks.append(every[index + 1])
@@ -65,6 +69,13 @@ def _crash_points(logs: dict[int, list[Mutation]], fractions: tuple[float, ...])
 def is_checkpoint_name(path: str) -> bool:
     """Whether ``path`` ends in a committed checkpoint directory name."""
     return parse_checkpoint_dir(path.rsplit("/", 1)[-1]) is not None
+
+
+def _inside_checkpoint(m: Mutation) -> bool:
+    """Whether ``m`` creates, changes or moves something into a ``step-N`` directory (a trainer
+    that assembles the final directory in place, instead of renaming a staged one, does)."""
+    target = m.dst or m.path
+    return any(is_checkpoint_name(part) for part in target.split("/")[:-1]) and m.op not in ("fsync", "fdatasync")
 
 
 @pytest.mark.requirement("COMMIT-2", "COMMIT-3")

@@ -19,7 +19,7 @@ from ckptspec.conformance.checks import Verdict, component, components, diff_dig
 from ckptspec.conformance.harness import Harness, committed_steps
 from ckptspec.conformance.phase import FullState, PhaseResult, Resume, Save, Train, TrainMicro
 from ckptspec.conformance.scenarios import Baseline, SplitRun, baseline, saved_run, scenario_config, split_run
-from ckptspec.conformance.strategies import ResumeScenario, replay_command, resume_scenarios, scenario_test
+from ckptspec.conformance.strategies import ResumeScenario, batch_size, replay_command, resume_scenarios, scenario_test
 
 RESTORE_REQUIREMENT = {"rng": "RESUME-8", "data_position": "RESUME-4"}  # everything else: RESUME-1
 REPLICATED = ("model", "optimizer", "lr_scheduler")
@@ -182,6 +182,34 @@ def test_bit_exact_resume_across_epochs(harness: Harness, verdict: Verdict) -> N
     prefix that is never removed)."""
     verdict.begin(None)
     _judge(verdict, harness, EPOCHS, "RESUME-1")
+    verdict.conclude()
+
+
+@pytest.mark.needs("accumulation", "grad_sync")
+@pytest.mark.requirement("RESUME-10")
+def test_deferred_grad_sync_matches_every_micro_step(harness: Harness, verdict: Verdict) -> None:
+    """Accumulating with the gradient sync deferred to the last micro-batch trains like syncing
+    on every micro-batch: the same samples and learning rates, losses equal to a relative 1e-4
+    (the cross-rank sum is associated differently, so not bitwise), and one model on every rank."""
+    steps = 4
+    runs = {}
+    for defer in (True, False):
+        config = harness.config(total_steps=steps, accumulation_steps=2, global_batch_size=batch_size((2,), 2),
+                                defer_grad_sync=defer)
+        runs[defer] = harness.phase(config, 2, [Train(steps), FullState()])
+        if not verdict.phase_completed("RESUME-10", runs[defer], f"training with defer_grad_sync={defer}"):
+            verdict.conclude()
+    for rank in range(2):
+        deferred, every = runs[True].value(0, rank), runs[False].value(0, rank)
+        for (step, loss, lr, samples), (_, loss0, lr0, samples0) in zip(deferred, every):
+            close = abs(loss - loss0) <= 1e-4 * abs(loss0) and lr == lr0 and samples == samples0
+            if not verdict.check("RESUME-10", close, f"rank {rank} step {step}: deferred sync gives loss {loss!r}, lr {lr!r}; "
+                                 f"syncing every micro-batch gives {loss0!r}, {lr0!r}"):
+                break
+    for defer, result in runs.items():
+        models = {rank: component(result.value(1, rank), "model") for rank in range(2)}
+        verdict.check("RESUME-10", models[0] == models[1],
+                      f"defer_grad_sync={defer}: the full model differs between ranks 0 and 1: {diff_digests(models[0], models[1])}")
     verdict.conclude()
 
 

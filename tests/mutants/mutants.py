@@ -144,11 +144,11 @@ class Rank0RngLoader(CheckpointLoader):
 class RngAllDevices(Trainer):
     """The RNG component stores the generator state of every visible CUDA device (get_rng_state_all), so the checkpoint depends on how many devices the node has."""
 
-    def save_request(self) -> SaveRequest:
-        request = super().save_request()
+    def capture_rng(self) -> dict[str, torch.Tensor]:
+        state = super().capture_rng()
         if self.device.type == "cuda":
-            request.per_rank["rng"][1]["cuda"] = torch.stack(torch.cuda.get_rng_state_all())
-        return request
+            state["cuda"] = torch.stack(torch.cuda.get_rng_state_all())
+        return state
 
 
 # --- optimizer ---------------------------------------------------------------------------
@@ -367,6 +367,14 @@ class SaveMidAccumulation(Trainer):
 
     def _ensure_boundary(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
+
+
+@mutant("grad_sync_never_enabled", "deferred gradient sync never re-enabled", "RESUME-10")
+class GradSyncNeverEnabled(Trainer):
+    """With deferred sync, gradient synchronisation is switched off for the accumulation cycle and never switched back on for its last micro-batch, so the sharded gradients are never reduced and the optimizer step skips every parameter."""
+
+    def _set_gradient_sync(self, sync: bool) -> None:
+        self.model.set_requires_gradient_sync(not self.config.defer_grad_sync)
 
 
 def by_name(name: str) -> Mutant:
