@@ -1,8 +1,8 @@
 """Checkpoint overhead of the reference manager against raw DCP, and async-save blocking time.
 
-    python benchmarks/bench_checkpoint.py [--nproc 2] [--repeats 5] [--warmup 1] [--output-dir /tmp/ckptspec-bench]
+    python benchmarks/bench_checkpoint.py [--ranks 2] [--repeats 5] [--warmup 1] [--output-dir /tmp/ckptspec-bench]
 
-Relaunches itself under ``torch.distributed.run`` on ``--nproc`` CPU ranks. The model's
+Relaunches itself under ``torch.distributed.run`` on ``--ranks`` CPU ranks. The model's
 model + optimizer state is about 250 MB. In each of ``--repeats`` rounds (order alternating)
 it measures, on the same state: raw ``dcp.save`` of the model and optimizer state dicts vs the
 manager's full commit (DCP payloads + JSON + RNG + fsync + SHA-256 digests + manifest +
@@ -27,7 +27,7 @@ from pathlib import Path
 
 def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--nproc", type=int, default=2)
+    p.add_argument("--ranks", type=int, default=2, help="CPU ranks (torchrun --nproc-per-node)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1, help="uncounted rounds before the measured ones")
     p.add_argument("--output-dir", default="/tmp/ckptspec-bench")
@@ -150,15 +150,17 @@ def bench(args: argparse.Namespace) -> None:
         print(f"manager load / raw dcp.load : {ratio_load:.3f}x (median of paired ratios; target <= 1.10)")
         print(f"  same, --verify size       : {ratio_size:.3f}x (no SHA-256 of the files before loading)")
         print(f"async save blocks the loop for {med['async_block'] / med['mgr_save']:.1%} of a synchronous save (target <= 25%)")
-    dist.destroy_process_group()
 
 
 def main() -> None:
     args = parse()
     if "LOCAL_RANK" not in os.environ:
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}", __file__, *sys.argv[1:]]
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.ranks}", __file__, *sys.argv[1:]]
         sys.exit(subprocess.call(command, env={**os.environ, "OMP_NUM_THREADS": "1"}))
+    from ckptspec.reference_impl.distributed import exit_process
+
     bench(args)
+    exit_process(0)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,11 @@ The manifest needs the SHA-256 of every payload file; hashing the bytes on their
 saves reading the files back. A file is recorded only if it was written strictly sequentially
 from its start (no seek), so the recorded digest is the digest of its final contents; any other
 file is absent from :attr:`HashingFileSystem.digests` and the caller hashes it from disk.
+
+A large chunk is hashed on a helper thread while the calling thread writes the same chunk
+(both release the GIL), and ``write`` returns only when both are done, so the caller's buffer
+is never read after it returns. Where a rank has a spare core this hides most of the hashing
+behind the write.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Generator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -19,19 +25,32 @@ from torch.distributed.checkpoint import FileSystemWriter
 from torch.distributed.checkpoint.filesystem import FileSystem
 
 
+CONCURRENT_HASH_BYTES = 1 << 20
+"""Chunks at least this large are hashed on the helper thread while they are written."""
+
+
 class _HashingStream:
     """Forwards everything to the file; hashes what is written while writes stay sequential."""
 
-    def __init__(self, raw: Any) -> None:
+    def __init__(self, raw: Any, hasher: ThreadPoolExecutor) -> None:
         self._raw = raw
+        self._hasher = hasher
         self.sha256 = hashlib.sha256()
         self.size = 0
         self.sequential = True
 
     def write(self, data: Any) -> int:
         view = memoryview(data).cast("B")
-        written = self._raw.write(view)
-        self.sha256.update(view[:written])
+        if len(view) < CONCURRENT_HASH_BYTES:
+            written = self._raw.write(view)
+            self.sha256.update(view[:written])
+        else:
+            hashed = self._hasher.submit(self.sha256.update, view)
+            try:
+                written = self._raw.write(view)
+            finally:
+                hashed.result()
+            self.sequential = self.sequential and written == len(view)  # else the digest is not the file's
         self.size += written
         return written
 
@@ -50,6 +69,7 @@ class HashingFileSystem(FileSystem):
     def __init__(self) -> None:
         super().__init__()
         self.digests: dict[Path, tuple[int, str]] = {}
+        self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ckptspec-sha256")
 
     @contextmanager
     def create_stream(self, path: str | os.PathLike[str], mode: str) -> Generator[Any, None, None]:
@@ -57,7 +77,7 @@ class HashingFileSystem(FileSystem):
             if mode != "wb":
                 yield raw
                 return
-            stream = _HashingStream(raw)
+            stream = _HashingStream(raw, self._hasher)
             yield stream
         if stream.sequential:
             self.digests[Path(path)] = (stream.size, stream.sha256.hexdigest())

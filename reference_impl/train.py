@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 from dataclasses import fields
@@ -22,7 +21,7 @@ import torch.distributed as dist
 
 from ckptspec.digest import state_digest
 from ckptspec.errors import CheckpointError
-from ckptspec.reference_impl.distributed import init_distributed
+from ckptspec.reference_impl.distributed import exit_process, init_distributed
 from ckptspec.reference_impl.trainer import TrainConfig, Trainer
 
 
@@ -106,9 +105,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    status = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    # Skip interpreter and C++ static teardown: the process group is already destroyed, and
-    # gloo's worker threads have been seen to abort the process there (SIGABRT) after a clean run.
-    os._exit(status)
+    exit_process(main())

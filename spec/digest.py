@@ -54,8 +54,6 @@ def raw_tensor_digest(dtype: str, shape: Sequence[int], data: bytes | memoryview
 
 def tensor_digest(tensor: Any) -> str:
     """The tensor digest of a ``torch.Tensor`` (a DTensor must be made full by the caller)."""
-    import torch
-
     if sys.byteorder != "little":  # torch stores elements in native order
         raise RuntimeError("the canonical tensor digest is implemented for little-endian hosts only")
     t = tensor.detach()

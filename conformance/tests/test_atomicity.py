@@ -42,6 +42,20 @@ def _dry_run(h: Harness, saved: SavedRun, between: int) -> tuple[dict[int, list[
     return h.memo("dry-run", (saved.config.output_dir, between), compute)
 
 
+def _saved_and_dry_run(
+    h: Harness, v: Verdict, req: str, steps_before: int = 1, steps_between: int = 1
+) -> tuple[SavedRun, dict[int, list[Mutation]], dict[int, dict[str, str]]]:
+    """The first checkpoint and the fault-free dry run of the next save (mutations per rank and
+    the state saved); fails ``req`` and concludes ``v`` if either could not be produced."""
+    saved = saved_run(h, WORLD_SIZE, steps_before)
+    if not v.check(req, not saved.failure, f"could not produce the first checkpoint:\n{saved.failure}"):
+        v.conclude()
+    logs, state, failure = _dry_run(h, saved, steps_between)
+    if not v.check(req, not failure, f"the save failed without a fault:\n{failure}"):
+        v.conclude()
+    return saved, logs, state
+
+
 def _crash_points(logs: dict[int, list[Mutation]], fractions: tuple[float, ...]) -> list[tuple[int, int, Mutation]]:
     """``(rank, k, mutation)``: the commit landmarks (just before and just after the rename of
     a directory to ``step-N``, and the first mutation of anything inside a ``step-N``
@@ -83,12 +97,7 @@ def _inside_checkpoint(m: Mutation) -> bool:
 def test_crash_during_save(harness: Harness, verdict: Verdict, scenario: AtomicityScenario) -> None:
     """SIGKILL at crash points of a save: the run keeps the old or gets the new checkpoint, never junk."""
     verdict.begin(replay_command("test_crash_during_save", scenario))
-    saved = saved_run(harness, WORLD_SIZE, scenario.steps_before)
-    if not verdict.check("COMMIT-2", not saved.failure, f"could not produce the first checkpoint:\n{saved.failure}"):
-        verdict.conclude()
-    logs, state_b, failure = _dry_run(harness, saved, scenario.steps_between)
-    if not verdict.check("COMMIT-2", not failure, f"the save to be crashed failed without a fault:\n{failure}"):
-        verdict.conclude()
+    saved, logs, state_b = _saved_and_dry_run(harness, verdict, "COMMIT-2", scenario.steps_before, scenario.steps_between)
     step_a, step_b = scenario.steps_before, scenario.steps_before + scenario.steps_between
     expected = {step_a: saved.saved, step_b: state_b}
     for rank, k, mutation in _crash_points(logs, scenario.crash_points):
@@ -129,12 +138,7 @@ def test_crash_during_save(harness: Harness, verdict: Verdict, scenario: Atomici
 def test_commit_order(harness: Harness, verdict: Verdict) -> None:
     """Payload staged and fsynced before the manifest; manifest before the rename; run dir fsynced
     after; run.json replaced only after the rename."""
-    saved = saved_run(harness, WORLD_SIZE, 1)
-    if not verdict.check("COMMIT-1", not saved.failure, f"could not produce the first checkpoint:\n{saved.failure}"):
-        verdict.conclude()
-    logs, _, failure = _dry_run(harness, saved, 1)
-    if not verdict.check("COMMIT-1", not failure, f"the save failed:\n{failure}"):
-        verdict.conclude()
+    saved, logs, _ = _saved_and_dry_run(harness, verdict, "COMMIT-1")
     run = saved.config.run_id
     final = f"{run}/{checkpoint_dir_name(2)}"
     events = sorted((m for log in logs.values() for m in log), key=lambda m: m.time)
@@ -168,12 +172,7 @@ def test_commit_order(harness: Harness, verdict: Verdict) -> None:
 @pytest.mark.requirement("COMMIT-4")
 def test_failed_save_fails_everywhere(harness: Harness, verdict: Verdict) -> None:
     """An I/O error on one non-zero rank during a save makes the save fail on every rank, uncommitted."""
-    saved = saved_run(harness, WORLD_SIZE, 1)
-    if not verdict.check("COMMIT-4", not saved.failure, f"could not produce the first checkpoint:\n{saved.failure}"):
-        verdict.conclude()
-    logs, _, failure = _dry_run(harness, saved, 1)
-    if not verdict.check("COMMIT-4", not failure, f"the save failed without a fault:\n{failure}"):
-        verdict.conclude()
+    saved, logs, _ = _saved_and_dry_run(harness, verdict, "COMMIT-4")
     rank = max(r for r in logs if logs[r]) if any(logs.values()) else 0
     count = len(logs.get(rank, []))
     # Midway the error usually lands inside the checkpoint library, which may fail the save by

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from ckptspec.conformance.checks import Verdict, diff_digests
+from ckptspec.conformance.checks import Verdict, refusal_checks
 from ckptspec.conformance.harness import Harness
-from ckptspec.conformance.phase import FullState, PhaseResult, Resume
+from ckptspec.conformance.phase import FullState, Resume
 from ckptspec.conformance.scenarios import saved_run, stepped_run
 from ckptspec.conformance.strategies import IntegrityScenario, integrity_scenarios, replay_command, scenario_test
 from ckptspec.layout import LAYOUT, checkpoint_dir_name, staging_dir_name
@@ -34,21 +34,6 @@ def _damage(checkpoint: Path, how: str, pick: int) -> str:
     return f"{how} {target.relative_to(checkpoint.parent)}"
 
 
-def _refusal_checks(v: Verdict, req: str, result: PhaseResult, index: int, what: str, before: int = 0) -> None:
-    """Action ``index`` must fail with a CheckpointError on every rank and leave full_state unchanged."""
-    for rank, res in sorted(result.results(index).items()):
-        if res.ok:
-            v.check(req, False, f"rank {rank}: resume of {what} succeeded; it must be refused")
-            continue
-        assert res.error is not None
-        v.check(req, res.error.is_checkpoint_error, f"rank {rank}: {what} refused with {res.error.short()}, not a CheckpointError")
-    for rank in result.ranks:
-        first, last = result.results(before).get(rank), result.results(len(result.spec.actions) - 1).get(rank)
-        same = first is not None and last is not None and first.ok and last.ok and first.value == last.value
-        v.check(req, same, f"rank {rank}: live state changed by refused resumes ({what}): "
-                f"{diff_digests(first.value if first and first.ok else {}, last.value if last and last.ok else {})}")
-
-
 @pytest.mark.requirement("RESUME-6")
 @scenario_test(IntegrityScenario, integrity_scenarios)
 def test_integrity_before_mutation(harness: Harness, verdict: Verdict, scenario: IntegrityScenario) -> None:
@@ -66,7 +51,7 @@ def test_integrity_before_mutation(harness: Harness, verdict: Verdict, scenario:
     if not verdict.check("RESUME-6", not result.missing, f"resumes of damaged checkpoints did not complete:\n{result.describe()}"):
         verdict.conclude()
     for index, what in enumerate(damaged, start=1):
-        _refusal_checks(verdict, "RESUME-6", result, index, what)
+        refusal_checks(verdict, "RESUME-6", result, index, what)
     verdict.conclude()
 
 
@@ -111,7 +96,7 @@ def test_config_drift_fails_fast(harness: Harness, verdict: Verdict) -> None:
     result = harness.phase(config, 2, [FullState(), Resume(None), FullState()], may_fail={1})
     if not verdict.check("RESUME-5", not result.missing, f"the drifted resume did not complete:\n{result.describe()}"):
         verdict.conclude()
-    _refusal_checks(verdict, "RESUME-5", result, 1, f"a checkpoint with drifted {sorted(changes)}")
+    refusal_checks(verdict, "RESUME-5", result, 1, f"a checkpoint with drifted {sorted(changes)}")
     for rank, res in result.results(1).items():
         if res.error is None:
             continue

@@ -12,17 +12,26 @@ from pathlib import Path
 
 import pytest
 
-from ckptspec.conformance.checks import Verdict, component, diff_digests
+from ckptspec.conformance.adapter import ScenarioConfig
+from ckptspec.conformance.checks import Verdict, component, diff_digests, refusal_checks
 from ckptspec.conformance.harness import Harness
 from ckptspec.conformance.phase import FullState, Resume, Save, Train
-from ckptspec.conformance.scenarios import saved_run
+from ckptspec.conformance.scenarios import SavedRun, saved_run
 from ckptspec.conformance.strategies import WorldSizeScenario, batch_size, replay_command, scenario_test, world_size_scenarios
 
 SHARDED = ("model", "optimizer")
 
 
-def _setup(h: Harness, s: WorldSizeScenario):  # type: ignore[no-untyped-def]
-    return saved_run(h, s.save_world_size, s.steps, batch_size((s.save_world_size, s.load_world_size), 1))
+def _forked_checkpoint(
+    h: Harness, v: Verdict, s: WorldSizeScenario, req: str, elastic: bool
+) -> tuple[SavedRun, ScenarioConfig, str]:
+    """The run saved at ``s.save_world_size``, a private copy of it (config with ``elastic``) and
+    the path of the copy's checkpoint; fails ``req`` and concludes ``v`` if it could not be produced."""
+    saved = saved_run(h, s.save_world_size, s.steps, batch_size((s.save_world_size, s.load_world_size), 1))
+    if not v.check(req, not saved.failure, f"could not produce a checkpoint to resume:\n{saved.failure}"):
+        v.conclude()
+    config = h.fork(saved.config, elastic=elastic)
+    return saved, config, str(h.run_dir(config) / Path(saved.checkpoint).name)
 
 
 @pytest.mark.requirement("RESUME-3")
@@ -30,31 +39,17 @@ def _setup(h: Harness, s: WorldSizeScenario):  # type: ignore[no-untyped-def]
 def test_world_size_mismatch_fails_fast(harness: Harness, verdict: Verdict, scenario: WorldSizeScenario) -> None:
     """A non-elastic resume at another world size raises a CheckpointError and touches nothing."""
     verdict.begin(replay_command("test_world_size_mismatch_fails_fast", scenario))
-    saved = _setup(harness, scenario)
-    if saved.failure:
-        verdict.check("RESUME-3", False, f"could not produce a checkpoint to resume:\n{saved.failure}")
-        verdict.conclude()
-    config = harness.fork(saved.config, elastic=False)
-    checkpoint = str(Path(config.output_dir) / config.run_id / Path(saved.checkpoint).name)
+    _, config, checkpoint = _forked_checkpoint(harness, verdict, scenario, "RESUME-3", elastic=False)
     result = harness.phase(config, scenario.load_world_size, [FullState(), Resume(checkpoint), FullState()], may_fail={1})
     if not verdict.check("RESUME-3", not result.missing, f"the refused resume did not complete:\n{result.describe()}"):
         verdict.conclude()
-    for rank, res in result.results(1).items():
-        if res.ok:
-            verdict.check("RESUME-3", False,
-                          f"rank {rank}: resume at world size {scenario.load_world_size} of a checkpoint written at "
-                          f"{scenario.save_world_size} succeeded without an elastic policy (silently proceeded)")
-            continue
-        err = res.error
-        assert err is not None
-        verdict.check("RESUME-3", err.is_checkpoint_error,
-                      f"rank {rank}: refused with {err.short()}, not a ckptspec.errors.CheckpointError")
-        verdict.check("RESUME-3", bool(err.details.get("components")) or "WorldSizeMismatch" in err.type,
-                      f"rank {rank}: the error does not name the rank-local components: {err.short()}")
-        before, after = result.value(0, rank), result.results(2).get(rank)
-        verdict.check("RESUME-3", after is not None and after.ok and after.value == before,
-                      f"rank {rank}: live state changed by the refused resume: "
-                      f"{diff_digests(before, after.value if after is not None and after.ok else {})}")
+    what = (f"a checkpoint written at world size {scenario.save_world_size}, at world size "
+            f"{scenario.load_world_size} without an elastic policy")
+    refusal_checks(verdict, "RESUME-3", result, 1, what)
+    for rank, res in sorted(result.results(1).items()):
+        if res.error is not None:
+            verdict.check("RESUME-3", bool(res.error.details.get("components")) or "WorldSizeMismatch" in res.error.type,
+                          f"rank {rank}: the error does not name the rank-local components: {res.error.short()}")
     verdict.conclude()
 
 
@@ -64,12 +59,7 @@ def test_world_size_mismatch_fails_fast(harness: Harness, verdict: Verdict, scen
 def test_elastic_reshard(harness: Harness, verdict: Verdict, scenario: WorldSizeScenario) -> None:
     """With an elastic policy, sharded state loads bitwise equal and the next manifest says so."""
     verdict.begin(replay_command("test_elastic_reshard", scenario))
-    saved = _setup(harness, scenario)
-    if saved.failure:
-        verdict.check("RESUME-2", False, f"could not produce a checkpoint to resume:\n{saved.failure}")
-        verdict.conclude()
-    config = harness.fork(saved.config, elastic=True)
-    checkpoint = str(Path(config.output_dir) / config.run_id / Path(saved.checkpoint).name)
+    saved, config, checkpoint = _forked_checkpoint(harness, verdict, scenario, "RESUME-2", elastic=True)
     result = harness.phase(config, scenario.load_world_size, [Resume(checkpoint), FullState(), Train(1), Save()])
     if not verdict.check("RESUME-3", not result.missing and not result.errors(),
                          f"elastic resume at world size {scenario.load_world_size} failed:\n{result.describe()}"):

@@ -19,7 +19,7 @@ import torch.distributed as dist
 
 from ckptspec.digest import state_digest
 from ckptspec.errors import CheckpointError, IntegrityError, MidAccumulationError, WorldSizeMismatchError
-from ckptspec.reference_impl.distributed import init_distributed
+from ckptspec.reference_impl.distributed import exit_process, init_distributed
 from ckptspec.reference_impl.trainer import TrainConfig, Trainer
 
 
@@ -135,4 +135,4 @@ if __name__ == "__main__":
     out, raw = sys.argv[1:3]
     results = {name: SCENARIOS[name](params) for name, params in json.loads(raw).items()}
     Path(out, f"rank{dist.get_rank()}.json").write_text(json.dumps(results))
-    dist.destroy_process_group()
+    exit_process(0)

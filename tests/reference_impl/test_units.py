@@ -1,8 +1,10 @@
-"""Single-process unit tests: sampler, schedule, fingerprint, diff command-line behaviour."""
+"""Single-process unit tests: sampler, schedule, fingerprint, hashing writer, diff command-line behaviour."""
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ import pytest
 from ckptspec.cli import main
 from ckptspec.reference_impl.data import GlobalBatchSampler, SyntheticTokens, shard_contiguous
 from ckptspec.reference_impl.fingerprint import differences
+from ckptspec.reference_impl.hashing_writer import CONCURRENT_HASH_BYTES, HashingFileSystem
 
 
 def test_sample_order_does_not_depend_on_world_size_and_resumes() -> None:
@@ -57,3 +60,20 @@ def test_diff_cannot_compare_exits_2(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["diff", str(tmp_path / "a"), str(tmp_path / "a")]) == 2
     err = capsys.readouterr().err
     assert "cannot compare" in err and "Traceback" not in err
+
+
+def test_hashing_writer_records_the_digest_of_what_reached_the_file(tmp_path: Path) -> None:
+    fs = HashingFileSystem()
+    chunks = [os.urandom(n) for n in (7, CONCURRENT_HASH_BYTES, 3 * CONCURRENT_HASH_BYTES + 5, 100)]
+    sequential, seeked = tmp_path / "sequential.bin", tmp_path / "seeked.bin"
+    with fs.create_stream(sequential, "wb") as stream:
+        for chunk in chunks:
+            assert stream.write(chunk) == len(chunk)
+    with fs.create_stream(seeked, "wb") as stream:
+        stream.write(chunks[1])
+        stream.seek(0)
+        stream.write(chunks[0])
+    data = sequential.read_bytes()
+    assert fs.digests[sequential] == (len(data), hashlib.sha256(data).hexdigest())
+    assert seeked not in fs.digests  # rewritten in place: the caller must hash it from disk
+
