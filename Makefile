@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.ckptspec-installed
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: demo test mutants bench schema clean
+.PHONY: demo test test-core node-deps frameworks mutants bench schema matrix clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,10 +17,29 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $@
 
+# Optional: the third-party trainers of conformance/adapters/ (pyproject's `frameworks` extra).
+# torch is named in the same command so that pip keeps the pinned CPU build.
+frameworks: $(STAMP)
+	$(BIN)/python -m pip install -q torch==$(TORCH_VERSION) -e '.[test,frameworks]'
+
 demo: $(STAMP)
 	$(BIN)/ckptspec demo
 
-test: $(STAMP)
+# The whole suite in .venv, then the interpreter matrix (noxfile.py): the suite again on every
+# other Python 3.11 on the machine (e.g. /usr/bin/python3), the torch-free tests on 3.10/3.12/3.13.
+test: test-core
+	$(BIN)/python -m nox
+
+# ajv (Node.js), the second JSON Schema validator of tests/spec/test_ajv_agreement.py, pinned, in
+# .node/; without npm this does nothing and that test is skipped, saying so.
+AJV_PACKAGES := ajv@8.20.0 ajv-formats@3.0.1
+node-deps:
+	@if ! command -v npm >/dev/null 2>&1; then echo "npm not found: the ajv agreement test will be skipped"; \
+	elif [ "$$(cat .node/.installed 2>/dev/null)" != "$(AJV_PACKAGES)" ]; then \
+		npm install --prefix .node --save-exact --no-audit --no-fund --loglevel=error $(AJV_PACKAGES) && \
+		echo "$(AJV_PACKAGES)" > .node/.installed; fi
+
+test-core: $(STAMP) node-deps
 	$(BIN)/ckptspec schema --check
 	$(BIN)/python -m pytest -n 2 -q
 
@@ -37,5 +56,10 @@ bench: $(STAMP)
 schema: $(STAMP)
 	$(BIN)/ckptspec schema
 
+# docs/matrix.md from the stored suite reports docs/matrix/*.json (refresh a report with the
+# command in docs/conformance.md, then regenerate; tests/conformance/test_matrix.py checks it).
+matrix: $(STAMP)
+	$(BIN)/python -m ckptspec.conformance.matrix
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) .nox .node build *.egg-info

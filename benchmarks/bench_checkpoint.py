@@ -52,8 +52,7 @@ def bench(args: argparse.Namespace) -> None:
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict, set_model_state_dict, set_optimizer_state_dict
 
-    from ckptspec.reference_impl.checkpoint import CheckpointManager
-    from ckptspec.reference_impl.distributed import init_distributed
+    from ckptspec.checkpointing import CommitProtocol, RunPolicy, init_distributed
     from ckptspec.reference_impl.model import ModelArgs
     from ckptspec.reference_impl.trainer import TrainConfig, Trainer
 
@@ -76,7 +75,7 @@ def bench(args: argparse.Namespace) -> None:
         k: [] for k in ("raw_save", "mgr_save", "raw_load", "mgr_load", "mgr_load_size_only", "async_block", "async_total")
     }
     # One asynchronous manager for every round, as in training: its stagers keep their host buffers.
-    async_manager = CheckpointManager(out / "async", "async", ctx, async_groups=trainer.manager.async_groups)
+    async_manager = CommitProtocol(RunPolicy(out / "async", "async", ctx), async_groups=trainer.commit.async_groups)
     for i in range(args.warmup + args.repeats):
         counted = i >= args.warmup
 
@@ -85,7 +84,7 @@ def bench(args: argparse.Namespace) -> None:
                 times[name].append(seconds)
 
         raw_dir = out / f"raw-{i}"
-        manager = CheckpointManager(out / f"run-{i}", f"run-{i}", ctx)
+        manager = CommitProtocol(RunPolicy(out / f"run-{i}", f"run-{i}", ctx))
 
         def raw_save() -> None:
             dcp.save(get_model_state_dict(trainer.model), checkpoint_id=raw_dir / "model")
@@ -103,7 +102,7 @@ def bench(args: argparse.Namespace) -> None:
             set_optimizer_state_dict(trainer.model, trainer.optimizer, optim_sd)
 
         def mgr_load() -> None:
-            trainer.resume(manager.checkpoint_path(trainer.step))
+            trainer.resume(manager.policy.checkpoint_path(trainer.step))
 
         def mgr_load_size_only() -> None:  # the same without SHA-256 verification (--verify size)
             trainer.loader.verify = "size"
@@ -124,7 +123,7 @@ def bench(args: argparse.Namespace) -> None:
         record("async_block", blocked)
         record("async_total", blocked + timed(async_manager.wait))
         if reference is not None:
-            saved = async_manager.checkpoint_path(trainer.step - 1)
+            saved = async_manager.policy.checkpoint_path(trainer.step - 1)
             probe = Trainer(config.__class__(**{**config.__dict__, "async_save": False, "run_id": "probe"}), ctx)
             probe.load_weights(saved)
             loaded = probe.full_state()["model"]
@@ -157,7 +156,7 @@ def main() -> None:
     if "LOCAL_RANK" not in os.environ:
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.ranks}", __file__, *sys.argv[1:]]
         sys.exit(subprocess.call(command, env={**os.environ, "OMP_NUM_THREADS": "1"}))
-    from ckptspec.reference_impl.distributed import exit_process
+    from ckptspec.checkpointing.distributed import exit_process
 
     bench(args)
     exit_process(0)

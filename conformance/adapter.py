@@ -8,13 +8,31 @@ must not create or destroy the default group itself.
 
 Every method marked *collective* is called on all ranks, in the same order. The suite computes
 every digest and comparison itself (with :mod:`ckptspec.digest`); adapters only expose state.
+
+Protocol v2 adds three optional class-level declarations for trainers that keep their own
+checkpoint format (a v1 adapter, which declares none of them, is a ckptspec writer):
+
+- ``checkpoint_format``: ``"ckptspec"`` (the trainer writes ckptspec's layout and manifest) or
+  ``"native"`` (the framework's own format; format requirements do not apply to it).
+- ``committed_checkpoints(config)``: a static method listing the checkpoints the trainer itself
+  would load for the run of ``config``, as ``{step: path}``, read from disk the way the trainer
+  discovers them; the suite uses it to find, damage and compare checkpoints without a manifest.
+- ``refusal_errors``: the exception types the trainer raises to refuse a resume (world-size
+  mismatch, config drift, failed integrity check), counted like a ``CheckpointError``.
+
+An adapter may also set ``framework`` (e.g. ``"accelerate 1.15.0"``), copied into the JSON report.
+
+Read them with :func:`checkpoint_format`, :func:`committed_checkpoints` and
+:func:`refusal_errors`, which supply the v1 defaults.
 """
 
 from __future__ import annotations
 
 import importlib
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar, Literal, Optional, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, ClassVar, Literal, Optional, Protocol, Sequence, runtime_checkable
+
+from ckptspec.training import StepRecord
 
 Capability = Literal["reshard", "elastic", "eval", "accumulation", "micro_steps", "grad_sync", "epochs", "best", "retention"]
 
@@ -38,6 +56,12 @@ CAPABILITIES: tuple[str, ...] = (
 - ``best``: best-checkpoint tracking by ``best_metric`` is implemented.
 - ``retention``: ``keep_last`` is implemented.
 """
+
+
+CheckpointFormat = Literal["ckptspec", "native"]
+
+CHECKPOINT_FORMATS: tuple[str, ...] = ("ckptspec", "native")
+"""The values of an adapter's ``checkpoint_format``; without the attribute it is ``"ckptspec"``."""
 
 
 @dataclass(frozen=True)
@@ -80,16 +104,6 @@ class ScenarioConfig:
     def replace(self, **changes: Any) -> "ScenarioConfig":
         """A copy with ``changes`` applied."""
         return ScenarioConfig(**{**asdict(self), **changes})
-
-
-@dataclass(frozen=True)
-class StepRecord:
-    """What one optimizer step did on this rank."""
-
-    step: int  # global step after this optimizer step (1 for the first)
-    loss: float  # the loss this rank reports for the step
-    lr: float  # learning rate used for the step
-    samples: tuple[int, ...]  # global ids of the training samples this rank consumed in the step
 
 
 @runtime_checkable
@@ -152,6 +166,27 @@ class TrainerAdapter(Protocol):
         """Release resources (not the default process group)."""
 
 
+def checkpoint_format(adapter: type) -> str:
+    """The checkpoint format ``adapter`` declares: ``"native"`` or ``"ckptspec"`` (the v1 default)."""
+    return str(getattr(adapter, "checkpoint_format", "ckptspec"))
+
+
+def refusal_errors(adapter: type) -> tuple[type[BaseException], ...]:
+    """The exception types, besides ``CheckpointError``, with which ``adapter``'s trainer refuses a
+    resume; ``()`` when it declares none (v1)."""
+    return tuple(getattr(adapter, "refusal_errors", ()))
+
+
+def committed_checkpoints(adapter: type, config: ScenarioConfig) -> Optional[dict[int, str]]:
+    """The committed checkpoints of ``config``'s run as ``adapter``'s trainer would find them
+    (``{step: path}``, ascending steps), or None when the adapter has no discovery hook (v1: the
+    suite reads ckptspec's run directory instead). Reads the disk only; no process group needed."""
+    hook: Optional[Callable[[ScenarioConfig], dict[int, str]]] = getattr(adapter, "committed_checkpoints", None)
+    if hook is None:
+        return None
+    return {int(step): str(path) for step, path in sorted(hook(config).items())}
+
+
 def load_adapter(spec: str) -> type[TrainerAdapter]:
     """Import ``module:object`` and check that it looks like a :class:`TrainerAdapter`.
 
@@ -177,4 +212,13 @@ def load_adapter(spec: str) -> type[TrainerAdapter]:
     unknown = sorted(set(capabilities) - set(CAPABILITIES))
     if unknown:
         raise ValueError(f"adapter {spec!r} declares unknown capabilities {unknown}; known: {list(CAPABILITIES)}")
+    if checkpoint_format(obj) not in CHECKPOINT_FORMATS:
+        raise ValueError(f"adapter {spec!r} declares checkpoint_format {checkpoint_format(obj)!r}; "
+                         f"known: {list(CHECKPOINT_FORMATS)}")
+    errors = getattr(obj, "refusal_errors", ())
+    if not isinstance(errors, tuple) or not all(isinstance(e, type) and issubclass(e, BaseException) for e in errors):
+        raise ValueError(f"adapter {spec!r} must declare `refusal_errors` as a tuple of exception classes, got {errors!r}")
+    hook = getattr(obj, "committed_checkpoints", None)
+    if hook is not None and not callable(hook):
+        raise ValueError(f"adapter {spec!r}: `committed_checkpoints` must be a static method (config) -> {{step: path}}")
     return obj

@@ -1,11 +1,15 @@
 """Per-requirement verdicts inside one test: attribution of every failure to exactly one ID.
 
 A test records each comparison with :meth:`Verdict.check` under the requirement the comparison
-is about, or marks a requirement :meth:`Verdict.blocked` when an earlier failure makes its
-checks meaningless (e.g. a trajectory compared after the RNG was not restored). At the end,
-:meth:`Verdict.conclude` raises one ``AssertionError`` listing the failed requirements, with the
-replay command. The plugin reads the verdicts to fill the report, so a test that checks several
-requirements reports each one separately.
+is about, marks a requirement :meth:`Verdict.blocked` when an earlier failure makes its checks
+meaningless (e.g. a trajectory compared after the RNG was not restored), or
+:meth:`Verdict.not_run` with the reason nothing could be checked (e.g. no crash point landed),
+or :meth:`Verdict.not_applicable` for a *ckptspec writer* requirement of a native-format adapter.
+At the end, :meth:`Verdict.conclude` raises one ``AssertionError`` listing the failed
+requirements, with the replay command, and raises :class:`UncheckedRequirement` (reported as a
+harness *error*) if a requirement the test names got none of these: a requirement is ``pass``
+only when a check of it ran and held. The plugin reads the verdicts to fill the report, so a
+test that checks several requirements reports each one separately.
 """
 
 from __future__ import annotations
@@ -15,7 +19,12 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from ckptspec.conformance.phase import PhaseResult
-from ckptspec.conformance.report import worst
+from ckptspec.conformance.report import NOT_APPLICABLE, worst
+
+
+class UncheckedRequirement(Exception):
+    """A conformance test concluded without recording any outcome for a requirement it names."""
+
 
 @dataclass
 class Verdict:
@@ -26,6 +35,8 @@ class Verdict:
     messages: dict[str, list[str]] = field(default_factory=dict)
     replay: Optional[str] = None
     failed_before: set[str] = field(default_factory=set)
+    first_failure: str = ""
+    native: bool = False  # the adapter declares checkpoint_format "native": writer requirements do not apply
 
     def begin(self, replay: Optional[str]) -> None:
         """Start a new example (Hypothesis runs several per test). Earlier passes are forgotten;
@@ -43,32 +54,65 @@ class Verdict:
     def _record(self, requirement: str, outcome: str, message: str = "") -> None:
         if requirement not in self.requirements:
             raise ValueError(f"check names {requirement}, which the test's requirement marker does not list")
-        self.outcomes[requirement] = worst([self.outcomes.get(requirement, "not-run"), outcome])
+        if self.native and outcome == "pass" and _is_writer(requirement):
+            raise ValueError(f"{requirement} is a ckptspec-writer requirement: it cannot pass for a native-format adapter")
+        self.outcomes[requirement] = worst([self.outcomes[requirement], outcome]) if requirement in self.outcomes else outcome
         if message:
             self.messages.setdefault(requirement, []).append(message)
+        if outcome == "fail" and not self.first_failure:  # later re-executions must not hide it
+            self.first_failure = f"{requirement}: {message}" + (f"\nreplay: {self.replay}" if self.replay else "")
 
     def check(self, requirement: str, ok: bool, message: str) -> bool:
         """Record one comparison for ``requirement``; ``message`` says what failed. Returns ``ok``."""
         self._record(requirement, "pass" if ok else "fail", "" if ok else message)
         return ok
 
+    def require(self, requirement: str, ok: bool, message: str) -> bool:
+        """A precondition of ``requirement``'s checks (a set-up phase completed, a checkpoint was
+        produced): a failure counts against ``requirement``, success is not a check of it.
+        Returns ``ok``."""
+        if not ok:
+            self._record(requirement, "fail", message)
+        return ok
+
     def blocked(self, requirement: str, reason: str) -> None:
         """``requirement`` could not be judged because of another requirement's failure."""
         self._record(requirement, "blocked", reason)
+
+    def not_run(self, requirement: str, reason: str) -> None:
+        """Nothing about ``requirement`` could be checked in this example (``reason`` says why).
+        Another check of it in the same test, if any, decides its outcome."""
+        self._record(requirement, "not-run", reason)
+
+    def not_applicable(self, requirement: str, reason: str) -> None:
+        """``requirement`` is about ckptspec's format and the adapter declares its own (``n/a``,
+        never a pass). Raises ``ValueError`` for a resume-class requirement or a ckptspec adapter:
+        those must be judged."""
+        if not self.native or not _is_writer(requirement):
+            raise ValueError(f"{requirement} applies to this adapter and must be judged, not marked n/a ({reason})")
+        self._record(requirement, NOT_APPLICABLE, reason)
+
+    def writer_requirements(self) -> list[str]:
+        """The test's requirements of the *ckptspec writer* class, in marker order."""
+        return [r for r in self.requirements if _is_writer(r)]
 
     def failed(self, requirement: str) -> bool:
         """Whether a check of ``requirement`` has failed so far."""
         return self.outcomes.get(requirement) == "fail"
 
     def phase_completed(self, requirement: str, result: PhaseResult, what: str) -> bool:
-        """Check that every rank of ``result`` returned and no action failed; attribute to ``requirement``."""
+        """Require (see :meth:`require`) that every rank of ``result`` returned and no action failed."""
         ok = not result.missing and not result.errors()
-        return self.check(requirement, ok, f"{what} did not complete:\n{result.describe()}")
+        return self.require(requirement, ok, f"{what} did not complete:\n{result.describe()}")
 
     def conclude(self) -> None:
-        """Raise ``AssertionError`` naming every failed requirement (with the replay command)."""
+        """Raise ``AssertionError`` naming every failed requirement (with the replay command);
+        otherwise raise :class:`UncheckedRequirement` if a named requirement has no outcome."""
         failed = [r for r in self.requirements if self.outcomes.get(r) == "fail"]
         if not failed:
+            unchecked = [r for r in self.requirements if r not in self.outcomes]
+            if unchecked:
+                raise UncheckedRequirement(f"the test concluded without recording a check of {', '.join(unchecked)}")
             return
         lines = []
         for req in failed:
@@ -80,6 +124,12 @@ class Verdict:
         if self.replay:
             lines.append(f"replay: {self.replay}")
         raise AssertionError("\n".join(lines))
+
+
+def _is_writer(requirement: str) -> bool:
+    from ckptspec.requirements import ConformanceClass, get
+
+    return get(requirement).conformance_class is ConformanceClass.WRITER
 
 
 def diff_digests(expected: Mapping[str, str], actual: Mapping[str, str], limit: int = 5) -> list[str]:
@@ -106,14 +156,16 @@ def components(digests: Mapping[str, str]) -> set[str]:
 
 
 def refusal_checks(v: Verdict, req: str, result: PhaseResult, index: int, what: str, before: int = 0) -> None:
-    """Action ``index`` must fail with a CheckpointError on every rank, and the FullState actions
+    """Action ``index`` must fail with a refusal (a CheckpointError, or one of the adapter's
+    ``refusal_errors``) on every rank, and the FullState actions
     at ``before`` and at the end must be equal (live state unchanged). ``what`` names the input."""
     for rank, res in sorted(result.results(index).items()):
         if res.ok:
             v.check(req, False, f"rank {rank}: resume of {what} succeeded; it must be refused")
             continue
         assert res.error is not None
-        v.check(req, res.error.is_checkpoint_error, f"rank {rank}: {what} refused with {res.error.short()}, not a CheckpointError")
+        v.check(req, res.error.is_checkpoint_error, f"rank {rank}: {what} refused with {res.error.short()}, not a CheckpointError "
+                f"or one of the adapter's refusal_errors")
     for rank in result.ranks:
         first, last = result.results(before).get(rank), result.results(len(result.spec.actions) - 1).get(rank)
         same = first is not None and last is not None and first.ok and last.ok and first.value == last.value

@@ -1,8 +1,10 @@
 """``ckptspec conformance``: run the conformance suite against an adapter.
 
 Runs ``pytest --pyargs ckptspec.conformance.tests`` in-process with the suite's options, prints
-pytest's output (with the requirement summary table), and exits 0 when every MUST requirement
-holds, 1 when one fails, 2 when the harness itself broke or pytest could not run.
+pytest's output (with the requirement summary table) and, on stderr, a line per finished phase (a
+live line of the running phases on a terminal; see :mod:`ckptspec.conformance.progress`). Exits 0
+when every MUST requirement holds, 1 when one fails, 2 when the harness itself broke or pytest
+could not run.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import os
 import tempfile
 from pathlib import Path
 
-EXIT_OK, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
+from ckptspec.exit_codes import EXIT_ERROR, EXIT_OK
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -56,9 +58,17 @@ def run(args: argparse.Namespace) -> int:
     """Run the suite; the exit status follows the requirement outcomes in the JSON report."""
     import pytest
 
+    from ckptspec.conformance import progress
+
     with tempfile.TemporaryDirectory(prefix="ckptspec-conformance-") as scratch:
         report = os.path.abspath(args.report) if args.report else str(Path(scratch) / "report.json")
-        code = pytest.main(pytest_args(args, report))
+        # Progress goes to a copy of stderr: pytest's capture redirects fd 2 itself while a test runs.
+        with os.fdopen(os.dup(2), "w") as stderr, progress.ProgressPrinter(Path(scratch), stderr) as printer:
+            os.environ[progress.PROGRESS_ENV] = str(printer.path)  # inherited by xdist's workers
+            try:
+                code = pytest.main(pytest_args(args, report))
+            finally:
+                del os.environ[progress.PROGRESS_ENV]
         if not Path(report).is_file():
             return EXIT_ERROR if code != 0 else EXIT_OK
         return int(json.loads(Path(report).read_text())["exit_status"])

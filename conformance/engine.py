@@ -14,7 +14,10 @@ Guarantees of :func:`run_phase`:
   (``timed_out``, ``missing``) and the action each was in. The process group's collective
   timeout is set to the same deadline, so gloo's 30-minute default never applies;
 - it never raises for anything a rank does: trainer exceptions come back per action, a rank that
-  died comes back in ``missing``, and a launcher failure in ``harness_error``.
+  died comes back in ``missing``, and a launcher failure in ``harness_error``;
+- a rank that died by a signal the suite did not send (SIGABRT, SIGSEGV, ...: neither an injected
+  SIGKILL nor the launcher's or the watchdog's termination) comes back in ``crashed`` with the
+  signal and the last lines of its output, which ranks write to ``logs/`` under ``phase_dir``.
 """
 
 from __future__ import annotations
@@ -35,6 +38,10 @@ from ckptspec.conformance.phase import PhaseResult, PhaseSpec, RankResult
 _PRELOAD = ["torch", "torch.distributed", "ckptspec.conformance.worker", "ckptspec.digest", "ckptspec.errors"]
 STRAGGLER_S = 30.0
 """Once one rank has returned, how long the others may take before they count as hung."""
+_SUITE_SIGNALS = frozenset({signal.SIGKILL, signal.SIGTERM})
+"""Signals the suite or the launcher sends: injected faults and the watchdog use SIGKILL, the
+elastic agent stops the surviving ranks of a failed phase with SIGTERM."""
+OUTPUT_TAIL_LINES = 40
 _forkserver_ready = False
 
 
@@ -71,13 +78,23 @@ def _kill_ranks(phase_dir: Path, world_size: int) -> None:
                 os.kill(int(pid), signal.SIGKILL)
 
 
+def _output_tail(phase_dir: Path, rank: int) -> str:
+    """The last :data:`OUTPUT_TAIL_LINES` lines of ``rank``'s stderr and stdout (single node:
+    the launcher names each rank's log folder by its local rank, which equals its rank)."""
+    lines: list[str] = []
+    for stream in ("stderr", "stdout"):
+        for log in sorted((phase_dir / "logs").glob(f"*/attempt_*/{rank}/{stream}.log")):
+            lines += [f"  [{stream}] {line}" for line in _read_text(log).splitlines()[-OUTPUT_TAIL_LINES:]]
+    return "\n".join(lines) or "  (no output)"
+
+
 def run_phase(spec: PhaseSpec, phase_dir: str | os.PathLike[str]) -> PhaseResult:
     """Launch ``spec.world_size`` fresh ranks running ``spec``; collect their results.
 
     ``phase_dir`` (created if needed) receives the ranks' pid, progress and result files and
     the launcher's logs; it must be private to this phase.
     """
-    from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs
+    from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, Std
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -96,7 +113,7 @@ def run_phase(spec: PhaseSpec, phase_dir: str | os.PathLike[str]) -> PhaseResult
         max_restarts=0,
         monitor_interval=0.05,
         start_method=_start_method(),
-        logs_specs=DefaultLogsSpecs(log_dir=str(directory / "logs")),
+        logs_specs=DefaultLogsSpecs(log_dir=str(directory / "logs"), redirects=Std.ALL),
     )
     expired, done = threading.Event(), threading.Event()
     started = time.perf_counter()
@@ -115,11 +132,12 @@ def run_phase(spec: PhaseSpec, phase_dir: str | os.PathLike[str]) -> PhaseResult
 
     thread = threading.Thread(target=watchdog, name="ckptspec-watchdog", daemon=True)
     harness_error = None
+    died: dict[int, int] = {}  # rank -> signal number
     thread.start()
     try:
         elastic_launch(config, run_rank)(spec, str(directory), list(sys.path))
-    except ChildFailedError:
-        pass  # a rank died (an injected kill, a crash, or the watchdog): reported as missing below
+    except ChildFailedError as exc:  # a rank died (an injected kill, a crash, or the watchdog)
+        died = {rank: -failure.exitcode for rank, failure in exc.failures.items() if failure.exitcode < 0}
     except Exception as exc:  # noqa: BLE001 - the launcher itself failed: a harness error
         harness_error = f"{type(exc).__name__}: {exc}"
     finally:
@@ -133,11 +151,17 @@ def run_phase(spec: PhaseSpec, phase_dir: str | os.PathLike[str]) -> PhaseResult
             ranks[rank] = pickle.loads(result_file.read_bytes())
     missing = tuple(r for r in range(spec.world_size) if r not in ranks)
     progress = {r: _read_text(directory / f"rank-{r}.progress") or "not started" for r in missing}
+    crashed = {
+        r: f"died by {signal.Signals(number).name}; last lines of its output:\n{_output_tail(directory, r)}"
+        for r, number in sorted(died.items())
+        if r in missing and number not in _SUITE_SIGNALS and number in signal.valid_signals()
+    }
     return PhaseResult(
         spec=spec,
         ranks=ranks,
         missing=missing,
         progress=progress,
+        crashed=crashed,
         timed_out=expired.is_set() and bool(missing),
         harness_error=harness_error,
         seconds=seconds,

@@ -5,9 +5,16 @@ file for writing (``open``/``io.open`` with a write mode, ``os.open`` with a wri
 ``os.rename``, ``os.replace``, ``os.fsync``/``os.fdatasync`` (of a descriptor under ``root``),
 ``os.symlink``, ``os.link``, ``os.unlink``/``os.remove``, ``os.rmdir``, ``os.mkdir``,
 ``os.truncate`` and ``os.ftruncate``. Higher-level helpers (``shutil.rmtree``, ``shutil.move``,
-``os.makedirs``, ``pathlib``) reach these functions through the ``os`` module and are seen as
-their parts. Writes done in C/C++ without going through these functions (for example
-``torch.save`` to a path name) happen between crash points and are not numbered themselves.
+``os.makedirs``, ``pathlib``, DCP's file system writer) reach these functions through the ``os``
+module and are seen as their parts. Files that torch and safetensors write from C++/Rust are
+numbered where they are opened: ``torch.save`` to a path name (its zip-file writer) and
+``safetensors.torch.save_file`` (its ``serialize_file``), when those modules are loaded.
+
+A call that changes nothing never gets a fault: ``mkdir`` of a path that exists
+(``os.makedirs(..., exist_ok=True)`` of an existing directory), or ``rename``, ``unlink``,
+``rmdir`` of a path that does not. It is still numbered (whether another rank created the
+directory first is a race, and numbering must not depend on it); a fault whose point is such a
+no-op fires at the next call that does change something.
 
 The interposition is adapter-agnostic and exact: with the same code and the same state, a save
 makes the same sequence of calls, so crash point *k* of a dry run is crash point *k* of a
@@ -22,6 +29,7 @@ import errno
 import io
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, Optional
@@ -53,16 +61,19 @@ class _Counter:
             return False
         return real == self.root or real.startswith(self.root + os.sep)
 
-    def mutation(self, op: str, path: Any, dst: Any = None) -> None:
-        """Number a mutation; fire the fault if this is its crash point."""
+    def mutation(self, op: str, path: Any, dst: Any = None, changes: bool = True) -> None:
+        """Number a mutation; fire the fault at its crash point, or at the first call after it
+        that ``changes`` something."""
         entry = Mutation(time.monotonic(), op, self.rel(path), self.rel(dst) if dst is not None else "")
         self.log.append(entry)
-        if self.fault is None or len(self.log) != self.fault.at:
+        if self.fault is None or len(self.log) < self.fault.at or not changes:
             return
-        if self.fault.kind == "kill":
-            self.on_kill(f"SIGKILL before mutation {self.fault.at}: {entry}")
+        fault, self.fault = self.fault, None
+        where = f"mutation {len(self.log)}" + (f" (point {fault.at} was a no-op)" if len(self.log) != fault.at else "")
+        if fault.kind == "kill":
+            self.on_kill(f"SIGKILL before {where}: {entry}")
             os.kill(os.getpid(), signal.SIGKILL)
-        raise OSError(errno.EIO, f"ckptspec fault injection: EIO at mutation {self.fault.at} ({entry})")
+        raise OSError(errno.EIO, f"ckptspec fault injection: EIO at {where} ({entry})")
 
     def rel(self, path: Any) -> str:
         """``path`` relative to the root, for reports."""
@@ -116,7 +127,7 @@ def interpose(root: str, fault: Optional[Fault], rank: int, on_kill: Callable[[s
                 target = _resolve(args[0], kwargs.get("dir_fd", kwargs.get("src_dir_fd"))) if args else None
                 dst = _resolve(args[1], kwargs.get("dst_dir_fd")) if name in _TWO_PATH_CALLS and len(args) > 1 else None
             if target is not None and counter.under_root(_parent_or_self(target)):
-                counter.mutation(name, target, dst)
+                counter.mutation(name, target, dst, _changes(name, target))
             return real(*args, **kwargs)
 
         return wrapper
@@ -132,6 +143,21 @@ def interpose(root: str, fault: Optional[Fault], rank: int, on_kill: Callable[[s
 
         return wrapper
 
+    def native_writer(op: str, real: Callable[..., Any], path_arg: int) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            path = args[path_arg] if len(args) > path_arg else None
+            if isinstance(path, (str, os.PathLike)) and counter.under_root(_parent_or_self(path)):
+                counter.mutation(op, path)
+            return real(*args, **kwargs)
+
+        return wrapper
+
+    serialization = sys.modules.get("torch.serialization")
+    if serialization is not None:
+        patch(serialization, "_open_zipfile_writer", native_writer("torch.save", serialization._open_zipfile_writer, 0))
+    safetensors = sys.modules.get("safetensors.torch")
+    if safetensors is not None:
+        patch(safetensors, "serialize_file", native_writer("safetensors", safetensors.serialize_file, 1))
     patch(builtins, "open", open_)
     patch(io, "open", open_)
     patch(os, "open", os_open)
@@ -144,6 +170,19 @@ def interpose(root: str, fault: Optional[Fault], rank: int, on_kill: Callable[[s
     finally:
         for owner, name, original in reversed(saved):
             setattr(owner, name, original)
+
+
+def _changes(name: str, target: Any) -> bool:
+    """Whether the call ``name`` on ``target`` would change the file system (see the module doc)."""
+    if isinstance(target, int):
+        return True
+    try:
+        exists = os.path.lexists(os.fsdecode(target))
+    except (TypeError, ValueError):
+        return True
+    if name in ("mkdir", "symlink"):
+        return not exists
+    return exists or name == "truncate"
 
 
 def _resolve(path: Any, dir_fd: Optional[int]) -> Any:

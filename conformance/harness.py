@@ -20,11 +20,14 @@ import pickle
 import shutil
 import uuid
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional, TypeVar
 
+from ckptspec.conformance import progress
 from ckptspec.conformance.adapter import ScenarioConfig
+from ckptspec.layout import committed_steps  # noqa: F401 - the suite's tests find checkpoints through the harness
 from ckptspec.conformance.phase import Action, Evaluate, PhaseResult, PhaseSpec
 
 T = TypeVar("T")
@@ -58,10 +61,12 @@ class Harness:
     """The adapter under test plus everything needed to run phases against it."""
 
     def __init__(self, adapter: str, profile: Profile, shared_root: Path, private_root: Path) -> None:
-        from ckptspec.conformance.adapter import load_adapter
+        from ckptspec.conformance.adapter import checkpoint_format, load_adapter
 
         cls = load_adapter(adapter)
         self.adapter = adapter
+        self.adapter_class = cls
+        self.native: bool = checkpoint_format(cls) == "native"
         self.capabilities: frozenset[str] = frozenset(cls.capabilities)
         self.eval_set_size: int = int(getattr(cls, "eval_set_size", 0))
         self.profile = profile
@@ -86,6 +91,25 @@ class Harness:
         """The run directory of ``config``."""
         return Path(config.output_dir) / config.run_id
 
+    def checkpoints(self, config: ScenarioConfig) -> dict[int, Path]:
+        """The committed checkpoints of ``config``'s run, ``{step: path}`` in ascending steps, as
+        the trainer itself would find them: the adapter's ``committed_checkpoints`` hook (protocol
+        v2), else ckptspec's discovery (``step-N`` directories with a manifest)."""
+        from ckptspec.conformance.adapter import committed_checkpoints
+
+        found = committed_checkpoints(self.adapter_class, config)
+        if found is not None:
+            return {step: Path(path) for step, path in found.items()}
+        from ckptspec.layout import checkpoint_dir_name
+
+        run_dir = self.run_dir(config)
+        return {step: run_dir / checkpoint_dir_name(step) for step in committed_steps(run_dir)}
+
+    def moved(self, path: str, source: ScenarioConfig, fork: ScenarioConfig) -> str:
+        """``path`` (inside ``source``'s run directory, e.g. what ``save()`` returned) in the
+        copy ``fork`` made by :meth:`fork`."""
+        return str(self.run_dir(fork) / Path(path).relative_to(self.run_dir(source)))
+
     def fork(self, config: ScenarioConfig, **changes: Any) -> ScenarioConfig:
         """Copy ``config``'s run directory (symlinks kept as links) to a fresh place; return its config."""
         where = self.new_dir("fork")
@@ -102,7 +126,9 @@ class Harness:
         *,
         may_fail: Iterable[int] = (),
     ) -> PhaseResult:
-        """Run one phase; raise :class:`HarnessError` if the launcher or the harness broke.
+        """Run one phase; raise :class:`HarnessError` if the launcher or the harness broke, or a
+        rank died by a signal the suite did not send (a crash is never judged as the trainer's
+        conformance failure).
 
         The phase is given the profile's ``eval_phase_timeout_s`` when every action is an
         :class:`Evaluate`, else ``phase_timeout_s``."""
@@ -119,14 +145,30 @@ class Harness:
         )
         self._phase_count += 1
         phase_dir = Path(config.output_dir).parent / "phases" / f"{self._phase_count:03d}"
-        result = run_phase(spec, phase_dir)
+        started = progress.phase_started(world_size, spec.actions)
+        try:
+            result = run_phase(spec, phase_dir)
+        except BaseException:
+            progress.phase_ended(started, world_size, spec.actions, 0.0, "harness error")
+            raise
+        progress.phase_ended(started, world_size, spec.actions, result.seconds, progress.phase_status(result))
         with open(self.shared_root / "phases.log", "a") as log:
             names = ",".join(type(a).__name__ for a in spec.actions)
             log.write(f"{result.seconds:7.2f}s ws={world_size} {names} missing={list(result.missing)}\n")
         harness_failures = [e for _, _, e in result.errors() if e.harness]
-        if result.harness_error or harness_failures:
+        if result.harness_error or harness_failures or result.crashed:
             raise HarnessError(result.describe() + "".join(f"\n{e.traceback}" for e in harness_failures))
         return result
+
+    def phase_in_background(
+        self, config: ScenarioConfig, world_size: int, actions: Sequence[Action], *, may_fail: Iterable[int] = ()
+    ) -> Future[PhaseResult]:
+        """Start :meth:`phase` in a thread and return at once; the future holds its result (or
+        its :class:`HarnessError`). Used with a :class:`Gate` to run two jobs at the same time."""
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ckptspec-phase")
+        future = executor.submit(self.phase, config, world_size, actions, may_fail=may_fail)
+        executor.shutdown(wait=False)
+        return future
 
     # --- shared cache -------------------------------------------------------------------
     def memo(self, name: str, key: Any, compute: Callable[[Path], T]) -> T:
@@ -156,22 +198,53 @@ class Harness:
         return value
 
 
+class Gate:
+    """The test's side of a :class:`~ckptspec.conformance.phase.Hold` action: two FIFOs in a
+    fresh directory. :meth:`reached` returns once the held phase's rank 0 arrived (True) or the
+    phase ended without arriving (False); :meth:`release` lets it go on. No polling, no sleeps:
+    each wait is a blocking read that the phase's engine deadline bounds."""
+
+    ARRIVED = "arrived"
+    RELEASE = "release"
+    ARRIVED_BYTE = b"A"
+    _ENDED_BYTE = b"E"
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        os.mkfifo(directory / self.ARRIVED)
+        os.mkfifo(directory / self.RELEASE)
+        # Read-write: rank 0's open for writing never blocks, and the phase's end can post too.
+        self._arrived = os.open(directory / self.ARRIVED, os.O_RDWR)
+
+    def watch(self, phase: "Future[PhaseResult]") -> None:
+        """Make :meth:`reached` return False if ``phase`` ends before arriving."""
+        phase.add_done_callback(lambda _: os.write(self._arrived, self._ENDED_BYTE))
+
+    def reached(self) -> bool:
+        """Block until the held phase arrives at the gate (True) or ends (False)."""
+        return os.read(self._arrived, 1) == self.ARRIVED_BYTE
+
+    def release(self) -> bool:
+        """Let the held phase continue; False if no rank waits at the gate any more."""
+        try:
+            fd = os.open(self.directory / self.RELEASE, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:  # ENXIO: no reader, the phase is gone
+            return False
+        try:
+            os.write(fd, b"R")
+        finally:
+            os.close(fd)
+        return True
+
+    def close(self) -> None:
+        """Close the test's end of the gate."""
+        os.close(self._arrived)
+
+
 def _jsonable(value: Any) -> Any:
     if hasattr(value, "__dataclass_fields__"):
         return {type(value).__name__: asdict(value)}
     return value
-
-
-def committed_steps(run_dir: Path) -> list[int]:
-    """Steps of the committed checkpoints in ``run_dir``: ``step-N`` directories with a manifest."""
-    from ckptspec.layout import LAYOUT, parse_checkpoint_dir
-
-    if not run_dir.is_dir():
-        return []
-    return sorted(
-        step for name in os.listdir(run_dir)
-        if (step := parse_checkpoint_dir(name)) is not None and (run_dir / name / LAYOUT.manifest_file).is_file()
-    )
 
 
 def file_tree(root: Path) -> dict[str, str]:

@@ -87,11 +87,21 @@ class Evaluate:
 
 
 @dataclass(frozen=True)
+class Hold:
+    """Every rank waits here, between adapter calls, until the test opens the gate in the
+    directory ``gate`` (:class:`~ckptspec.conformance.harness.Gate`): rank 0 reports that it
+    arrived, then blocks until released, and the other ranks wait for it in a barrier. Lets a
+    test act while this phase's job is alive at a known point (e.g. start a second writer)."""
+
+    gate: str
+
+
+@dataclass(frozen=True)
 class FullState:
     """``adapter.full_state()`` digested in the rank: the value is ``{leaf path: digest}``."""
 
 
-Action = Union[Resume, Train, TrainMicro, Save, Fit, Evaluate, FullState]
+Action = Union[Resume, Train, TrainMicro, Save, Fit, Evaluate, FullState, Hold]
 
 
 @dataclass(frozen=True)
@@ -160,13 +170,15 @@ class PhaseResult:
 
     ``missing`` lists ranks that returned no result: killed by an injected fault, crashed, or
     (with ``timed_out``) still running when the engine's deadline passed; ``progress`` says for
-    each of them the last action it had started.
+    each of them the last action it had started. ``crashed`` holds the missing ranks that died by a
+    signal the suite did not send, with the signal and the tail of their output.
     """
 
     spec: PhaseSpec
     ranks: dict[int, RankResult]
     missing: tuple[int, ...] = ()
     progress: dict[int, str] = field(default_factory=dict)
+    crashed: dict[int, str] = field(default_factory=dict)
     timed_out: bool = False
     harness_error: Optional[str] = None
     seconds: float = 0.0
@@ -202,6 +214,8 @@ class PhaseResult:
             lines.append(f"ranks {list(self.missing)} returned no result")
         for r, where in sorted(self.progress.items()):
             lines.append(f"  rank {r} was in: {where}")
+        for r, what in sorted(self.crashed.items()):
+            lines.append(f"  rank {r} {what}")
         for r, name, err in self.errors():
             lines.append(f"  rank {r} {name}: {err.short()}")
         return "\n".join(lines) or "ok"

@@ -17,6 +17,7 @@ skip unless the adapter declares every capability.
 from __future__ import annotations
 
 import importlib.util
+import os
 import platform
 import time
 from pathlib import Path
@@ -128,6 +129,13 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         missing = sorted(set(needed) - _harness(item.session.config).capabilities)
         if missing:
             pytest.skip(f"adapter lacks capability {', '.join(missing)}")
+    if _harness(item.session.config).native:
+        from ckptspec.conformance.report import NOT_APPLICABLE_REASON
+        from ckptspec.requirements import ConformanceClass, get
+
+        reqs = [str(a) for m in item.iter_markers("requirement") for a in m.args]
+        if reqs and all(get(r).conformance_class is ConformanceClass.WRITER for r in reqs):
+            pytest.skip(f"{NOT_APPLICABLE_REASON}: {', '.join(reqs)} are ckptspec-writer requirements")
 
 
 _harness_key = pytest.StashKey[Any]()
@@ -167,7 +175,7 @@ def verdict(request: pytest.FixtureRequest) -> Any:
     from ckptspec.conformance.checks import Verdict
 
     reqs = tuple(str(a) for m in request.node.iter_markers("requirement") for a in m.args)
-    return Verdict(requirements=reqs)
+    return Verdict(requirements=reqs, native=_harness(request.config).native)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -187,6 +195,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             (_VERDICT_KEY, {
                 "outcomes": verdict.final_outcomes() if verdict is not None else {},
                 "replay": verdict.replay if verdict is not None else None,
+                "first_failure": verdict.first_failure if verdict is not None else "",
                 "harness_error": harness_error and call.when == "call",
             })
         )
@@ -203,6 +212,17 @@ def _is_harness_error(exc: BaseException, harness_error: type) -> bool:
     return not isinstance(exc, (AssertionError, pytest.skip.Exception, pytest.fail.Exception))
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> Any:
+    """Under ``ckptspec conformance``'s progress lines, no progress dots: they would share the line."""
+    outcome = yield
+    from ckptspec.conformance.progress import PROGRESS_ENV
+
+    category, letter, word = outcome.get_result()
+    if letter and os.environ.get(PROGRESS_ENV):
+        outcome.force_result((category, "", word))
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     props = dict(report.user_properties)
     if _REQS_KEY not in props:
@@ -217,7 +237,10 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         pytest_outcome = _pytest_outcome(report)
         message = ""
         if report.failed or pytest_outcome == "xfailed":
-            message = _first_line(report)
+            # The first failing example's message: Hypothesis re-executes a failing example, and a
+            # re-execution that broke the harness must not hide the failure it reproduces.
+            first, last = info.get("first_failure", ""), _first_line(report)
+            message = f"{first}\n(the last execution ended with: {last[:500]})" if first and info["harness_error"] else first or last
         state.records.append(
             RecordedTest(
                 nodeid=report.nodeid,
@@ -231,6 +254,10 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def _pytest_outcome(report: pytest.TestReport) -> str:
+    from ckptspec.conformance.report import NOT_APPLICABLE, NOT_APPLICABLE_REASON
+
+    if report.skipped and isinstance(report.longrepr, tuple) and NOT_APPLICABLE_REASON in str(report.longrepr[2]):
+        return NOT_APPLICABLE
     if hasattr(report, "wasxfail"):
         return "xfailed" if report.skipped else "xpassed"
     if report.when == "setup" and report.failed:
@@ -316,6 +343,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
                 "suite_version": __version__,
                 "spec_version": SPEC_VERSION,
                 "adapter": opts.adapter,
+                "framework": str(getattr(_harness(config).adapter_class, "framework", "")),
+                "checkpoint_format": "native" if _harness(config).native else "ckptspec",
                 "capabilities": sorted(_harness(config).capabilities),
                 "profile": opts.profile.name,
                 "torch_version": torch.__version__,

@@ -2,8 +2,12 @@
 
 Outcomes (worst first): ``error`` (the harness broke; never a verdict on the trainer), ``fail``,
 ``xfail`` (failed, listed in the implementer's xfails file), ``blocked`` (not judged because
-another requirement failed first), ``pass``, ``skipped`` (the adapter lacks a capability),
-``not-run`` (no test that ran names the requirement, e.g. one deselected with ``-k``).
+another requirement failed first), ``pass`` (at least one check of it ran, and every check
+held), ``n/a`` (a *ckptspec writer* requirement, about ckptspec's format, of an adapter that
+declares ``checkpoint_format = "native"``: it does not apply, and is neither a pass nor a
+failure), ``skipped`` (the adapter lacks a capability), ``not-run`` (nothing checked it: the tests
+that name it recorded no check, or none ran, e.g. deselected with ``-k``). Only ``pass`` counts
+as conformance.
 """
 
 from __future__ import annotations
@@ -14,7 +18,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-ORDER = ("error", "fail", "xfail", "blocked", "pass", "skipped", "not-run")
+from ckptspec.exit_codes import EXIT_ERROR, EXIT_FAIL, EXIT_OK
+
+NOT_APPLICABLE = "n/a"
+NOT_APPLICABLE_REASON = "n/a: native format"
+"""The start of the skip reason of a test whose every requirement is a writer requirement that
+does not apply to the adapter's native format; such a test is recorded with outcome ``n/a``."""
+
+ORDER = ("error", "fail", "xfail", "blocked", "pass", NOT_APPLICABLE, "skipped", "not-run")
 
 
 def worst(outcomes: Iterable[str]) -> str:
@@ -27,7 +38,7 @@ class RecordedTest:
     """One test as the report sees it."""
 
     nodeid: str
-    outcome: str  # pytest's: passed / failed / skipped / error / xfailed / xpassed
+    outcome: str  # pytest's: passed / failed / skipped / error / xfailed / xpassed; or n/a
     duration_s: float
     requirements: dict[str, str]  # requirement ID -> outcome in this test
     message: str = ""
@@ -51,17 +62,25 @@ class RequirementRow:
 def requirement_outcomes(
     pytest_outcome: str, requirements: Iterable[str], verdict: Mapping[str, str], harness_error: bool
 ) -> dict[str, str]:
-    """Per-requirement outcomes of one test from pytest's outcome and the test's verdict."""
+    """Per-requirement outcomes of one test from pytest's outcome and the test's verdict.
+
+    A requirement the verdict holds no outcome for is ``not-run``, never ``pass``. When the
+    harness broke, a failure the test had already recorded (e.g. in an earlier Hypothesis
+    example) stays ``fail``; everything else is ``error``."""
     reqs = list(requirements)
-    if harness_error or pytest_outcome == "error":
+    if pytest_outcome == NOT_APPLICABLE:
+        return {r: NOT_APPLICABLE for r in reqs}
+    if pytest_outcome == "error":
         return {r: "error" for r in reqs}
+    if harness_error:
+        return {r: "fail" if verdict.get(r) == "fail" else "error" for r in reqs}
     if pytest_outcome == "skipped":
         return {r: "skipped" for r in reqs}
     if pytest_outcome == "xfailed":
         return {r: "xfail" if verdict.get(r, "fail") == "fail" else verdict[r] for r in reqs}
     if pytest_outcome == "failed" and not any(v == "fail" for v in verdict.values()):
         return {r: "fail" for r in reqs}
-    return {r: verdict.get(r, "pass" if not verdict else "not-run") for r in reqs}
+    return {r: verdict.get(r, "not-run") for r in reqs}
 
 
 def build_rows(records: Iterable[RecordedTest], messages_per_requirement: int = 3) -> list[RequirementRow]:
@@ -90,13 +109,14 @@ def build_rows(records: Iterable[RecordedTest], messages_per_requirement: int = 
 
 
 def exit_status(rows: Iterable[RequirementRow]) -> int:
-    """1 if a MUST requirement failed, else 2 if the harness broke anywhere, else 0."""
+    """1 if a MUST requirement failed; else 2 if the harness broke anywhere or a MUST
+    requirement named by tests that ran was checked by none of them; else 0."""
     rows = list(rows)
     if any(r.level == "MUST" and r.outcome == "fail" for r in rows):
-        return 1
-    if any(r.outcome == "error" for r in rows):
-        return 2
-    return 0
+        return EXIT_FAIL
+    if any(r.outcome == "error" or (r.level == "MUST" and r.tests and r.outcome == "not-run") for r in rows):
+        return EXIT_ERROR
+    return EXIT_OK
 
 
 def summary_table(rows: Iterable[RequirementRow]) -> list[str]:

@@ -10,14 +10,17 @@ writes ``rank-<r>.progress`` so that the engine can say where a hung or killed r
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import pickle
 import sys
 import time
 import traceback
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, Optional
 
+from ckptspec.checkpointing.fsio import write_atomic
 from ckptspec.conformance.phase import (
     Action,
     ActionResult,
@@ -25,6 +28,7 @@ from ckptspec.conformance.phase import (
     Evaluate,
     FullState,
     Fit,
+    Hold,
     PhaseSpec,
     RankResult,
     Resume,
@@ -34,15 +38,11 @@ from ckptspec.conformance.phase import (
 )
 
 
-def _write_atomic(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+def error_info(exc: BaseException, *, harness: bool = False, refusals: tuple[type[BaseException], ...] = ()) -> ErrorInfo:
+    """Describe ``exc`` as picklable data, keeping the typed fields of a CheckpointError.
 
-
-def error_info(exc: BaseException, *, harness: bool = False) -> ErrorInfo:
-    """Describe ``exc`` as picklable data, keeping the typed fields of a CheckpointError."""
+    ``is_checkpoint_error`` (a refusal) is true for a CheckpointError or one of ``refusals``, the
+    adapter's declared ``refusal_errors``."""
     from ckptspec.errors import CheckpointError
 
     details: dict[str, Any] = {}
@@ -54,7 +54,7 @@ def error_info(exc: BaseException, *, harness: bool = False) -> ErrorInfo:
         type=f"{type(exc).__module__}.{type(exc).__qualname__}",
         message=str(exc),
         traceback="".join(traceback.format_exception(exc)),
-        is_checkpoint_error=isinstance(exc, CheckpointError),
+        is_checkpoint_error=isinstance(exc, (CheckpointError, *refusals)),
         code=str(getattr(exc, "code", "")) if isinstance(exc, CheckpointError) else "",
         requirement=str(getattr(exc, "requirement", "")) if isinstance(exc, CheckpointError) else "",
         details=details,
@@ -71,9 +71,10 @@ class _Rank:
     def __init__(self, spec: PhaseSpec, phase_dir: str, rank: int) -> None:
         self.spec, self.phase_dir, self.rank = spec, phase_dir, rank
         self.adapter: Any = None
+        self.refusals: tuple[type[BaseException], ...] = ()
 
     def progress(self, text: str) -> None:
-        _write_atomic(os.path.join(self.phase_dir, f"rank-{self.rank}.progress"), text.encode())
+        write_atomic(Path(self.phase_dir, f"rank-{self.rank}.progress"), text.encode())
 
     def call(self, name: str, fn: Any, *, digest: bool = False) -> ActionResult:
         """Run one adapter call, turning its exception into an ErrorInfo."""
@@ -83,7 +84,7 @@ class _Rank:
         try:
             value = fn()
         except BaseException as exc:  # noqa: BLE001 - every trainer failure is data
-            error = error_info(exc)
+            error = error_info(exc, refusals=self.refusals)
         if error is None and digest:
             value, error = self.digest(value)
         step: Optional[int] = None
@@ -120,6 +121,8 @@ class _Rank:
             return self.call("full_state", a.full_state, digest=True)
         if isinstance(action, Save):
             return self.save(action)
+        if isinstance(action, Hold):
+            return self.call("hold", lambda: _hold(action.gate, self.rank))
         raise TypeError(f"unknown action {action!r}")
 
     def save(self, action: Save) -> ActionResult:
@@ -132,14 +135,16 @@ class _Rank:
         return ActionResult(result.name, result.value, result.error, result.step, tuple(log), result.seconds)
 
     def run(self) -> RankResult:
-        from ckptspec.conformance.adapter import RankContext, load_adapter
+        from ckptspec.conformance.adapter import RankContext, load_adapter, refusal_errors
 
         spec = self.spec
         local_rank = int(os.environ.get("LOCAL_RANK", self.rank))
         device = f"cuda:{local_rank}" if _cuda() else "cpu"
         ctx = RankContext(rank=self.rank, world_size=spec.world_size, local_rank=local_rank, device=device)
         self.progress("build")
-        build = self.call("build", lambda: load_adapter(spec.adapter)(spec.config, ctx))
+        cls = load_adapter(spec.adapter)
+        self.refusals = refusal_errors(cls)
+        build = self.call("build", lambda: cls(spec.config, ctx))
         if not build.ok:
             return RankResult(self.rank, build, ())
         self.adapter, build = build.value, ActionResult("build", step=build.step, seconds=build.seconds)
@@ -155,6 +160,25 @@ class _Rank:
         if not closed.ok:
             results.append(closed)
         return RankResult(self.rank, build, tuple(results))
+
+
+def _hold(gate: str, rank: int) -> None:
+    """Rank 0: say "arrived" through the gate's ``arrived`` FIFO, then block until the test writes
+    to its ``release`` FIFO (opened read-write, so that the read waits for data rather than
+    seeing end-of-file before the test opens it); then every rank leaves through a barrier."""
+    import torch.distributed as dist
+
+    if rank == 0:
+        from ckptspec.conformance.harness import Gate
+
+        release = os.open(os.path.join(gate, Gate.RELEASE), os.O_RDWR)
+        try:
+            with open(os.path.join(gate, Gate.ARRIVED), "wb") as arrived:
+                arrived.write(Gate.ARRIVED_BYTE)
+            os.read(release, 1)
+        finally:
+            os.close(release)
+    dist.barrier()
 
 
 def _metrics(metrics: Any) -> Optional[dict[str, float]]:
@@ -181,11 +205,12 @@ def process_start_time(pid: int) -> str:
 def run_rank(spec: PhaseSpec, phase_dir: str, sys_path: list[str]) -> None:
     """Entrypoint of one rank of a phase (called by the elastic launcher). Never raises."""
     os.environ["OMP_NUM_THREADS"] = "1"
+    faulthandler.enable()  # a crash leaves the Python stack in the rank's log for the report
     for entry in reversed(sys_path):
         if entry not in sys.path:
             sys.path.insert(0, entry)
     rank = int(os.environ["RANK"])
-    _write_atomic(os.path.join(phase_dir, f"rank-{rank}.pid"), f"{os.getpid()} {process_start_time(os.getpid())}".encode())
+    write_atomic(Path(phase_dir, f"rank-{rank}.pid"), f"{os.getpid()} {process_start_time(os.getpid())}".encode())
     worker = _Rank(spec, phase_dir, rank)
     try:
         import torch
@@ -201,7 +226,7 @@ def run_rank(spec: PhaseSpec, phase_dir: str, sys_path: list[str]) -> None:
     except BaseException as exc:  # noqa: BLE001 - a broken harness is reported, not raised
         failed = ActionResult("harness", error=error_info(exc, harness=True))
         result = RankResult(rank, failed, ())
-    _write_atomic(os.path.join(phase_dir, f"rank-{rank}.pkl"), pickle.dumps(result))
+    write_atomic(Path(phase_dir, f"rank-{rank}.pkl"), pickle.dumps(result))
     try:
         import torch.distributed as dist
 

@@ -1,7 +1,7 @@
 """The conformance-suite adapter of the reference trainer (``ckptspec.reference_impl.adapter:ReferenceAdapter``).
 
 To check that the suite catches a bug, subclass :class:`~ckptspec.reference_impl.trainer.Trainer`
-(or its ``manager_class`` / ``loader_class`` / ``evaluator_class``), override the one method
+(or its ``policy_class`` / ``commit_class`` / ``loader_class`` / ``evaluator_class``), override the one method
 that holds the behaviour, and point ``trainer_class`` of an adapter subclass at it.
 """
 
@@ -13,8 +13,8 @@ from typing import Any, ClassVar, Optional
 
 import torch
 
-from ckptspec.conformance.adapter import RankContext, ScenarioConfig, StepRecord
-from ckptspec.reference_impl.distributed import DistContext
+from ckptspec.conformance.adapter import CAPABILITIES, RankContext, ScenarioConfig, StepRecord
+from ckptspec.checkpointing.distributed import DistContext
 from ckptspec.reference_impl.trainer import TrainConfig, Trainer
 
 _SCENARIO_FIELDS = {
@@ -50,9 +50,7 @@ def train_config(config: ScenarioConfig, eval_set_size: int) -> TrainConfig:
 class ReferenceAdapter:
     """The reference trainer behind the :class:`~ckptspec.conformance.adapter.TrainerAdapter` protocol."""
 
-    capabilities: ClassVar[frozenset[str]] = frozenset(
-        {"reshard", "elastic", "eval", "accumulation", "micro_steps", "grad_sync", "epochs", "best", "retention"}
-    )
+    capabilities: ClassVar[frozenset[str]] = frozenset(CAPABILITIES)  # every one the suite knows
     eval_set_size: ClassVar[int] = 24
     trainer_class: ClassVar[type[Trainer]] = Trainer
 
@@ -93,3 +91,4 @@ class ReferenceAdapter:
 
     def close(self) -> None:
         self.trainer.finish_saves()
+        self.trainer.policy.close()

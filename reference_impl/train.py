@@ -3,8 +3,10 @@
     torchrun --standalone --nproc-per-node 2 -m ckptspec.reference_impl.train \\
         --output-dir runs --run-id demo --steps 20 --save-every 5 --eval-every 5
 
-Also runs as a single process without a launcher. Exit status: 0 done, 2 refused to resume
-(the typed checkpoint error is printed, without a traceback).
+Also runs as a single process without a launcher. Exit status: 0 done; 2 refused (a typed
+checkpoint error: a resume that fails its checks, a run directory claimed by another writer,
+a save mid-accumulation); 3 a save failed (nothing was committed, or its commit could not be made
+durable). Rank 0 prints the error on one line; no rank prints a traceback.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import fields
+from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Optional
 
@@ -21,37 +23,52 @@ import torch.distributed as dist
 
 from ckptspec.digest import state_digest
 from ckptspec.errors import CheckpointError
-from ckptspec.reference_impl.distributed import exit_process, init_distributed
+from ckptspec.checkpointing.commit import SaveError
+from ckptspec.checkpointing.distributed import exit_process, init_distributed
 from ckptspec.reference_impl.trainer import TrainConfig, Trainer
 
 
+EXIT_REFUSED = 2
+"""Exit status of a refusal: a typed :class:`~ckptspec.errors.CheckpointError`."""
+EXIT_SAVE_FAILED = 3
+"""Exit status of a failed save (:class:`~ckptspec.checkpointing.commit.SaveError`)."""
+
+
+def config_defaults() -> dict[str, object]:
+    """The defaults of :class:`TrainConfig`'s fields: the command line's defaults come from there."""
+    return {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m ckptspec.reference_impl.train", description="Train the ckptspec reference model.")
+    """The trainer's command line; options named like a :class:`TrainConfig` field default to it."""
+    p = argparse.ArgumentParser(prog="python -m ckptspec.reference_impl.train", description="Train the ckptspec reference model.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--output-dir", required=True, help="directory holding run directories")
     p.add_argument("--run-id", required=True, help="name of this run's directory")
-    p.add_argument("--steps", type=int, default=20, help="train until this global step")
-    p.add_argument("--save-every", type=int, default=0, help="save every N steps (always at the last step)")
-    p.add_argument("--eval-every", type=int, default=0, help="evaluate every N steps (0: never)")
-    p.add_argument("--accumulation-steps", type=int, default=1)
-    p.add_argument("--global-batch-size", type=int, default=12, help="samples per optimizer step over all ranks")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--warmup-steps", type=int, default=2)
-    p.add_argument("--decay-steps", type=int, default=None, help="cosine horizon (default: --steps)")
+    p.add_argument("--steps", type=int, help="train until this global step")
+    p.add_argument("--save-every", type=int, help="save every N steps (always at the last step)")
+    p.add_argument("--eval-every", type=int, help="evaluate every N steps (0: never)")
+    p.add_argument("--accumulation-steps", type=int)
+    p.add_argument("--global-batch-size", type=int, help="samples per optimizer step over all ranks")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--warmup-steps", type=int)
+    p.add_argument("--decay-steps", type=int, help="cosine horizon (default: --steps)")
     p.add_argument("--resume", default="auto", help="auto (latest, if any), none, or a checkpoint directory")
-    p.add_argument("--keep-last", type=int, default=None, help="retention: keep the N newest checkpoints (plus best)")
+    p.add_argument("--init-from", default=None, help="a new run starts from this export's (or checkpoint's) model weights; "
+                   "a resume ignores it (its SHA-256 is fingerprinted)")
+    p.add_argument("--keep-last", type=int, help="retention: keep the N newest checkpoints (plus best)")
     p.add_argument("--best-metric", default=None, help="track the best checkpoint by this eval metric (loss, perplexity, accuracy)")
-    p.add_argument("--best-mode", choices=("min", "max"), default="min")
-    p.add_argument("--best-min-delta", type=float, default=0.0)
+    p.add_argument("--best-mode", choices=("min", "max"))
+    p.add_argument("--best-min-delta", type=float)
     p.add_argument("--elastic", action="store_true", help="on a world-size change, re-derive rank-local state (RNG)")
-    p.add_argument("--verify", choices=("full", "size"), default="full", help="integrity check before resuming")
+    p.add_argument("--verify", choices=("full", "size"), help="integrity check before resuming")
     p.add_argument("--async-save", action="store_true", help="write sharded state in the background (DCP async_save)")
     p.add_argument("--no-defer-grad-sync", action="store_true", help="reduce gradients on every micro-step")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--eval-checkpoint", default=None, help="only load this checkpoint's weights, evaluate, print metrics as JSON")
-    p.add_argument("--crash-at-step", type=int, default=None, help="test hook: SIGKILL every rank after this step")
-    p.add_argument("--crash-during-save", type=int, default=None, help="test hook: SIGKILL every rank while committing this step")
     p.add_argument("--step-log", default=None, help="rank 0 appends one JSON line per step (step, loss, lr, digests)")
+    p.set_defaults(**config_defaults())
     return p
 
 
@@ -93,13 +110,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             step = trainer.resume(None if args.resume == "auto" else args.resume)
             if step:
                 trainer.log(f"resume step {step:5d} | from {trainer.resumed_from}")
+        if args.init_from and trainer.step == 0:
+            source_step = trainer.init_weights(args.init_from)
+            trainer.log(f"init  step {trainer.step:5d} | weights of {args.init_from} (step {source_step})")
         trainer.step_callback = _step_logger(trainer, args.step_log)
         trainer.fit()
         trainer.log(f"done  step {trainer.step:5d}")
         return 0
-    except CheckpointError as exc:
-        print(f"rank {ctx.rank}: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
+    except (CheckpointError, SaveError) as exc:  # raised on every rank alike: rank 0 reports it
+        if ctx.rank == 0:
+            print(f"error: {type(exc).__name__}: {exc}".replace("\n", " "), file=sys.stderr)
+        return EXIT_REFUSED if isinstance(exc, CheckpointError) else EXIT_SAVE_FAILED
     finally:
         dist.destroy_process_group()
 

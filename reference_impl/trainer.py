@@ -6,8 +6,9 @@ config continues bit-exactly (losses, learning rates, parameters, optimizer and 
 RNG, data order).
 
 Every behaviour the spec constrains is one small method, and the collaborating classes are
-class attributes (``manager_class``, ``loader_class``, ``evaluator_class``), so that a single
-behaviour can be replaced by a subclass.
+class attributes (``policy_class``, ``commit_class``, ``loader_class``, ``evaluator_class``), so
+that a single behaviour can be replaced by a subclass. Checkpoints are written, found and read
+by the public library :mod:`ckptspec.checkpointing`; the trainer is one client of it.
 """
 
 from __future__ import annotations
@@ -15,15 +16,15 @@ from __future__ import annotations
 import functools
 import math
 import os
-import signal
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
 import torch.nn.functional as F
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
@@ -34,17 +35,19 @@ from torch.distributed.checkpoint.state_dict import (
 )
 from torch.distributed.fsdp import fully_shard
 
-from ckptspec.conformance.adapter import StepRecord
+from ckptspec.checkpointing.commit import CommitProtocol, SaveRequest
+from ckptspec.checkpointing.distributed import DistContext, configure_determinism
+from ckptspec.checkpointing.fingerprint import fingerprint
+from ckptspec.checkpointing.loader import CheckpointLoader, LoadPlan
+from ckptspec.checkpointing.run_policy import BestPolicy, RunPolicy
 from ckptspec.errors import MidAccumulationError
 from ckptspec.manifest import EvalResult, Progress, ResumeRecord
 from ckptspec.reference_impl import rng
-from ckptspec.reference_impl.checkpoint import BestPolicy, CheckpointManager, SaveRequest
 from ckptspec.reference_impl.data import GlobalBatchSampler, SyntheticTokens, shard_contiguous
-from ckptspec.reference_impl.distributed import DistContext, configure_determinism
 from ckptspec.reference_impl.evaluator import Evaluator
-from ckptspec.reference_impl.fingerprint import fingerprint, fingerprint_values
-from ckptspec.reference_impl.loader import CheckpointLoader, LoadPlan
+from ckptspec.reference_impl.export import source_record
 from ckptspec.reference_impl.model import ModelArgs, TinyTransformer
+from ckptspec.training import StepRecord
 
 
 @dataclass
@@ -77,8 +80,7 @@ class TrainConfig:
     dataset_size: int = 768
     eval_set_size: int = 24
     model: ModelArgs = field(default_factory=ModelArgs)
-    crash_at_step: Optional[int] = None  # test hook: SIGKILL every rank after this step
-    crash_during_save: Optional[int] = None  # test hook: SIGKILL every rank while committing this step
+    init_from: Optional[str] = None  # start a new run from this export's (or checkpoint's) model weights
 
 
 @dataclass
@@ -106,10 +108,34 @@ def lr_factor(config: TrainConfig, step: int) -> float:
     return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def fingerprint_values(config: TrainConfig, model_args: ModelArgs, dataset_identity: dict[str, Any]) -> dict[str, Any]:
+    """The fingerprinted settings of a :class:`TrainConfig`.
+
+    The learning-rate schedule is fingerprinted too: resuming with another schedule would not
+    continue the same run.
+    """
+    return {
+        "accumulation_steps": config.accumulation_steps,
+        "global_batch_size": config.global_batch_size,
+        "dataset": dataset_identity,
+        "model": asdict(model_args),
+        "schedule": {
+            "lr": config.lr,
+            "warmup_steps": config.warmup_steps,
+            "decay_steps": config.decay_steps or config.steps,
+            "min_lr_ratio": config.min_lr_ratio,
+            "weight_decay": config.weight_decay,
+            "grad_clip": config.grad_clip,
+        },
+    }
+
+
+
 class Trainer:
     """One rank of a reference training run. Construction does no I/O in the run directory."""
 
-    manager_class = CheckpointManager
+    policy_class = RunPolicy
+    commit_class = CommitProtocol
     loader_class = CheckpointLoader
     evaluator_class = Evaluator
 
@@ -132,12 +158,12 @@ class Trainer:
         self.sampler = GlobalBatchSampler(config.dataset_size, config.global_batch_size, config.seed)
         self.evaluator = self.evaluator_class(self.eval_dataset, args, self.device)
         self.fingerprint_values = fingerprint_values(config, args, self.dataset.identity)
+        if config.init_from is not None:  # the starting weights are part of the run's identity
+            self.fingerprint_values["init_from"] = source_record(config.init_from)
         best = BestPolicy(config.best_metric, config.best_mode, config.best_min_delta) if config.best_metric else None
         async_groups = {name: dist.new_group(backend="gloo") for name in ("model", "optimizer")} if config.async_save else None
-        self.manager = self.manager_class(
-            Path(config.output_dir) / config.run_id, config.run_id, ctx, keep_last=config.keep_last, best=best, async_groups=async_groups
-        )
-        self.manager.crash_during_save_step = config.crash_during_save
+        self.policy = self.policy_class(Path(config.output_dir) / config.run_id, config.run_id, ctx, keep_last=config.keep_last, best=best)
+        self.commit = self.commit_class(self.policy, async_groups=async_groups)
         self.loader = self.loader_class(ctx, self.fingerprint_values, elastic=config.elastic, verify=config.verify)
         self.global_step = 0
         self.resumed_from: Optional[ResumeRecord] = None
@@ -259,14 +285,14 @@ class Trainer:
         self._ensure_boundary()
         request = self.save_request()
         if self.config.async_save:
-            self.manager.save_async(request)
-            return self.manager.checkpoint_path(self.global_step)
-        return self.manager.save(request)
+            self.commit.save_async(request)
+            return self.policy.checkpoint_path(self.global_step)
+        return self.commit.save(request)
 
     def finish_saves(self) -> None:
         """*Collective.* Commit a pending asynchronous save, if any."""
-        if self.manager.save_in_progress:
-            self.manager.wait()
+        if self.commit.save_in_progress:
+            self.commit.wait()
 
     def _ensure_boundary(self) -> None:
         """Refuse a save between the micro-batches of one optimizer step (RESUME-9)."""
@@ -309,8 +335,8 @@ class Trainer:
     def resume(self, checkpoint: Optional[str | os.PathLike[str]] = None) -> int:
         """*Collective.* Load ``checkpoint``, or the run's latest when None; with none at all stay
         at step 0. Every check runs before any live state changes. Returns the step resumed at."""
-        self.manager.startup()
-        path = Path(checkpoint) if checkpoint is not None else self.manager.latest()
+        self.policy.startup()
+        path = Path(checkpoint) if checkpoint is not None else self.policy.latest()
         if path is None:
             return self.global_step
         plan = self.loader.plan(path)
@@ -364,12 +390,26 @@ class Trainer:
         self._load_model(plan)
         return plan.manifest.step
 
+    def init_weights(self, source: str | os.PathLike[str]) -> int:
+        """*Collective.* Start from the model weights of ``source``: a weights-only export
+        (safetensors, read by torch's Hugging Face storage reader, resharded to this world size)
+        or any checkpoint. Its model files are verified and the architecture must match; nothing
+        else is loaded. Returns the source's step."""
+        plan = self.loader.plan_weights(Path(source))
+        if plan.component("model").format != "safetensors":
+            self._load_model(plan)
+            return plan.manifest.step
+        state = get_model_state_dict(self.model)
+        dcp.load(state, storage_reader=dcp.HuggingFaceStorageReader(str(plan.path)))
+        set_model_state_dict(self.model, state)
+        return plan.manifest.step
+
     # ------------------------------------------------------------------ main loop
     def fit(self) -> list[StepRecord]:
         """*Collective.* Train to ``steps``: evaluate every ``eval_every`` steps, save every
         ``save_every`` steps, when an eval sets a new best, and at the final step. A run that
         already reached ``steps`` does nothing and writes nothing."""
-        self.manager.startup()
+        self.policy.startup()
         records: list[StepRecord] = []
         while self.global_step < self.config.steps:
             start = time.perf_counter()
@@ -378,8 +418,6 @@ class Trainer:
             self._log_step(record, time.perf_counter() - start)
             if self.step_callback:
                 self.step_callback(record)
-            if self.config.crash_at_step == self.global_step:
-                self._crash()
             metrics = self.evaluate_full() if self._eval_due() else None
             if metrics is not None:
                 self.log(f"eval  step {self.global_step:5d} | " + " | ".join(f"{k} {v:.6f}" for k, v in metrics.items()))
@@ -399,18 +437,12 @@ class Trainer:
         return (
             self.global_step == self.config.steps
             or (every > 0 and self.global_step % every == 0)
-            or self.manager.improves(metrics)
+            or self.policy.improves(metrics)
         )
 
     def _log_step(self, record: StepRecord, seconds: float) -> None:
         tokens = self.config.global_batch_size * self.config.model.seq_len
         self.log(f"train step {record.step:5d} | loss {record.loss:.6f} | lr {record.lr:.3e} | {tokens / seconds:,.0f} tok/s")
-
-    def _crash(self) -> None:
-        """Test hook: every rank dies by SIGKILL at the same point (no clean-up, no exit code)."""
-        self.log(f"crash step {self.global_step:5d} | SIGKILL")
-        dist.barrier()
-        os.kill(os.getpid(), signal.SIGKILL)
 
     # ------------------------------------------------------------------ introspection
     def full_state(self) -> dict[str, Any]:

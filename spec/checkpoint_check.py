@@ -6,7 +6,7 @@ import os
 import stat
 from typing import Optional
 
-from ckptspec.confined import is_inside, resolve, scan_tree, sha256_file
+from ckptspec.confined import is_inside, link_ancestor, resolve, scan_tree, sha256_file
 from ckptspec.documents import load_manifest
 from ckptspec.findings import Finding, finding, json_pointer
 from ckptspec.layout import LAYOUT, parse_checkpoint_dir
@@ -59,14 +59,14 @@ def check_files(directory: str, manifest: Manifest, *, deep: bool) -> list[Findi
                 continue
             if deep and r.real_path is not None:
                 try:
-                    digest = sha256_file(r.real_path)
+                    digest = sha256_file(r.real_path, entry.size)
                 except OSError as exc:
                     findings.append(finding("FILE_MISSING", file_path, f"cannot be read: {exc.strerror}", where))
                     continue
                 if digest != entry.sha256:
                     findings.append(finding("FILE_DIGEST_MISMATCH", file_path, f"has SHA-256 {digest}, the manifest says {entry.sha256}", where))
     # a link to a directory that listed paths go through is accounted for by those paths
-    ancestors = {rel.rsplit("/", i)[0] for rel in listed for i in range(1, rel.count("/") + 1)}
+    ancestors = {a for a in (link_ancestor(tree, rel) for rel in listed if rel not in tree) if a is not None}
     for rel, st in sorted(tree.items()):
         if rel in listed or rel in ancestors:
             continue
@@ -85,7 +85,7 @@ def check_checkpoint(directory: str, *, deep: bool = False, run_id: Optional[str
         return None, [problem]
     manifest_path = os.path.join(directory, LAYOUT.manifest_file)
     try:
-        manifest, findings = load_manifest(manifest_path)
+        manifest, findings = load_manifest(manifest_path, follow_links=True)  # a link is confined by _manifest_problem
     except OSError as exc:
         return None, [finding("CHECKPOINT_NO_MANIFEST", manifest_path, f"cannot be read: {exc.strerror}")]
     if manifest is None:

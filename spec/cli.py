@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Optional
 
 from ckptspec import SPEC_VERSION, __version__
+from ckptspec.exit_codes import EXIT_ERROR
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("ckptspec.validate_cmd", "check checkpoints, run directories or manifests against the spec"),
@@ -24,10 +25,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "diff": ("ckptspec.diff_cmd", "compare two checkpoints tensor by tensor with the canonical digest"),
     "conformance": ("ckptspec.conformance.cli", "run the conformance suite against a trainer adapter"),
     "demo": ("ckptspec.reference_impl.demo", "train, kill, resume and verify the reference trainer"),
+    "export": ("ckptspec.reference_impl.export", "write a checkpoint's model weights as safetensors with a weights-only manifest"),
 }
-
-EXIT_OK, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
-
 
 def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
     """The argument parser; only ``command``'s module is imported to configure its options."""

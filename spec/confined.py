@@ -8,6 +8,7 @@ file is ever opened through a link that leaves the directory. Nothing here write
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
@@ -18,6 +19,7 @@ HASH_CHUNK_BYTES = 4 * 1024 * 1024
 """Read size when hashing: large enough that per-call overhead is negligible."""
 
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 
 
 def scan_tree(root: str) -> dict[str, os.stat_result]:
@@ -87,23 +89,63 @@ def resolve(root: str, real_root: str, tree: dict[str, os.stat_result], rel: str
             return _through_link(real_root, full)
         kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
         return Resolved("not_regular", detail=f"is {kind}")
-    parts = rel.split("/")
-    for i in range(len(parts) - 1, 0, -1):
-        ancestor = tree.get("/".join(parts[:i]))
-        if ancestor is not None:
-            if stat.S_ISLNK(ancestor.st_mode):
-                return _through_link(real_root, full)
-            break
+    if link_ancestor(tree, rel) is not None:
+        return _through_link(real_root, full)
     return Resolved("missing", detail="does not exist")
 
 
-def sha256_file(real_path: str) -> str:
-    """SHA-256 of the regular file at ``real_path``, streamed; raises ``OSError`` if it cannot be read."""
-    fd = os.open(real_path, os.O_RDONLY | _O_NOFOLLOW)
-    with os.fdopen(fd, "rb", buffering=0) as f:
+def link_ancestor(tree: dict[str, os.stat_result], rel: str) -> Optional[str]:
+    """The ancestor of ``rel`` through which it leads into a symbolic link, if there is one.
+
+    ``tree`` (from :func:`scan_tree`) is closed under taking ancestors, and the walk never
+    descends into a link, so the only ancestor that can be a link is the deepest one present:
+    it is found by a binary search over the ``/`` positions, in O(len(rel) log depth) time
+    (not quadratic in the depth).
+    """
+    cuts = [i for i, ch in enumerate(rel) if ch == "/"]
+    lo, hi = 0, len(cuts)  # lo: how many leading ancestors are known to be present
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if rel[: cuts[mid - 1]] in tree:
+            lo = mid
+        else:
+            hi = mid - 1
+    if lo == 0:
+        return None
+    ancestor = rel[: cuts[lo - 1]]
+    return ancestor if stat.S_ISLNK(tree[ancestor].st_mode) else None
+
+
+def open_regular(real_path: str) -> int:
+    """A read-only descriptor of the regular file at ``real_path``.
+
+    Opening never blocks (``O_NONBLOCK``: a FIFO swapped in after the directory was listed does
+    not hang the reader) and never follows a final symbolic link; anything but a regular file
+    raises ``OSError`` (``EINVAL``, "not a regular file"), as does a file that cannot be opened.
+    """
+    fd = os.open(real_path, os.O_RDONLY | _O_NOFOLLOW | _O_NONBLOCK)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", real_path)
+    return fd
+
+
+def sha256_file(real_path: str, size: Optional[int] = None) -> str:
+    """SHA-256 of the regular file at ``real_path``, streamed; raises ``OSError`` if it cannot be read.
+
+    With ``size`` (the size the manifest lists), at most ``size`` bytes are read, so a file that
+    grows, or is larger than it claims, never makes the hash read past it.
+    """
+    with os.fdopen(open_regular(real_path), "rb", buffering=0) as f:
         h = hashlib.sha256()
         buf = bytearray(HASH_CHUNK_BYTES)
         view = memoryview(buf)
-        while n := f.readinto(buf):
+        left = size
+        while left is None or left > 0:
+            n = f.readinto(view if left is None or left >= len(buf) else view[:left])
+            if not n:
+                break
             h.update(view[:n])
+            if left is not None:
+                left -= n
         return h.hexdigest()

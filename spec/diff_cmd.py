@@ -1,26 +1,43 @@
 """``ckptspec diff A B``: compare two checkpoints tensor by tensor with the canonical digest.
 
 Each checkpoint is read in this one process, without a process group and without executing
-code from it: DCP components through :func:`ckptspec.safe_dcp.safe_reader` into tensors
-allocated from their stored metadata, ``torch_weights_only`` files with
-``torch.load(weights_only=True)``, JSON as JSON. Leaves are compared by their canonical digest
-(:mod:`ckptspec.digest`). A plain DCP directory without a manifest is read as one component.
-Exit status: 0 identical, 1 different, 2 could not compare.
+code from it, and through the same confined reader as ``validate``: the manifest within the
+document limits (:mod:`ckptspec.jsonload`), every listed path resolved inside the checkpoint to
+a regular file of its listed size (:mod:`ckptspec.confined`), and nothing else. DCP components
+are read through :func:`ckptspec.safe_dcp.safe_reader` into tensors allocated from their stored
+metadata, after checking that every storage entry of the metadata is a regular file inside the
+directory and that the tensors fit in the bytes on disk; ``torch_weights_only`` files with
+``torch.load(weights_only=True, mmap=True)``; JSON as JSON. Leaves are compared by their
+canonical digest (:mod:`ckptspec.digest`). A plain DCP directory without a manifest is read as
+one component.
+
+Exit status: 0 identical, 1 different, 2 could not compare (any failure to read, including
+torch's ``CheckpointException``, which is a ``BaseException``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Optional
 
-from ckptspec.cli import EXIT_ERROR, EXIT_FAIL, EXIT_OK
-from ckptspec.digest import json_digest, tensor_digest
+from pydantic import BaseModel, ConfigDict, Field
+
+from ckptspec import __version__
+from ckptspec.exit_codes import EXIT_ERROR, EXIT_FAIL, EXIT_OK
+from ckptspec.confined import Resolved, resolve, scan_tree
+from ckptspec.digest import json_digest, leaves, tensor_digest
+from ckptspec.findings import Severity, printable
+from ckptspec.jsonload import read_document
 from ckptspec.layout import LAYOUT
 from ckptspec.safe_dcp import DCP_METADATA_FILE
+
+DIFF_OUTPUT_VERSION = 1
+"""Version of the ``--format json`` output shape; raised whenever a field changes meaning or goes away."""
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -29,20 +46,77 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("b", metavar="B", help="checkpoint directory (or plain DCP directory)")
     parser.add_argument("--ignore", action="append", default=[], metavar="COMPONENT", help="skip this component (repeatable)")
     parser.add_argument("--limit", type=int, default=50, help="print at most this many differences (default: 50)")
+    parser.add_argument("--format", choices=("text", "json"), default="text", help="output format (default: text)")
 
 
 class CannotCompare(Exception):
     """A checkpoint could not be read."""
 
 
-def _load_dcp(directory: Path) -> dict[str, Any]:
+class Difference(BaseModel):
+    """One leaf that differs between A and B."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="The leaf, as `component/key/...` (`state/...` for a plain DCP directory).")
+    kind: Literal["only_in_a", "only_in_b", "different"] = Field(description="Whether the leaf is missing from one side or differs.")
+    detail: str = Field(description="What differs, in words (dtype and shape, largest absolute difference, or both values).")
+
+
+class DiffOutput(BaseModel):
+    """The document ``ckptspec diff --format json`` prints (output version 1)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    output: Literal["ckptspec-diff"] = Field(description="What this document is.")
+    output_version: Literal[1] = Field(description="Version of this output shape.")
+    tool: str = Field(description="The tool and its version, e.g. `ckptspec 0.1.0`.")
+    a: str = Field(description="The first checkpoint, as given.")
+    b: str = Field(description="The second checkpoint, as given.")
+    ignored: list[str] = Field(description="Components skipped with `--ignore`.")
+    verdict: Literal["identical", "different", "not_compared"] = Field(description="Exit status 0, 1 and 2 respectively.")
+    differences: list[Difference] = Field(description="Every difference, sorted by name (not cut by `--limit`).")
+    error: Optional[str] = Field(description="Why the checkpoints could not be compared; null when they were.")
+
+
+def _checkpoint_exceptions() -> tuple[type[BaseException], ...]:
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    return (Exception, CheckpointException)  # CheckpointException derives from BaseException
+
+
+def _dcp_storage_paths(directory: str, metadata: Any) -> set[str]:
+    return {os.path.normpath(os.path.join(directory, info.relative_path)).replace(os.sep, "/") for info in (metadata.storage_data or {}).values()}
+
+
+def _read_dcp(root: str, directory: str, available: dict[str, Resolved]) -> dict[str, Any]:
+    """The state of the DCP directory ``directory`` (relative to ``root``, ``""`` for ``root`` itself),
+    whose readable files (``root``-relative path -> resolution) are ``available``."""
     import torch
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
-    from ckptspec.safe_dcp import read_dcp_metadata, safe_planner, safe_reader
+    from ckptspec.safe_dcp import read_metadata_bytes, safe_planner, safe_reader, unpickle_metadata
 
-    metadata = read_dcp_metadata(directory)
+    metadata_rel = f"{directory}/{DCP_METADATA_FILE}" if directory else DCP_METADATA_FILE
+    if metadata_rel not in available:
+        raise CannotCompare(f"{root}: {metadata_rel} is not a readable regular file inside the checkpoint")
+    metadata_path = os.path.join(root, metadata_rel)
+    metadata = unpickle_metadata(read_metadata_bytes(available[metadata_rel].real_path or metadata_path), metadata_path)
+    for rel in sorted(_dcp_storage_paths(directory or ".", metadata)):
+        rel = rel.removeprefix("./")
+        if rel not in available:
+            raise CannotCompare(f"{metadata_path}: storage entry {rel!r} is not a regular file inside the checkpoint (or not one it lists)")
+    on_disk = sum(r.size or 0 for rel, r in available.items() if not directory or rel.startswith(directory + "/"))
+    needed = 0
+    for item in metadata.state_dict_metadata.values():
+        if isinstance(item, TensorStorageMetadata):
+            numel = 1
+            for n in item.size:
+                numel *= n
+            needed += numel * item.properties.dtype.itemsize
+            if needed > on_disk:
+                raise CannotCompare(f"{metadata_path}: its tensors need more than the {on_disk} bytes stored in the directory")
     state: dict[str, Any] = {}
     for key, item in metadata.state_dict_metadata.items():
         if isinstance(item, TensorStorageMetadata):
@@ -51,76 +125,111 @@ def _load_dcp(directory: Path) -> dict[str, Any]:
             state[key] = None  # a non-tensor value, filled in by the planner
     with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
         warnings.simplefilter("ignore", UserWarning)
-        dcp.load(state, storage_reader=safe_reader(directory), planner=safe_planner(), no_dist=True)
+        dcp.load(state, storage_reader=safe_reader(os.path.join(root, directory)), planner=safe_planner(), no_dist=True)
     return state
 
 
 def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> None:
+    """Add the leaves of ``value`` under ``prefix`` to ``out`` (the canonical digest's paths);
+    JSON leaves are normalised through JSON, so that a tuple and a list compare equal."""
     import torch
 
-    if isinstance(value, dict):
-        for key, item in value.items():
-            _flatten(item, f"{prefix}/{key}", out)
-    elif isinstance(value, (list, tuple)) and not all(isinstance(v, (int, float, str, bool, type(None))) for v in value):
-        for index, item in enumerate(value):
-            _flatten(item, f"{prefix}/{index}", out)
-    else:
-        out[prefix] = value if isinstance(value, torch.Tensor) else json.loads(json.dumps(value))
+    for path, leaf in leaves(value, prefix).items():
+        out[path] = leaf if isinstance(leaf, torch.Tensor) else json.loads(json.dumps(leaf))
+
+
+def _plain_dcp(root: str) -> dict[str, Resolved]:
+    """The regular files directly inside a plain DCP directory, resolved as ``validate`` would."""
+    real_root = os.path.realpath(root)
+    tree = scan_tree(root)
+    found = {rel: resolve(root, real_root, tree, rel) for rel in tree if "/" not in rel}
+    return {rel: r for rel, r in found.items() if r.status == "ok"}
+
+
+def load_dcp_state(directory: str | Path) -> dict[str, Any]:
+    """The state of the plain DCP directory ``directory``, read confined to its own regular files
+    (used by ``diff`` and by the reference trainer's export). Raises :class:`CannotCompare`, the
+    errors of :mod:`ckptspec.safe_dcp`, or torch's exceptions."""
+    root = os.fspath(directory)
+    return _read_dcp(root, "", _plain_dcp(root))
+
+
+def _checked_files(root: str) -> tuple[Any, dict[str, Resolved]]:
+    """The manifest of the checkpoint ``root`` and its listed files, or :class:`CannotCompare` with
+    the first finding that makes a file unreadable (missing, not regular, outside, wrong size)."""
+    from ckptspec.checkpoint_check import check_checkpoint
+
+    manifest, findings = check_checkpoint(root, deep=False)
+    blocking = [f for f in findings if f.severity is Severity.ERROR and f.code not in _COMPARABLE_CODES]
+    if manifest is None or blocking:
+        first = (blocking or findings)[0]
+        raise CannotCompare(f"{root} is not a checkpoint that can be read safely: {first.line()}")
+    real_root = os.path.realpath(root)
+    tree = scan_tree(root)
+    return manifest, {f.path: resolve(root, real_root, tree, f.path) for c in manifest.components for f in c.files}
+
+
+_COMPARABLE_CODES = frozenset({"DIR_STEP_MISMATCH", "CHECKPOINT_RUN_ID"}) | {
+    code for code in ("STEP_MISMATCH", "ACCUMULATION_MISMATCH", "PER_RANK_COVERAGE", "GROUP_COVERAGE", "SHARDED_FORMAT", "RESHARDABLE_FLAG",
+                      "RESUMABLE_INCOMPLETE", "MESH_WORLD_SIZE", "RANK_OUT_OF_RANGE", "FINGERPRINT_KEYS", "FINGERPRINT_DIGEST",
+                      "REPLICATION_MISMATCH", "REPLICATION_INVALID", "STEP_COUNT_MISMATCH", "RESUME_RECORD", "DUPLICATE_COMPONENT")
+}
+"""Errors that leave every listed file readable: a checkpoint with them can still be compared."""
 
 
 def load_leaves(path: str | Path, ignore: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Every leaf of the checkpoint at ``path``, keyed ``component/key/...``: tensors or JSON values."""
+    """Every leaf of the checkpoint at ``path``, keyed ``component/key/...``: tensors or JSON values.
+
+    Raises :class:`CannotCompare` when the checkpoint cannot be read within the confined reader's rules.
+    """
     import torch
 
-    from ckptspec.manifest import Manifest
-
-    root = Path(path)
-    if not root.is_dir():
+    root = os.fspath(path)
+    if not os.path.isdir(root):
         raise CannotCompare(f"{root}: not a directory")
-    leaves: dict[str, Any] = {}
-    marker = root / LAYOUT.manifest_file
-    if not marker.is_file():
-        if not (root / DCP_METADATA_FILE).is_file():
-            raise CannotCompare(f"{root}: neither a checkpoint (no {LAYOUT.manifest_file}) nor a DCP directory")
-        _flatten(_load_dcp(root), "state", leaves)
-        return leaves
-    try:
-        manifest = Manifest.model_validate_json(marker.read_bytes())
-    except ValueError as exc:
-        raise CannotCompare(f"{marker}: not a valid manifest ({exc.__class__.__name__})") from None
+    found: dict[str, Any] = {}
+    if not os.path.lexists(os.path.join(root, LAYOUT.manifest_file)):
+        if not os.path.lexists(os.path.join(root, DCP_METADATA_FILE)):
+            raise CannotCompare(f"{root}: neither a checkpoint (no {LAYOUT.manifest_file}) nor a DCP directory (no {DCP_METADATA_FILE})")
+        _flatten(load_dcp_state(root), "state", found)
+        return found
+    manifest, files = _checked_files(root)
     for component in manifest.components:
         if component.name in ignore:
             continue
+        own = {f.path: files[f.path] for f in component.files}
         if component.format == "dcp":
-            directory = {Path(f.path).parts[0] for f in component.files}
-            if len(directory) != 1:
+            directory = {f.path.split("/")[0] for f in component.files}
+            if len(directory) != 1 or any("/" not in p for p in own):
                 raise CannotCompare(f"{root}: DCP component {component.name!r} is not one directory")
-            _flatten(_load_dcp(root / directory.pop()), component.name, leaves)
+            _flatten(_read_dcp(root, directory.pop(), own), component.name, found)
             continue
         for entry in component.files:
-            file = root / entry.path
+            real = own[entry.path].real_path or os.path.join(root, entry.path)
             if component.format == "json":
-                value = json.loads(file.read_bytes())
+                value, problems = read_document(real)
+                if problems:
+                    raise CannotCompare(problems[0].line())
             elif component.format == "torch_weights_only":
-                value = torch.load(file, weights_only=True, map_location="cpu")
+                value = torch.load(real, weights_only=True, map_location="cpu", mmap=True)
             else:
                 raise CannotCompare(f"{root}: component {component.name!r} has format {component.format!r}, which diff does not read")
-            _flatten(value, f"{component.name}/{entry.path}" if len(component.files) > 1 else component.name, leaves)
-    return leaves
+            _flatten(value, f"{component.name}/{entry.path}" if len(component.files) > 1 else component.name, found)
+    return found
 
 
-def _describe(name: str, a: Any, b: Any) -> str:
+def _describe(a: Any, b: Any) -> str:
     import torch
 
     if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
         if a.shape != b.shape or a.dtype != b.dtype:
-            return f"{name}: {a.dtype} {tuple(a.shape)} vs {b.dtype} {tuple(b.shape)}"
+            return f"{a.dtype} {tuple(a.shape)} vs {b.dtype} {tuple(b.shape)}"
         if a.dtype.is_floating_point or a.dtype.is_complex:
             diff = (a.double() - b.double()).abs().max().item() if a.numel() else 0.0
         else:
             diff = (a.long() - b.long()).abs().max().item() if a.numel() else 0
-        return f"{name}: {a.dtype} {tuple(a.shape)} max abs difference {diff:.6g}"
-    return f"{name}: {_short(a)} vs {_short(b)}"
+        return f"{a.dtype} {tuple(a.shape)} max abs difference {diff:.6g}"
+    return f"{_short(a)} vs {_short(b)}"
 
 
 def _short(value: Any) -> str:
@@ -134,39 +243,55 @@ def _digest(value: Any) -> str:
     return tensor_digest(value) if isinstance(value, torch.Tensor) else json_digest(value)
 
 
-def compare(a: str | Path, b: str | Path, ignore: tuple[str, ...] = ()) -> list[str]:
-    """The differences between two checkpoints, one line each; empty when identical.
+def differences(a: str | Path, b: str | Path, ignore: tuple[str, ...] = ()) -> list[Difference]:
+    """The differences between two checkpoints, sorted by leaf name; empty when identical.
     Raises :class:`CannotCompare` when either cannot be read."""
     try:
         left, right = load_leaves(a, ignore), load_leaves(b, ignore)
+        found = []
+        for name in sorted(left.keys() | right.keys()):
+            if name not in right:
+                found.append(Difference(name=name, kind="only_in_a", detail="only in A"))
+            elif name not in left:
+                found.append(Difference(name=name, kind="only_in_b", detail="only in B"))
+            elif _digest(left[name]) != _digest(right[name]):
+                found.append(Difference(name=name, kind="different", detail=_describe(left[name], right[name])))
+        return found
     except CannotCompare:
         raise
-    except Exception as exc:  # unreadable payloads: report, never a traceback
-        raise CannotCompare(f"{type(exc).__name__}: {exc}") from None
-    lines = []
-    for name in sorted(left.keys() | right.keys()):
-        if name not in right:
-            lines.append(f"{name}: only in A")
-        elif name not in left:
-            lines.append(f"{name}: only in B")
-        elif _digest(left[name]) != _digest(right[name]):
-            lines.append(_describe(name, left[name], right[name]))
-    return lines
+    except _checkpoint_exceptions() as exc:  # unreadable payloads: report, never a traceback
+        raise CannotCompare(f"{type(exc).__name__}: {str(exc)[:2000]}") from None
+
+
+def compare(a: str | Path, b: str | Path, ignore: tuple[str, ...] = ()) -> list[str]:
+    """The differences between two checkpoints, one line each; empty when identical.
+    Raises :class:`CannotCompare` when either cannot be read."""
+    return [f"{d.name}: {d.detail}" for d in differences(a, b, ignore)]
 
 
 def run(args: argparse.Namespace) -> int:
     """Compare A and B; print the differences; return the exit status."""
+    error: Optional[str] = None
+    found: list[Difference] = []
     try:
-        lines = compare(args.a, args.b, tuple(args.ignore))
+        found = differences(args.a, args.b, tuple(args.ignore))
     except CannotCompare as exc:
-        print(f"ckptspec diff: cannot compare: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    for line in lines[: args.limit]:
-        print(line)
-    if len(lines) > args.limit:
-        print(f"... and {len(lines) - args.limit} more")
-    if lines:
-        print(f"{len(lines)} difference(s)", file=sys.stderr)
-        return EXIT_FAIL
-    print("identical", file=sys.stderr)
-    return EXIT_OK
+        error = str(exc)
+    status = EXIT_ERROR if error is not None else (EXIT_FAIL if found else EXIT_OK)
+    if args.format == "json":
+        verdict: Literal["identical", "different", "not_compared"] = {EXIT_OK: "identical", EXIT_FAIL: "different", EXIT_ERROR: "not_compared"}[status]  # type: ignore[assignment]
+        document = DiffOutput(
+            output="ckptspec-diff", output_version=DIFF_OUTPUT_VERSION, tool=f"ckptspec {__version__}", a=str(args.a), b=str(args.b),
+            ignored=list(args.ignore), verdict=verdict, differences=found, error=error,
+        )
+        print(document.model_dump_json(indent=2))
+        return status
+    if error is not None:
+        print(printable(f"ckptspec diff: cannot compare: {error}"), file=sys.stderr)
+        return status
+    for d in found[: args.limit]:
+        print(printable(f"{d.name}: {d.detail}"))
+    if len(found) > args.limit:
+        print(f"... and {len(found) - args.limit} more")
+    print(f"{len(found)} difference(s)" if found else "identical", file=sys.stderr)
+    return status

@@ -59,10 +59,12 @@ def tensor_digest(tensor: Any) -> str:
     t = tensor.detach()
     if getattr(t, "is_sparse", False):
         t = t.to_dense()
-    t = t.to("cpu").contiguous()
+    # Lazy conjugate/negative views keep their elements un-negated in memory: materialise them.
+    t = t.to("cpu").resolve_conj().resolve_neg().contiguous()
     dtype = str(t.dtype).removeprefix("torch.")
     nbytes = t.numel() * t.element_size()
-    # A zero-copy view of the elements: `t` stays alive (and contiguous) while it is hashed.
+    # A zero-copy, read-only view of the elements: `t` (a local reference, so its storage cannot
+    # be freed) stays alive and contiguous until the hash returns; nothing keeps the view.
     data = memoryview((ctypes.c_char * nbytes).from_address(t.data_ptr())) if nbytes else b""
     return raw_tensor_digest(dtype, tuple(t.shape), data)
 
@@ -72,20 +74,24 @@ def _is_tensor(value: Any) -> bool:
     return torch is not None and isinstance(value, torch.Tensor)
 
 
-def leaf_digests(state: Any, prefix: str = "") -> dict[str, str]:
-    """The digest of every leaf of a nested mapping/sequence, keyed by its ``/``-joined path."""
-    out: dict[str, str] = {}
+def leaves(state: Any, prefix: str = "") -> dict[str, Any]:
+    """Every leaf of a nested mapping/sequence (a tensor or a JSON value that is neither), keyed
+    by its ``/``-joined path: the paths the canonical digest is defined over."""
+    out: dict[str, Any] = {}
     if isinstance(state, Mapping):
         for key, value in state.items():
-            out.update(leaf_digests(value, f"{prefix}/{key}" if prefix else str(key)))
+            out.update(leaves(value, f"{prefix}/{key}" if prefix else str(key)))
     elif isinstance(state, (list, tuple)):
         for index, value in enumerate(state):
-            out.update(leaf_digests(value, f"{prefix}/{index}" if prefix else str(index)))
-    elif _is_tensor(state):
-        out[prefix] = tensor_digest(state)
+            out.update(leaves(value, f"{prefix}/{index}" if prefix else str(index)))
     else:
-        out[prefix] = json_digest(state)
+        out[prefix] = state
     return out
+
+
+def leaf_digests(state: Any, prefix: str = "") -> dict[str, str]:
+    """The digest of every leaf of a nested mapping/sequence, keyed by its ``/``-joined path."""
+    return {path: tensor_digest(leaf) if _is_tensor(leaf) else json_digest(leaf) for path, leaf in leaves(state, prefix).items()}
 
 
 def state_digest(state: Any) -> str:

@@ -17,9 +17,12 @@ from ckptspec.run_index import RunIndex
 from ckptspec.structure import check_manifest, check_run_index
 
 
-def load_manifest(path: str) -> tuple[Optional[Manifest], list[Finding]]:
-    """The manifest at ``path`` and its findings; raises ``OSError`` when it cannot be read."""
-    value, findings = read_document(path)
+def load_manifest(path: str, *, follow_links: bool = False) -> tuple[Optional[Manifest], list[Finding]]:
+    """The manifest at ``path`` and its findings; raises ``OSError`` when it cannot be read.
+
+    ``follow_links`` lets a symbolic link that the caller has confined be read (see
+    :func:`ckptspec.jsonload.read_document`)."""
+    value, findings = read_document(path, follow_links=follow_links)
     if findings:
         return None, findings
     manifest, findings = check_manifest(value, path)
@@ -28,9 +31,9 @@ def load_manifest(path: str) -> tuple[Optional[Manifest], list[Finding]]:
     return manifest, findings
 
 
-def load_run_index(path: str) -> tuple[Optional[RunIndex], list[Finding]]:
+def load_run_index(path: str, *, follow_links: bool = False) -> tuple[Optional[RunIndex], list[Finding]]:
     """The run index at ``path`` and its findings; raises ``OSError`` when it cannot be read."""
-    value, findings = read_document(path)
+    value, findings = read_document(path, follow_links=follow_links)
     if findings:
         return None, findings
     index, findings = check_run_index(value, path)

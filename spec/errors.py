@@ -79,3 +79,14 @@ class MidAccumulationError(CheckpointError):
             f"cannot checkpoint step {step} in the middle of gradient accumulation: {done} of {total} "
             "micro-batches of the next optimizer step are accumulated; save at an optimizer-step boundary"
         )
+
+
+class RunLockedError(CheckpointError):
+    """Another writer holds the run directory's lock; this writer modified nothing (RUN-8)."""
+
+    code = "RUN_LOCKED"
+    requirement = "RUN-8"
+
+    def __init__(self, run_dir: str, detail: str) -> None:
+        self.run_dir, self.detail = run_dir, detail
+        super().__init__(f"cannot claim run directory {run_dir} for this writer: {detail}; nothing was written")

@@ -50,10 +50,10 @@ def _c(code: str, requirement: str, severity: str, stage: Stage, meaning: str) -
 CODES_LIST: tuple[Code, ...] = (
     # --- document: the bytes and major version of manifest.json / run.json ---------------
     _c("JSON_TOO_LARGE", "MANIFEST-2", "error", "document", "The document is larger than 64 MiB; it was not parsed."),
-    _c("JSON_ENCODING", "MANIFEST-2", "error", "document", "The document is not valid UTF-8."),
+    _c("JSON_ENCODING", "MANIFEST-2", "error", "document", "The document is not valid UTF-8, or a string escape encodes a lone surrogate (e.g. `\\ud800`)."),
     _c("JSON_SYNTAX", "MANIFEST-2", "error", "document", "The document is not well-formed JSON."),
     _c("JSON_TOO_DEEP", "MANIFEST-2", "error", "document", "Arrays and objects nest deeper than 64 levels."),
-    _c("JSON_NONFINITE", "MANIFEST-2", "error", "document", "The document contains NaN, Infinity or a number too large for a double."),
+    _c("JSON_NONFINITE", "MANIFEST-2", "error", "document", "The document contains NaN, Infinity or a number (integer or not) too large for a double."),
     _c("JSON_DUPLICATE_KEY", "MANIFEST-2", "error", "document", "An object repeats a key, so readers may disagree on its value."),
     _c("VERSION_UNSUPPORTED", "VERSION-1", "error", "document", "The document's major `spec_version` is not one this validator implements."),
     # --- structure: the schema ------------------------------------------------------------
@@ -122,9 +122,26 @@ class Finding(BaseModel):
     message: str = Field(description="What is wrong, in words a person can act on.")
 
     def line(self) -> str:
-        """The one-line text form: ``CODE REQ-ID path[#pointer]: severity: message``."""
+        """The one-line text form: ``CODE REQ-ID path[#pointer]: severity: message``.
+
+        Control characters in the path, pointer and message are escaped (see :func:`printable`),
+        so a file name can neither start a line that looks like another finding nor send
+        escape sequences to a terminal.
+        """
         where = f"{self.path}#{self.pointer}" if self.pointer is not None else self.path
-        return f"{self.code} {self.requirement} {where}: {self.severity.value}: {self.message}"
+        return printable(f"{self.code} {self.requirement} {where}: {self.severity.value}: {self.message}")
+
+
+_UNPRINTABLE = {
+    c: f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+    for c in (*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029, *range(0x202A, 0x202F), *range(0x2066, 0x206A))
+}
+
+
+def printable(text: str) -> str:
+    """``text`` with C0/C1 control characters, line separators and bidirectional overrides written
+    as ``\\xNN`` / ``\\uNNNN`` escapes: safe to print on one line of a terminal or a log."""
+    return text.translate(_UNPRINTABLE)
 
 
 def finding(code: str, path: str, message: str, pointer: Optional[str] = None) -> Finding:

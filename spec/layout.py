@@ -2,6 +2,7 @@
 
     <output_dir>/<run_id>/                      run directory
       run.json                                  run index
+      .writer.lock                              the single writer's claim (flock, RUN-8)
       latest, best                              optional symbolic links to checkpoints
       step-000000100/                           committed checkpoint (manifest.json inside)
       .staging-step-000000200-<32 hex>/         in-flight save, never listed
@@ -10,6 +11,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Optional
 
@@ -23,6 +25,7 @@ class Layout(BaseModel):
 
     manifest_file: str = Field(description="The commit marker inside a checkpoint directory.")
     run_index_file: str = Field(description="The run index inside a run directory.")
+    lock_file: str = Field(description="The lock file a writer holds an exclusive `flock` on while it writes (RUN-8); empty.")
     checkpoint_dir_pattern: str = Field(description="Regex of a committed checkpoint directory; group 1 is the step.")
     staging_dir_pattern: str = Field(description="Regex of an in-flight save; group 1 is the step, group 2 a random id.")
     rewound_dir: str = Field(description="Directory holding checkpoints moved aside by rewinds, one subdirectory per fork.")
@@ -34,6 +37,7 @@ class Layout(BaseModel):
 LAYOUT = Layout(
     manifest_file="manifest.json",
     run_index_file="run.json",
+    lock_file=".writer.lock",
     checkpoint_dir_pattern=r"^step-([0-9]{9,})$",
     staging_dir_pattern=r"^\.staging-step-([0-9]{9,})-([0-9a-f]{32})$",
     rewound_dir=".rewound",
@@ -77,3 +81,24 @@ def parse_checkpoint_dir(name: str) -> Optional[int]:
 def is_staging_dir(name: str) -> bool:
     """Whether ``name`` is the name of an in-flight save."""
     return _STAGING_RE.match(name) is not None
+
+
+def step_directories(run_dir: str | os.PathLike[str]) -> list[tuple[int, str]]:
+    """``(step, path)`` of every entry of ``run_dir`` named like a checkpoint directory that is a
+    directory itself (a symbolic link never is one), ascending by step; ``[]`` when ``run_dir``
+    cannot be listed. Committed or not: see :func:`committed_steps`."""
+    try:
+        with os.scandir(run_dir) as it:
+            found = [(step, entry.path) for entry in it
+                     if (step := parse_checkpoint_dir(entry.name)) is not None and entry.is_dir(follow_symlinks=False)]
+    except OSError:
+        return []
+    return sorted(found)
+
+
+def committed_steps(run_dir: str | os.PathLike[str]) -> list[int]:
+    """The steps of the committed checkpoints of ``run_dir``, ascending (LAYOUT-3, LAYOUT-8): the
+    :func:`step_directories` that hold a ``manifest.json`` entry. Discovery is by name and commit
+    marker only, never by modification time; whether the manifest is valid is the validator's
+    and the loader's question, not discovery's."""
+    return [step for step, path in step_directories(run_dir) if os.path.lexists(os.path.join(path, LAYOUT.manifest_file))]

@@ -13,6 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ckptspec.layout import LAYOUT
+
 
 class Level(str, Enum):
     """RFC 2119 level of a requirement."""
@@ -38,6 +40,22 @@ class Section(str, Enum):
 Verifier = Literal["validator", "conformance"]
 
 
+class ConformanceClass(str, Enum):
+    """Which trainer class a requirement belongs to (``docs/spec/conformance-classes.md``).
+
+    ``resume`` (*resume-conformant trainer*) requirements are about behaviour and hold for any
+    checkpoint format; ``writer`` (*ckptspec writer*) requirements are about ckptspec's on-disk
+    layout, manifest, commit protocol and run index, and do not apply to a native-format trainer.
+    """
+
+    RESUME = "resume"
+    WRITER = "writer"
+
+
+_RESUME_CLASS = frozenset({"COMMIT-2", "COMMIT-4", "RUN-4", "RUN-5", "DIGEST-1"})
+_RESUME_SECTIONS = ("RESUME-", "EVAL-")
+
+
 class Requirement(BaseModel):
     """One normative requirement of the spec, identified by a stable ID."""
 
@@ -51,6 +69,10 @@ class Requirement(BaseModel):
     verified_by: tuple[Verifier, ...] = Field(
         description="Which tools check the requirement: the static validator, the conformance suite, or both."
     )
+    conformance_class: ConformanceClass = Field(
+        description="`resume`: a resume-conformant trainer must keep it in any checkpoint format; "
+        "`writer`: it is about ckptspec's format, and applies only to ckptspec writers."
+    )
 
 
 def _r(
@@ -63,6 +85,8 @@ def _r(
         title=title,
         statement=statement,
         verified_by=verified_by,
+        conformance_class=ConformanceClass.RESUME
+        if id in _RESUME_CLASS or id.startswith(_RESUME_SECTIONS) else ConformanceClass.WRITER,
     )
 
 
@@ -81,7 +105,7 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     # --- layout -------------------------------------------------------------------------
     _r("LAYOUT-1", "MUST", L, "Run directory",
        "A run MUST live in its own directory `<output_dir>/<run_id>/`, where `run_id` matches "
-       "`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`; the run directory MUST NOT contain checkpoints of "
+       f"`{LAYOUT.run_id_pattern}`; the run directory MUST NOT contain checkpoints of "
        "another run.", "validator", "conformance"),
     _r("LAYOUT-2", "MUST", L, "Checkpoint directory name",
        "A committed checkpoint MUST be a direct child of the run directory named `step-` followed "
@@ -117,7 +141,9 @@ REQUIREMENTS: tuple[Requirement, ...] = (
        "validator"),
     _r("MANIFEST-2", "MUST", M, "Well-formed JSON within limits",
        "`manifest.json` and `run.json` MUST be UTF-8 encoded JSON of at most 64 MiB, MUST NOT "
-       "nest arrays and objects deeper than 64 levels, MUST NOT contain NaN or infinite numbers, "
+       "nest arrays and objects deeper than 64 levels, MUST NOT contain NaN or infinite numbers "
+       "or any number, integer or not, whose magnitude does not fit in an IEEE 754 double, MUST NOT "
+       "contain a string escape that encodes a lone surrogate (such as `\\ud800`), "
        "and MUST NOT repeat a key within an object. Readers MUST report a violation as a finding "
        "and MUST NOT crash on it.", "validator"),
     _r("MANIFEST-3", "MUST", M, "Step matches progress",
@@ -207,6 +233,12 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     _r("RUN-7", "SHOULD", R, "Retention respected",
        "A run directory SHOULD hold no more committed checkpoints than its retention policy "
        "keeps (the N latest plus the best).", "validator"),
+    _r("RUN-8", "MUST", R, "Single writer per run",
+       "A writer MUST hold an exclusive claim on the run directory (the lock file named by the "
+       "layout) from before it modifies anything in the run, including start-up clean-up, for as "
+       "long as it may write. A second writer MUST be refused with a typed error before it "
+       "modifies anything, on every one of its ranks alike. The claim MUST be released by the "
+       "writer's death without manual clean-up.", "conformance"),
     # --- resume invariants --------------------------------------------------------------
     _r("RESUME-1", "MUST", RS, "Bit-exact continuation",
        "Resumed in fresh processes at the same world size and config, a run saved at step K MUST "

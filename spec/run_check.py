@@ -2,7 +2,13 @@
 
 The committed checkpoint directories are the truth (a `step-*` directory with a manifest);
 `run.json` and the `latest`/`best` links are an index that must agree with them. Staging
-directories and `.rewound/` are not part of the run's listing and are not checked.
+directories, the writer's lock file and the checkpoints in `.rewound/` are not part of the
+run's listing and are not checked themselves.
+
+What concurrent writers leave behind (RUN-8) is reported where it is visible: a rewind record
+naming a discarded step that is not in its fork directory, or a discarded step still committed
+in the listing by a save older than the rewind (`REWIND_RECORD`), and a step directory emptied
+under a writer (`UNCOMMITTED_STEP_DIR`).
 """
 
 from __future__ import annotations
@@ -14,25 +20,20 @@ from typing import Optional
 from ckptspec.checkpoint_check import check_checkpoint
 from ckptspec.documents import load_run_index
 from ckptspec.findings import Finding, finding, json_pointer
-from ckptspec.layout import LAYOUT, checkpoint_dir_name, parse_checkpoint_dir
+from ckptspec.layout import LAYOUT, checkpoint_dir_name, step_directories
 from ckptspec.manifest import Manifest
-from ckptspec.run_index import RunIndex
+from ckptspec.run_index import Rewind, RunIndex
 
 
 def _committed(directory: str, run_id: str, deep: bool) -> tuple[dict[int, Optional[Manifest]], list[Finding]]:
     """The committed checkpoints by step (manifest None when it is unusable), and their findings."""
     committed: dict[int, Optional[Manifest]] = {}
     findings: list[Finding] = []
-    with os.scandir(directory) as it:
-        entries = sorted(it, key=lambda e: e.name)
-    for entry in entries:
-        step = parse_checkpoint_dir(entry.name)
-        if step is None or not entry.is_dir(follow_symlinks=False):
+    for step, path in step_directories(directory):
+        if not os.path.lexists(os.path.join(path, LAYOUT.manifest_file)):
+            findings.append(finding("UNCOMMITTED_STEP_DIR", path, f"has no {LAYOUT.manifest_file}; readers ignore it, and it should be removed"))
             continue
-        if not os.path.lexists(os.path.join(entry.path, LAYOUT.manifest_file)):
-            findings.append(finding("UNCOMMITTED_STEP_DIR", entry.path, f"has no {LAYOUT.manifest_file}; readers ignore it, and it should be removed"))
-            continue
-        manifest, checkpoint_findings = check_checkpoint(entry.path, deep=deep, run_id=run_id)
+        manifest, checkpoint_findings = check_checkpoint(path, deep=deep, run_id=run_id)
         committed[step] = manifest
         findings += checkpoint_findings
     return committed, findings
@@ -87,9 +88,30 @@ def _check_index(directory: str, index_path: str, index: RunIndex, run_id: str, 
         if len(committed) > allowed:
             findings.append(finding("RETENTION_EXCEEDED", directory, f"{len(committed)} committed checkpoints, but keep_last {keep_last} (plus the best) allows {allowed}"))
     for wi, rewind in enumerate(index.rewinds):
-        moved = os.path.join(directory, *rewind.moved_to.split("/"))
-        if not os.path.isdir(moved) or os.path.islink(moved):
-            findings.append(finding("REWIND_RECORD", index_path, f"fork {rewind.fork_id!r}: {rewind.moved_to} is not a directory of the run", json_pointer("rewinds", wi, "moved_to")))
+        findings += _check_rewind(directory, index_path, wi, rewind, committed)
+    return findings
+
+
+def _timestamp_key(timestamp: str) -> tuple[str, str]:
+    """An ordering key of a schema-valid UTC timestamp (fractions of any length)."""
+    return timestamp[:19], timestamp[20:-1].ljust(9, "0")
+
+
+def _check_rewind(directory: str, index_path: str, wi: int, rewind: Rewind, committed: dict[int, Optional[Manifest]]) -> list[Finding]:
+    """The fork directory holds every discarded step, and no discarded step above the first is
+    still committed by a save older than the rewind: a single writer saves those again only after
+    it (the first may be the forking save itself, which started before its own rewind)."""
+    moved = os.path.join(directory, *rewind.moved_to.split("/"))
+    if not os.path.isdir(moved) or os.path.islink(moved):
+        return [finding("REWIND_RECORD", index_path, f"fork {rewind.fork_id!r}: {rewind.moved_to} is not a directory of the run", json_pointer("rewinds", wi, "moved_to"))]
+    findings = []
+    for si, step in enumerate(rewind.discarded_steps):
+        name = checkpoint_dir_name(step)
+        if not os.path.isdir(os.path.join(moved, name)) or os.path.islink(os.path.join(moved, name)):
+            findings.append(finding("REWIND_RECORD", index_path, f"fork {rewind.fork_id!r} records discarding step {step}, but {rewind.moved_to}/{name} does not exist", json_pointer("rewinds", wi, "discarded_steps", si)))
+        manifest = committed.get(step)
+        if si > 0 and manifest is not None and _timestamp_key(manifest.created_at) < _timestamp_key(rewind.at):
+            findings.append(finding("REWIND_RECORD", index_path, f"fork {rewind.fork_id!r} at {rewind.at} discarded step {step}, but the committed {name} was created earlier ({manifest.created_at}): another writer shared the run, or the record is false", json_pointer("rewinds", wi, "discarded_steps", si)))
     return findings
 
 

@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ckptspec.cli import EXIT_ERROR, EXIT_FAIL, EXIT_OK
+from ckptspec.exit_codes import EXIT_ERROR, EXIT_FAIL, EXIT_OK
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -12,13 +12,16 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode, JsonSchemaValue
+from pydantic_core import core_schema
 
+from ckptspec.diff_cmd import DIFF_OUTPUT_VERSION, DiffOutput
 from ckptspec.findings import CODES_LIST
+from ckptspec.inspect_cmd import INSPECT_OUTPUT_VERSION, InspectOutput
 from ckptspec.manifest import SPEC_VERSION, Manifest
 from ckptspec.requirements import REQUIREMENTS
 from ckptspec.run_index import RunIndex
 
-SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 """Where the generated files live (shipped as package data)."""
 
@@ -27,30 +30,33 @@ _MAJOR = SPEC_VERSION.split(".")[0]
 SCHEMA_MODELS: dict[str, tuple[type[BaseModel], str]] = {
     "manifest.schema.json": (Manifest, f"urn:ckptspec:schema:{_MAJOR}:manifest"),
     "run-index.schema.json": (RunIndex, f"urn:ckptspec:schema:{_MAJOR}:run-index"),
+    "inspect-output.schema.json": (InspectOutput, f"urn:ckptspec:output:{INSPECT_OUTPUT_VERSION}:inspect"),
+    "diff-output.schema.json": (DiffOutput, f"urn:ckptspec:output:{DIFF_OUTPUT_VERSION}:diff"),
 }
-"""Schema file name -> (model, ``$id``)."""
+"""Schema file name -> (model, ``$id``): the two document schemas, and the versioned output
+shapes of ``inspect --format json`` and ``diff --format json``."""
 
 
-def _anchor_patterns(node: Any) -> Any:
-    # Python's `re` (used by the `jsonschema` package) lets `$` match before a final newline;
-    # ECMA-262 and pydantic do not. `$(?!\n)` means "end of string" in all of them.
-    if isinstance(node, dict):
-        out = {k: _anchor_patterns(v) for k, v in node.items()}
+class SpecJsonSchema(GenerateJsonSchema):
+    """pydantic's JSON Schema generator with the spec's conventions: ``$schema`` names the
+    dialect (draft 2020-12), and every regex anchored with ``$`` ends ``$(?!\\n)``. Python's
+    ``re`` (used by the ``jsonschema`` package) lets ``$`` match before a final newline;
+    ECMA-262 and pydantic do not, and ``$(?!\\n)`` means "end of string" in all of them."""
+
+    def str_schema(self, schema: core_schema.StringSchema) -> JsonSchemaValue:
+        out = super().str_schema(schema)
         pattern = out.get("pattern")
         if isinstance(pattern, str) and pattern.endswith("$") and not pattern.endswith("\\$"):
             out["pattern"] = pattern + r"(?!\n)"
         return out
-    if isinstance(node, list):
-        return [_anchor_patterns(v) for v in node]
-    return node
+
+    def generate(self, schema: core_schema.CoreSchema, mode: JsonSchemaMode = "validation") -> JsonSchemaValue:
+        return {**super().generate(schema, mode), "$schema": self.schema_dialect}
 
 
 def json_schema(model: type[BaseModel], schema_id: str) -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of ``model`` with ``$id`` ``schema_id``."""
-    schema: dict[str, Any] = _anchor_patterns(model.model_json_schema(mode="validation"))
-    schema["$schema"] = SCHEMA_DIALECT
-    schema["$id"] = schema_id
-    return schema
+    return {**model.model_json_schema(mode="validation", schema_generator=SpecJsonSchema), "$id": schema_id}
 
 
 def render(document: Any) -> str:

@@ -48,12 +48,21 @@ def _newer_minor(value: Any, path: str) -> tuple[bool, list[Finding]]:
     match = _VERSION_RE.match(version) if isinstance(version, str) else None
     if match is None:
         return False, []  # the schema reports a missing or malformed version
-    major, minor = int(match.group(1)), int(match.group(2))
+    major, minor = (_version_number(match.group(i)) for i in (1, 2))
     if major != _MAJOR:
+        shown = version if len(version) <= 40 else f"{version[:20]}... ({len(version)} characters)"
         return False, [
-            finding("VERSION_UNSUPPORTED", path, f"spec_version {version} has major version {major}; this validator implements {_MAJOR}.x", json_pointer("spec_version"))
+            finding("VERSION_UNSUPPORTED", path, f"spec_version {shown} has major version {major if major is not None else 'beyond any'}; this validator implements {_MAJOR}.x", json_pointer("spec_version"))
         ]
-    return minor > _MINOR, []
+    return minor is None or minor > _MINOR, []
+
+
+def _version_number(digits: str) -> Optional[int]:
+    """The value of a version part, or None when it has more than 18 significant digits (then it
+    is larger than any version this package knows, and is never converted: Python refuses to
+    convert more than 4300 digits)."""
+    significant = digits.lstrip("0") or "0"
+    return int(significant) if len(significant) <= 18 else None
 
 
 def _drop(value: Any, loc: tuple[Any, ...]) -> None:

@@ -6,6 +6,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, JsonValue, StringConstraints
 
+from ckptspec.layout import LAYOUT
+
 JSONValue = JsonValue
 """Any JSON value (finite numbers only, enforced where documents are parsed)."""
 
@@ -39,7 +41,7 @@ Identifier = Annotated[
 ]
 RunId = Annotated[
     str,
-    StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"),
+    StringConstraints(pattern=LAYOUT.run_id_pattern),
     Field(description="The run's identifier; also the name of the run directory."),
 ]
 Timestamp = Annotated[

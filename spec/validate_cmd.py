@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
 from ckptspec import SPEC_VERSION, __version__
-from ckptspec.cli import EXIT_ERROR, EXIT_FAIL, EXIT_OK
+from ckptspec.exit_codes import EXIT_ERROR, EXIT_FAIL, EXIT_OK
 from ckptspec.findings import Finding, Severity, is_conformant, strict
 from ckptspec.validator import CannotCheck, detect, validate_target
 
@@ -24,6 +25,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--deep", action="store_true", help="also verify the SHA-256 of every listed file")
     parser.add_argument("--strict", action="store_true", help="treat warnings as errors")
     parser.add_argument("--format", choices=("text", "json"), default="text", help="output format (default: text)")
+
+
+def named_file(path: str) -> str:
+    """The file a path named on the command line leads to: the user's own link is followed (a
+    link is refused only inside a checkpoint, where it could lead out of it)."""
+    return os.path.realpath(path) if os.path.islink(path) else path
 
 
 def _counts(findings: list[Finding]) -> dict[str, int]:
@@ -38,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     for path in args.paths:
         try:
             kind = detect(path)
-            found = validate_target(path, kind, deep=args.deep)
+            found = validate_target(named_file(path) if kind in ("manifest", "run_index") else path, kind, deep=args.deep)
         except CannotCheck as exc:
             problems.append(str(exc))
             targets.append({"path": path, "kind": None, "checked": False, "error": str(exc)})

@@ -1,6 +1,6 @@
 """A plain DDP training loop made testable by the conformance suite.
 
-Bring your own loop; use ckptspec's checkpoint manager and loader for the I/O. Run the suite:
+Bring your own loop; use ckptspec's checkpoint library (``ckptspec.checkpointing``) for the I/O. Run the suite:
 ``ckptspec conformance --adapter ckptspec.conformance.examples.ddp_trainer:DDPAdapter``.
 """
 
@@ -20,12 +20,9 @@ from torch.distributed.checkpoint.state_dict import (
 )
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from ckptspec.checkpointing import BestPolicy, CheckpointLoader, CommitProtocol, DistContext, RunPolicy, SaveRequest, fingerprint
 from ckptspec.conformance.adapter import RankContext, ScenarioConfig, StepRecord
 from ckptspec.manifest import EvalResult, Progress, ResumeRecord
-from ckptspec.reference_impl.checkpoint import BestPolicy, CheckpointManager, SaveRequest
-from ckptspec.reference_impl.distributed import DistContext
-from ckptspec.reference_impl.fingerprint import fingerprint
-from ckptspec.reference_impl.loader import CheckpointLoader
 
 DATASET_SIZE = 256
 
@@ -59,7 +56,8 @@ class DDPAdapter:
         dist_ctx = DistContext(ctx.rank, ctx.world_size, ctx.local_rank, torch.device(ctx.device))
         best = BestPolicy(config.best_metric, config.best_mode, config.best_min_delta) if config.best_metric else None
         run_dir = Path(config.output_dir) / config.run_id
-        self.manager = CheckpointManager(run_dir, config.run_id, dist_ctx, keep_last=config.keep_last, best=best)
+        self.run = RunPolicy(run_dir, config.run_id, dist_ctx, keep_last=config.keep_last, best=best)
+        self.commits = CommitProtocol(self.run)
         self.fingerprint = {
             "accumulation_steps": config.accumulation_steps,
             "global_batch_size": config.global_batch_size,
@@ -137,12 +135,11 @@ class DDPAdapter:
             eval=self.last_eval[1] if self.last_eval and self.last_eval[0] == self._step else None,
             resumed_from=self.resumed_from,
         )
-        self.manager.startup()
-        return str(self.manager.save(request))
+        return str(self.commits.save(request))
 
     def resume(self, checkpoint: Optional[str] = None) -> int:
-        self.manager.startup()
-        path = Path(checkpoint) if checkpoint is not None else self.manager.latest()
+        self.run.startup()
+        path = Path(checkpoint) if checkpoint is not None else self.run.latest()
         if path is None:
             return self._step
         plan = self.loader.plan(path)  # integrity, config drift and world size: before any change

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import uuid
@@ -18,11 +17,14 @@ from ckptspec.conformance.strategies import IntegrityScenario, integrity_scenari
 from ckptspec.layout import LAYOUT, checkpoint_dir_name, staging_dir_name
 
 
-def _damage(checkpoint: Path, how: str, pick: int) -> str:
-    """Damage one listed payload file of ``checkpoint``; return what was done."""
-    manifest = json.loads((checkpoint / LAYOUT.manifest_file).read_text())
-    files = sorted(f["path"] for c in manifest["components"] for f in c["files"] if f["size"] > 0)
-    target = checkpoint / files[pick % len(files)]
+def _damage(checkpoint: Path, how: str, pick: int, native: bool) -> str:
+    """Damage one non-empty regular file of ``checkpoint`` (a directory, or a single file); return
+    what was done. Any payload file may be picked, whatever the format. A ckptspec manifest is
+    left alone: it is the commit marker, and a damaged one is LAYOUT-3's and the validator's."""
+    files = sorted(p for p in checkpoint.rglob("*") if p.is_file() and not p.is_symlink() and p.stat().st_size > 0
+                   and (native or p.relative_to(checkpoint) != Path(LAYOUT.manifest_file))) \
+        if checkpoint.is_dir() else [checkpoint]
+    target = files[pick % len(files)]
     data = target.read_bytes()
     if how == "truncate":
         target.write_bytes(data[: len(data) // 2])
@@ -40,13 +42,14 @@ def test_integrity_before_mutation(harness: Harness, verdict: Verdict, scenario:
     """Truncated, bit-flipped or deleted payload: the resume fails before live state changes."""
     verdict.begin(replay_command("test_integrity_before_mutation", scenario))
     setup = stepped_run(harness, 3)
-    if not verdict.check("RESUME-6", not setup.failure, f"could not produce the checkpoints:\n{setup.failure}"):
+    if not verdict.require("RESUME-6", not setup.failure, f"could not produce the checkpoints:\n{setup.failure}"):
         verdict.conclude()
     config = harness.fork(setup.config)
-    run_dir = harness.run_dir(config)
-    damaged = [_damage(run_dir / checkpoint_dir_name(step), how, pick)
-               for step, how, pick in zip((1, 2, 3), scenario.damages, scenario.picks)]
-    actions = [FullState(), *(Resume(str(run_dir / checkpoint_dir_name(s))) for s in (1, 2, 3)), FullState()]
+    found = harness.checkpoints(config)
+    if not verdict.require("RESUME-6", sorted(found) == [1, 2, 3], f"the trainer lists checkpoints {sorted(found)}, expected steps 1-3"):
+        verdict.conclude()
+    damaged = [_damage(found[step], how, pick, harness.native) for step, how, pick in zip((1, 2, 3), scenario.damages, scenario.picks)]
+    actions = [FullState(), *(Resume(str(found[s])) for s in (1, 2, 3)), FullState()]
     result = harness.phase(config, 2, actions, may_fail={1, 2, 3})
     if not verdict.check("RESUME-6", not result.missing, f"resumes of damaged checkpoints did not complete:\n{result.describe()}"):
         verdict.conclude()
@@ -59,7 +62,7 @@ def test_integrity_before_mutation(harness: Harness, verdict: Verdict, scenario:
 def test_discovery_by_step_and_marker(harness: Harness, verdict: Verdict) -> None:
     """Latest is the highest committed step: not the newest mtime, not a manifest-less or staging dir."""
     setup = stepped_run(harness, 3)
-    if not verdict.check("LAYOUT-8", not setup.failure, f"could not produce the checkpoints:\n{setup.failure}"):
+    if not verdict.require("LAYOUT-8", not setup.failure, f"could not produce the checkpoints:\n{setup.failure}"):
         verdict.conclude()
     config = harness.fork(setup.config)
     run_dir = harness.run_dir(config)
@@ -87,7 +90,7 @@ def test_discovery_by_step_and_marker(harness: Harness, verdict: Verdict) -> Non
 def test_config_drift_fails_fast(harness: Harness, verdict: Verdict) -> None:
     """Changing fingerprinted settings makes the resume fail before any change, naming each key."""
     saved = saved_run(harness, 2, 1)
-    if not verdict.check("RESUME-5", not saved.failure, f"could not produce a checkpoint:\n{saved.failure}"):
+    if not verdict.require("RESUME-5", not saved.failure, f"could not produce a checkpoint:\n{saved.failure}"):
         verdict.conclude()
     changes = {"global_batch_size": 24}
     if "accumulation" in harness.capabilities:

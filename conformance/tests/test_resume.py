@@ -11,12 +11,11 @@ RESUME-1.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
 from ckptspec.conformance.checks import Verdict, component, components, diff_digests
-from ckptspec.conformance.harness import Harness, committed_steps
+from ckptspec.conformance.harness import Harness
 from ckptspec.conformance.phase import FullState, PhaseResult, Resume, Save, Train, TrainMicro
 from ckptspec.conformance.scenarios import Baseline, SplitRun, baseline, saved_run, scenario_config, split_run
 from ckptspec.conformance.strategies import ResumeScenario, batch_size, replay_command, resume_scenarios, scenario_test
@@ -139,7 +138,7 @@ def test_save_mid_accumulation(harness: Harness, verdict: Verdict) -> None:
     or resumes bit-exactly; either way the live run continues exactly as if never asked."""
     s = MID_CYCLE
     base = baseline(harness, s)
-    if not verdict.check("RESUME-9", not base.failure, f"the uninterrupted run failed:\n{base.failure}"):
+    if not verdict.require("RESUME-9", not base.failure, f"the uninterrupted run failed:\n{base.failure}"):
         verdict.conclude()
     config = scenario_config(harness, s, harness.new_dir("mid-cycle"))
     cut = s.cuts[0]
@@ -155,16 +154,17 @@ def test_save_mid_accumulation(harness: Harness, verdict: Verdict) -> None:
         verdict.check("RESUME-9", len(refused) == s.world_size,
                       f"{what} failed on ranks {sorted(refused)} only; a save succeeds or fails on every rank")
         for rank, error in sorted(refused.items()):
-            verdict.check("RESUME-9", error.is_checkpoint_error, f"rank {rank}: {what} refused with {error.short()}, not a CheckpointError")
-        verdict.check("RESUME-9", committed_steps(harness.run_dir(config)) == [],
-                      f"{what} was refused but left committed checkpoints {committed_steps(harness.run_dir(config))}")
+            verdict.check("RESUME-9", error.is_checkpoint_error,
+                          f"rank {rank}: {what} refused with {error.short()}, not a CheckpointError or a declared refusal")
+        left = sorted(harness.checkpoints(config))
+        verdict.check("RESUME-9", left == [], f"{what} was refused but left committed checkpoints {left}")
         _matches_baseline(verdict, base, live, 3, 4, f"the refused {what}")
         verdict.conclude()
         return
     _matches_baseline(verdict, base, live, 3, 4, f"{what} (committed)")
     fork = harness.fork(config)
-    checkpoint = harness.run_dir(fork) / Path(live.value(2)).name
-    resumed = harness.phase(fork, s.world_size, [Resume(str(checkpoint)), Train(s.total_steps - cut), FullState()])
+    checkpoint = harness.moved(live.value(2), config, fork)
+    resumed = harness.phase(fork, s.world_size, [Resume(checkpoint), Train(s.total_steps - cut), FullState()])
     if verdict.phase_completed("RESUME-9", resumed, f"the resume from {what}"):
         _matches_baseline(verdict, base, resumed, 1, 2, f"resuming from {what}")
     verdict.conclude()

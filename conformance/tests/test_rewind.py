@@ -22,7 +22,7 @@ def test_rewind(harness: Harness, verdict: Verdict, scenario: RewindScenario) ->
     """Steps after the resumed one move to `.rewound/`, run.json records the fork, latest follows."""
     verdict.begin(replay_command("test_rewind", scenario))
     setup = stepped_run(harness, scenario.saves)
-    if not verdict.check("RUN-6", not setup.failure, f"could not produce the checkpoints:\n{setup.failure}"):
+    if not verdict.require("RUN-6", not setup.failure, f"could not produce the checkpoints:\n{setup.failure}"):
         verdict.conclude()
     config = harness.fork(setup.config)
     run_dir = harness.run_dir(config)
@@ -50,11 +50,13 @@ def test_rewind(harness: Harness, verdict: Verdict, scenario: RewindScenario) ->
         verdict.check("RUN-2", Path(os.path.realpath(link)).name == checkpoint_dir_name(target + 1),
                       f"`latest` points at {os.readlink(link)}, expected {checkpoint_dir_name(target + 1)}")
     old_best = (before.get("best") or {}).get("step")
-    if before.get("best") is not None:
-        new_best = (index.get("best") or {}).get("step")
-        if old_best is not None and old_best > target:
-            verdict.check("RUN-6", new_best is None,
-                          f"best pointed at discarded step {old_best}; after the rewind it is {new_best!r}, expected cleared")
-        else:
-            verdict.check("RUN-3", new_best == old_best, f"best moved from {old_best!r} to {new_best!r} by a rewind that kept it")
+    new_best = (index.get("best") or {}).get("step")
+    if old_best is None:
+        verdict.not_run("RUN-3", "the run had no best record before the rewind")
+    elif old_best > target:
+        verdict.check("RUN-6", new_best is None,
+                      f"best pointed at discarded step {old_best}; after the rewind it is {new_best!r}, expected cleared")
+        verdict.not_run("RUN-3", f"the best record pointed at discarded step {old_best}")
+    else:
+        verdict.check("RUN-3", new_best == old_best, f"best moved from {old_best!r} to {new_best!r} by a rewind that kept it")
     verdict.conclude()

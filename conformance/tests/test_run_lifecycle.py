@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ckptspec.conformance.checks import Verdict
-from ckptspec.conformance.harness import Harness, committed_steps, file_tree
+from ckptspec.conformance.harness import Harness, file_tree
 from ckptspec.conformance.phase import Evaluate, Fit, Resume, Save, Train
 from ckptspec.conformance.scenarios import metric_name
 from ckptspec.conformance.strategies import LifecycleScenario, lifecycle_scenarios, replay_command, scenario_test
@@ -52,7 +52,7 @@ def test_best_and_retention_across_restart(harness: Harness, verdict: Verdict, s
     best_after = (index.get("best") or {}).get("step")
     verdict.check("RUN-4", best_after == 1, f"after a restart the best moved from step 1 to {best_after!r} "
                   "although no score improved by more than min_delta (not rehydrated from run.json?)")
-    steps = committed_steps(run_dir)
+    steps = sorted(harness.checkpoints(config))
     must_keep = set(range(total - scenario.keep_last + 1, total + 1)) | {total} | ({best_after} if best_after else set())
     verdict.check("RUN-5", must_keep <= set(steps),
                   f"keep_last={scenario.keep_last}: committed steps {steps} lack {sorted(must_keep - set(steps))} "
@@ -68,7 +68,7 @@ def test_idempotent_restart(harness: Harness, verdict: Verdict) -> None:
     if not verdict.phase_completed("RESUME-7", first, "the first fit()"):
         verdict.conclude()
     run_dir = harness.run_dir(config)
-    before_steps = committed_steps(run_dir)
+    before_steps = sorted(harness.checkpoints(config))
     before = {k: v for k, v in file_tree(run_dir).items() if not k.startswith(LAYOUT.run_index_file)}
     again = harness.phase(config, WORLD_SIZE, [Fit()])
     if not verdict.phase_completed("RESUME-7", again, "fit() of a finished run"):
@@ -76,7 +76,7 @@ def test_idempotent_restart(harness: Harness, verdict: Verdict) -> None:
     trained = {r: len(res.value) for r, res in again.results(0).items() if res.value}
     verdict.check("RESUME-7", not trained, f"fit() of a finished run trained steps: {trained}")
     after = {k: v for k, v in file_tree(run_dir).items() if not k.startswith(LAYOUT.run_index_file)}
-    verdict.check("RESUME-7", committed_steps(run_dir) == before_steps and after == before,
+    verdict.check("RESUME-7", sorted(harness.checkpoints(config)) == before_steps and after == before,
                   f"fit() of a finished run wrote checkpoint files: "
                   f"{sorted(set(after.items()) ^ set(before.items()))[:5]}")
     verdict.conclude()

@@ -3,7 +3,8 @@
 The workload touches every kind of run-level state: evaluated saves with best tracking and
 retention, a restart that resumes (``resumed_from``), and a rewind (``.rewound/``). Each
 validator finding is attributed to the requirement it names; requirements that only the
-validator checks are reported through this test.
+validator checks are reported through this test: each is ``pass`` only when every phase
+completed and the validator, run over the checkpoints they wrote, reported no error for it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,16 @@ VALIDATED = tuple(r.id for r in REQUIREMENTS if "validator" in r.verified_by)
 @pytest.mark.requirement(*VALIDATED)
 def test_checkpoints_validate(harness: Harness, verdict: Verdict) -> None:
     """Saves (with eval, best, retention), a resume and a rewind: the run validates after each phase."""
+    if harness.native:
+        # The validator reads only ckptspec's format; the resume-class requirements among these
+        # (retention, empty eval sets) are judged by the suite's behavioural tests instead.
+        for requirement in VALIDATED:
+            if requirement in verdict.writer_requirements():
+                verdict.not_applicable(requirement, "native format: there is no ckptspec run to validate")
+            else:
+                verdict.not_run(requirement, "the validator reads only ckptspec's format; judged by the behavioural tests")
+        verdict.conclude()
+        return
     metric = metric_name(harness)
     settings = {"best_metric": metric, "best_mode": "min"} if metric and "best" in harness.capabilities else {}
     if "retention" in harness.capabilities:
@@ -38,11 +49,17 @@ def test_checkpoints_validate(harness: Harness, verdict: Verdict) -> None:
     ]
     for what, actions in phases:
         result = harness.phase(config, 2, actions)
-        if not verdict.check("LAYOUT-1", not result.missing and not result.errors(), f"{what} failed:\n{result.describe()}"):
+        if not verdict.require("LAYOUT-1", not result.missing and not result.errors(), f"{what} failed:\n{result.describe()}"):
             break
         for requirement, severity, line in findings(run_dir):
             if severity == "error":
                 verdict.check(requirement if requirement in VALIDATED else "LAYOUT-1", False, f"after {what}: {line}")
+    else:
+        # Every phase wrote checkpoints and the validator checked them after each one: what it
+        # did not object to held.
+        for requirement in VALIDATED:
+            verdict.check(requirement, True, "")
+        verdict.conclude()
     for requirement in VALIDATED:
-        verdict.check(requirement, True, "")
+        verdict.not_run(requirement, "a phase failed, so the validator never saw the run it was to check")
     verdict.conclude()

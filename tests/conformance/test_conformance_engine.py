@@ -53,3 +53,23 @@ def test_kill_fault_stops_the_rank_at_its_crash_point(tmp_path: Path) -> None:
     assert 0 in result.missing and not result.timed_out
     assert "SIGKILL before mutation 2" in result.progress[0]
     assert not (tmp_path / "out" / "run" / "step-000000001").exists()
+
+
+def test_a_rank_dying_by_a_signal_is_a_harness_error_with_its_output(tmp_path: Path) -> None:
+    from ckptspec.conformance.harness import PROFILES, Harness, HarnessError
+
+    config = _config(tmp_path, abort_in="train", abort_rank=1)
+    result = run_phase(PhaseSpec(TOY, config, 2, (Train(1),), timeout_s=30), tmp_path / "phase")
+    assert 1 in result.missing and list(result.crashed) == [1]
+    assert "died by SIGABRT" in result.crashed[1] and "toy rank 1 aborts in train" in result.crashed[1]
+    assert "most recent call first" in result.crashed[1]  # faulthandler: the dying rank's Python stack
+    (tmp_path / "shared").mkdir()
+    harness = Harness(TOY, PROFILES["quick"], tmp_path / "shared", tmp_path / "private")
+    with pytest.raises(HarnessError, match="SIGABRT"):
+        harness.phase(config, 2, [Train(1)])
+
+
+def test_an_injected_kill_is_not_a_crash(tmp_path: Path) -> None:
+    spec = PhaseSpec(TOY, _config(tmp_path), 2, (Train(1), Save(Fault("kill", rank=0, at=1))))
+    result = run_phase(spec, tmp_path / "phase")
+    assert 0 in result.missing and not result.crashed

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ckptspec.conformance.checks import Verdict, component, diff_digests
+from ckptspec.conformance.checks import UncheckedRequirement, Verdict, component, diff_digests
 from ckptspec.conformance.faults import interpose
 from ckptspec.conformance.phase import Fault
 from ckptspec.conformance.report import (
@@ -82,7 +82,33 @@ def test_requirement_outcomes_keep_errors_apart_from_failures() -> None:
     assert requirement_outcomes("failed", ["A"], {}, True) == {"A": "error"}
     assert requirement_outcomes("skipped", ["A"], {}, False) == {"A": "skipped"}
     assert requirement_outcomes("xfailed", ["A", "B"], {"A": "fail", "B": "pass"}, False) == {"A": "xfail", "B": "pass"}
-    assert requirement_outcomes("passed", ["A"], {}, False) == {"A": "pass"}
+    # Nothing recorded is never a pass; a failure recorded before the harness broke stays a failure.
+    assert requirement_outcomes("passed", ["A", "B"], {"B": "pass"}, False) == {"A": "not-run", "B": "pass"}
+    assert requirement_outcomes("failed", ["A", "B"], {"A": "fail"}, True) == {"A": "fail", "B": "error"}
+
+
+def test_verdict_pass_needs_a_check_that_ran() -> None:
+    v = Verdict(requirements=("A", "B"))
+    assert v.require("A", True, "set-up") and v.outcomes == {}
+    v.check("B", True, "")
+    with pytest.raises(UncheckedRequirement, match="A"):
+        v.conclude()
+    v.not_run("A", "no crash point landed")
+    v.conclude()
+    assert v.final_outcomes() == {"A": "not-run", "B": "pass"}
+    v.check("A", True, "")
+    assert v.final_outcomes()["A"] == "pass"
+    assert not v.require("B", False, "set-up broke") and v.failed("B")
+
+
+def test_verdict_keeps_the_first_failing_example() -> None:
+    v = Verdict(requirements=("A",))
+    v.begin("replay-1")
+    v.check("A", False, "first cause")
+    v.begin("replay-2")
+    v.check("A", False, "a later re-execution")
+    assert v.first_failure == "A: first cause\nreplay: replay-1"
+    assert v.final_outcomes() == {"A": "fail"}
 
 
 def test_rows_cover_every_requirement_and_exit_status() -> None:
@@ -94,6 +120,10 @@ def test_rows_cover_every_requirement_and_exit_status() -> None:
     assert rows["LAYOUT-1"].outcome == "not-run" and rows["RESUME-1"].replay == ["replay"]
     assert exit_status(rows.values()) == 1
     rows["RESUME-1"].outcome = "pass"
+    assert exit_status(rows.values()) == 2
+    rows["EVAL-1"].outcome = "pass"
+    assert exit_status(rows.values()) == 0
+    rows["RESUME-8"].outcome = "not-run"  # MUST, named by tests that ran, checked by none
     assert exit_status(rows.values()) == 2
 
 

@@ -2,7 +2,8 @@
 
 Replicated linear model, gradients all-reduced by hand, checkpoints as ``torch.save`` files.
 ``config.extra`` switches on misbehaviour: ``hang_eval_rank`` (that rank never returns from
-evaluate), ``raise_in`` (an action name that raises ValueError on every rank).
+evaluate), ``raise_in`` (an action name that raises ValueError on every rank), ``abort_in`` with
+``abort_rank`` (that rank calls ``os.abort()`` in that action, as a heap corruption would).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any, ClassVar, Optional, Sequence
 import torch
 import torch.distributed as dist
 
-from ckptspec.conformance.adapter import RankContext, ScenarioConfig, StepRecord
+from ckptspec.conformance.adapter import CAPABILITIES, RankContext, ScenarioConfig, StepRecord
 from ckptspec.errors import NoCheckpointError
 
 
@@ -36,6 +37,9 @@ class ToyAdapter:
     def _maybe_raise(self, name: str) -> None:
         if self.config.extra.get("raise_in") == name:
             raise ValueError(f"toy failure in {name}")
+        if self.config.extra.get("abort_in") == name and self.ctx.rank == self.config.extra.get("abort_rank"):
+            print(f"toy rank {self.ctx.rank} aborts in {name}", flush=True)
+            os.abort()
 
     def _sample(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         g = torch.Generator().manual_seed(self.config.seed * 1000 + i)
@@ -132,3 +136,12 @@ class ToyAdapter:
 
     def close(self) -> None:
         pass
+
+
+class UnbuildableAdapter(ToyAdapter):
+    """Declares every capability but cannot even be built: nothing it does can be checked."""
+
+    capabilities: ClassVar[frozenset[str]] = frozenset(CAPABILITIES)
+
+    def __init__(self, config: ScenarioConfig, ctx: RankContext) -> None:
+        raise RuntimeError("this trainer cannot be built")

@@ -1,8 +1,8 @@
-"""Deliberately broken trainers that the conformance suite must catch (DESIGN.md section 6, "Self-test").
+"""Deliberately broken trainers that the conformance suite must catch (see docs/catch-matrix.md).
 
 Every mutant is the reference trainer with exactly one real-world checkpoint/resume bug: one
 method of :class:`~ckptspec.reference_impl.trainer.Trainer` or of one of its collaborators
-(``manager_class``, ``loader_class``, ``evaluator_class``) is overridden, and nothing else. The
+(``policy_class``, ``commit_class``, ``loader_class``, ``evaluator_class``) is overridden, and nothing else. The
 :func:`mutant` decorator turns that one-method class into an adapter (a
 :class:`~ckptspec.reference_impl.adapter.ReferenceAdapter` subclass whose ``trainer_class`` is the
 broken trainer) and records it in :data:`MUTANTS`, with the requirement(s) that must catch it.
@@ -25,16 +25,15 @@ from typing import Any, Optional, TypeVar
 import torch
 import torch.distributed as dist
 
+from ckptspec.checkpointing import CheckpointLoader, CommitProtocol, LoadPlan, RunPolicy, SaveRequest, differences, per_rank_file
+from ckptspec.checkpointing.commit import PendingSave, RankReport
+from ckptspec.checkpointing.fsio import fsync_path, write_atomic
 from ckptspec.errors import ConfigDriftError
 from ckptspec.layout import LAYOUT, parse_checkpoint_dir
 from ckptspec.manifest import Manifest
 from ckptspec.reference_impl import rng
 from ckptspec.reference_impl.adapter import ReferenceAdapter
-from ckptspec.reference_impl.checkpoint import CheckpointManager, SaveRequest, _PendingSave, per_rank_file
 from ckptspec.reference_impl.evaluator import TOKENS, Evaluator
-from ckptspec.reference_impl.fingerprint import differences
-from ckptspec.reference_impl.fsutil import fsync_path, write_atomic
-from ckptspec.reference_impl.loader import CheckpointLoader, LoadPlan
 from ckptspec.reference_impl.trainer import Trainer
 from ckptspec.run_index import BestRecord, RunIndex
 
@@ -42,7 +41,8 @@ MODULE = "mutants"
 """The module name the suite imports mutants by (this directory must be on ``PYTHONPATH``)."""
 
 COLLABORATORS: dict[type, str] = {
-    CheckpointManager: "manager_class",
+    RunPolicy: "policy_class",
+    CommitProtocol: "commit_class",
     CheckpointLoader: "loader_class",
     Evaluator: "evaluator_class",
 }
@@ -215,19 +215,19 @@ class SchedulerOffByOne(Trainer):
 
 # --- commit protocol ---------------------------------------------------------------------
 @mutant("index_before_commit", "run.json updated before the commit completes", "COMMIT-3")
-class IndexBeforeCommit(CheckpointManager):
+class IndexBeforeCommit(CommitProtocol):
     """run.json names the new step as latest before the staging directory is renamed into place; a crash in between leaves latest pointing at nothing."""
 
     def _publish(self, staging: Path, final: Path) -> None:
-        index = self._read_index()
+        index = self.policy._read_index()
         if index is not None:
             early = index.model_copy(update={"latest_step": parse_checkpoint_dir(final.name)})
-            write_atomic(self.run_dir / LAYOUT.run_index_file, early.model_dump_json(indent=2).encode())
+            write_atomic(self.policy.run_dir / LAYOUT.run_index_file, early.model_dump_json(indent=2).encode())
         super()._publish(staging, final)
 
 
 @mutant("assembled_in_place", "non-atomic publish", "COMMIT-1", "COMMIT-2")
-class AssembledInPlace(CheckpointManager):
+class AssembledInPlace(CommitProtocol):
     """The final directory is created and the staged entries are moved into it one by one, manifest first; a crash in between leaves a manifest over a partial payload."""
 
     def _publish(self, staging: Path, final: Path) -> None:
@@ -235,15 +235,15 @@ class AssembledInPlace(CheckpointManager):
         for entry in sorted(staging.iterdir(), key=lambda p: p.name != LAYOUT.manifest_file):
             os.rename(entry, final / entry.name)
         os.rmdir(staging)
-        fsync_path(self.run_dir)
+        fsync_path(self.policy.run_dir)
 
 
 @mutant("commit_ignores_peer_failure", "one rank fails, the save commits anyway", "COMMIT-4")
-class CommitIgnoresPeerFailure(CheckpointManager):
+class CommitIgnoresPeerFailure(CommitProtocol):
     """Rank 0 commits when its own writes succeeded, ignoring errors reported by other ranks."""
 
-    def _commit_or_abort(self, pending: _PendingSave, gathered: list[Any], errors: list[str]) -> tuple[Optional[str], Any]:
-        return super()._commit_or_abort(pending, gathered, [e for e in errors if e.startswith("rank 0")])
+    def _commit_or_abort(self, pending: PendingSave, reports: list[RankReport], errors: list[str]) -> Any:
+        return super()._commit_or_abort(pending, reports, [e for e in errors if e.startswith("rank 0")])
 
 
 # --- evaluation --------------------------------------------------------------------------
@@ -309,13 +309,13 @@ class DriftIgnoresAccumulation(CheckpointLoader):
 class IntegrityNotChecked(CheckpointLoader):
     """Listed files are not checked (existence, size, SHA-256) before loading, so a damaged checkpoint is loaded or fails half-way."""
 
-    def _verify_integrity(self, path: Path, manifest: Manifest, components: Any = None) -> None:
-        pass
+    def _checked_manifest(self, path: Path, components: Any = None) -> Manifest:
+        return Manifest.model_validate_json((path / LAYOUT.manifest_file).read_bytes())
 
 
 # --- run-level behaviour -----------------------------------------------------------------
 @mutant("latest_by_mtime", "latest chosen by modification time", "LAYOUT-8")
-class LatestByMtime(CheckpointManager):
+class LatestByMtime(RunPolicy):
     """latest is the committed checkpoint directory with the newest modification time, not the highest step."""
 
     def latest(self) -> Optional[Path]:
@@ -324,7 +324,7 @@ class LatestByMtime(CheckpointManager):
 
 
 @mutant("rewind_keeps_later_steps", "rewind leaves later steps in place", "RUN-6", "RUN-2")
-class RewindKeepsLaterSteps(CheckpointManager):
+class RewindKeepsLaterSteps(RunPolicy):
     """Saving an older step after a rewind only replaces that step's directory; later steps of the abandoned timeline stay, so latest jumps back to them."""
 
     def _rewind(self, step: int, resumed_from: Any) -> None:
@@ -333,7 +333,7 @@ class RewindKeepsLaterSteps(CheckpointManager):
 
 
 @mutant("retention_deletes_best", "retention deletes the best checkpoint", "RUN-5")
-class RetentionDeletesBest(CheckpointManager):
+class RetentionDeletesBest(RunPolicy):
     """Retention protects only the newest keep_last steps and the one just written, so the best checkpoint is deleted once it ages out."""
 
     def _retention_protected(self, steps: list[int], just_written: int) -> set[int]:
@@ -341,7 +341,7 @@ class RetentionDeletesBest(CheckpointManager):
 
 
 @mutant("best_not_rehydrated", "best not rehydrated after restart", "RUN-4")
-class BestNotRehydrated(CheckpointManager):
+class BestNotRehydrated(RunPolicy):
     """The best record is not read back from run.json at start-up, so after a restart any first eval becomes the new best."""
 
     def _rehydrate_best(self, index: Optional[RunIndex]) -> Optional[BestRecord]:

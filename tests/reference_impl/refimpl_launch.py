@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 WORKER = Path(__file__).with_name("refimpl_worker.py")
+CRASHING_TRAIN = Path(__file__).with_name("crashing_train.py")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 COMMON = ["--device", "cpu", "--global-batch-size", "12", "--seed", "3"]
 
@@ -30,8 +31,10 @@ def _run(command: list[str]) -> subprocess.CompletedProcess[str]:
 
 
 def train(nproc: int, output_dir: Path, run_id: str, *args: str, expect: int | None = 0) -> subprocess.CompletedProcess[str]:
-    """Run the trainer CLI; check its exit status (``expect=None``: any non-zero status)."""
-    command = [*_launcher(nproc), "-m", "ckptspec.reference_impl.train", "--output-dir", str(output_dir), "--run-id", run_id, *COMMON, *args]
+    """Run the trainer CLI; check its exit status (``expect=None``: any non-zero status). With a
+    ``--crash-*`` option it runs under crashing_train.py, which injects that crash."""
+    entry = [str(CRASHING_TRAIN)] if any(a.startswith("--crash-") for a in args) else ["-m", "ckptspec.reference_impl.train"]
+    command = [*_launcher(nproc), *entry, "--output-dir", str(output_dir), "--run-id", run_id, *COMMON, *args]
     proc = _run(command)
     ok = proc.returncode != 0 if expect is None else proc.returncode == expect
     assert ok, f"exit {proc.returncode}, expected {expect if expect is not None else 'non-zero'}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"

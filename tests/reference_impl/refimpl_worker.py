@@ -19,7 +19,7 @@ import torch.distributed as dist
 
 from ckptspec.digest import state_digest
 from ckptspec.errors import CheckpointError, IntegrityError, MidAccumulationError, WorldSizeMismatchError
-from ckptspec.reference_impl.distributed import exit_process, init_distributed
+from ckptspec.checkpointing.distributed import exit_process, init_distributed
 from ckptspec.reference_impl.trainer import TrainConfig, Trainer
 
 
@@ -129,7 +129,26 @@ def micro_steps(params: dict[str, Any]) -> dict[str, Any]:
             "saved_after": split.save().name}
 
 
-SCENARIOS = {"reshard": reshard, "evaluate": evaluate, "accumulation": accumulation, "micro_steps": micro_steps}
+def heap_loop(params: dict[str, Any]) -> dict[str, Any]:
+    """The set-up of the heap-corruption report (issue 12): repeated full-state all-gathers
+    digested zero-copy, and saves whose every write is hashed on the helper thread. Two digests
+    of the same state must agree (a read of freed or reused memory would not, under
+    MALLOC_PERTURB_)."""
+    from ckptspec.checkpointing import hashing_writer
+
+    hashing_writer.CONCURRENT_HASH_BYTES = 1  # every chunk crosses to the helper thread
+    trainer = make_trainer(params, keep_last=2)
+    unstable = []
+    for i in range(params["iterations"]):
+        trainer.train(1)
+        if digests(trainer) != digests(trainer):
+            unstable.append(trainer.global_step)
+        trainer.save()
+    return {"unstable_steps": unstable, "steps": trainer.global_step}
+
+
+SCENARIOS = {"reshard": reshard, "evaluate": evaluate, "accumulation": accumulation, "micro_steps": micro_steps,
+             "heap_loop": heap_loop}
 
 if __name__ == "__main__":
     out, raw = sys.argv[1:3]

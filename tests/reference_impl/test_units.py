@@ -11,8 +11,8 @@ import pytest
 
 from ckptspec.cli import main
 from ckptspec.reference_impl.data import GlobalBatchSampler, SyntheticTokens, shard_contiguous
-from ckptspec.reference_impl.fingerprint import differences
-from ckptspec.reference_impl.hashing_writer import CONCURRENT_HASH_BYTES, HashingFileSystem
+from ckptspec.checkpointing.fingerprint import differences
+from ckptspec.checkpointing.hashing_writer import CONCURRENT_HASH_BYTES, HashingFileSystem
 
 
 def test_sample_order_does_not_depend_on_world_size_and_resumes() -> None:

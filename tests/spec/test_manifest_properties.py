@@ -6,18 +6,19 @@ from __future__ import annotations
 
 import copy
 import json
-from typing import Any
+from typing import Any, get_args
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
+from pydantic import BaseModel
 from spec_cases import CASES
 
 from ckptspec.documents import load_manifest
 from ckptspec.jsonload import parse_document
-from ckptspec.manifest import Manifest
+from ckptspec.manifest import Component, Manifest
 from ckptspec.rules import check_manifest_rules, check_run_index_rules
-from ckptspec.run_index import RunIndex
+from ckptspec.run_index import BestRecord, RunIndex
 from ckptspec.schemas import load_schema
 from ckptspec.structure import check_manifest
 
@@ -38,6 +39,13 @@ json_value = st.recursive(
     max_leaves=8,
 )
 
+
+
+def choices(model: type[BaseModel], field: str) -> st.SearchStrategy[str]:
+    """The values the model's ``Literal`` field admits (never a copy of the list)."""
+    return st.sampled_from(get_args(model.model_fields[field].annotation))
+
+
 file_entry = st.fixed_dictionaries(
     {"path": rel_path, "size": count, "sha256": sha, "ranks": st.lists(st.integers(0, 63), min_size=1, max_size=3)},
     optional={"group": st.integers(0, 8)},
@@ -45,9 +53,9 @@ file_entry = st.fixed_dictionaries(
 component = st.fixed_dictionaries(
     {
         "name": ident,
-        "kind": st.sampled_from(["model", "optimizer", "lr_scheduler", "rng", "data_position", "grad_scaler", "trainer_state", "custom"]),
-        "sharing": st.sampled_from(["replicated", "sharded", "per_rank", "per_group", "per_node"]),
-        "format": st.sampled_from(["dcp", "safetensors", "torch_weights_only", "json", "raw"]),
+        "kind": choices(Component, "kind"),
+        "sharing": choices(Component, "sharing"),
+        "format": choices(Component, "format"),
         "reshardable": st.booleans(),
         "files": st.lists(file_entry, min_size=1, max_size=3),
     },
@@ -176,7 +184,7 @@ run_indexes = st.fixed_dictionaries(
     },
     optional={
         "best": st.one_of(st.none(), st.fixed_dictionaries(
-            {"metric": st.text(min_size=1, max_size=8), "mode": st.sampled_from(["max", "min"]), "min_delta": st.floats(0, 1e6)},
+            {"metric": st.text(min_size=1, max_size=8), "mode": choices(BestRecord, "mode"), "min_delta": st.floats(0, 1e6)},
             optional={"step": st.one_of(st.none(), count), "score": st.one_of(st.none(), finite)},
         )),
         "rewinds": st.lists(st.fixed_dictionaries({"fork_id": ident, "at": timestamp, "resumed_from_step": count, "discarded_steps": st.lists(count, min_size=1, max_size=3), "moved_to": rel_path}), max_size=2),

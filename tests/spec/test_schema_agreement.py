@@ -15,7 +15,7 @@ from ckptspec.findings import CODES
 from ckptspec.jsonload import read_document
 from ckptspec.manifest import Manifest
 from ckptspec.run_index import RunIndex
-from ckptspec.schemas import SCHEMA_DIALECT, load_schema
+from ckptspec.schemas import SpecJsonSchema, load_schema
 
 VALIDATORS = {
     "manifest.json": (Manifest, Draft202012Validator(load_schema("manifest.schema.json"))),
@@ -40,7 +40,7 @@ def _structure_only(case: Case) -> bool:
 def test_schemas_are_valid_draft_2020_12(name: str) -> None:
     schema = load_schema(name)
     Draft202012Validator.check_schema(schema)
-    assert schema["$schema"] == SCHEMA_DIALECT
+    assert schema["$schema"] == SpecJsonSchema.schema_dialect == "https://json-schema.org/draft/2020-12/schema"
     assert schema["$id"] == f"urn:ckptspec:schema:1:{name.removesuffix('.schema.json')}"
 
 

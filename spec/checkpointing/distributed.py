@@ -53,8 +53,6 @@ def init_distributed(device_preference: str = "auto") -> DistContext:
     """
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = select_device(device_preference, local_rank)
-    if device.type == "cuda":
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         if "RANK" in os.environ:

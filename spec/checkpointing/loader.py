@@ -1,10 +1,16 @@
 """Loading a committed checkpoint: every check first, then the state.
 
-:meth:`CheckpointLoader.plan` reads the manifest and performs, in order, the integrity check
-(size and SHA-256 of every listed file, split across ranks and agreed), the config-drift check
-and the world-size check. It modifies no live state and raises a typed
+:meth:`CheckpointLoader.plan` reads the manifest and performs, in order, the integrity check,
+the config-drift check and the world-size check. It modifies no live state and raises a typed
 :class:`~ckptspec.errors.CheckpointError` on every rank alike. Only a returned
-:class:`LoadPlan` is used to load state. Payloads are read without executing code: DCP through
+:class:`LoadPlan` is used to load state.
+
+The integrity check is the validator's own reader (:func:`ckptspec.checkpoint_check.check_checkpoint`):
+the manifest within the MANIFEST-2 limits, its schema and rules, every listed path confined to
+the checkpoint (a symbolic link, even to a directory, that leads out of it is refused: LAYOUT-6),
+regular, of the listed size; then SHA-256 of every file, split across ranks. Every problem is
+a validator finding line (``CODE REQ-ID path: ...``) and the problems of all ranks are agreed
+before anyone raises. Payloads are read without executing code: DCP through
 :func:`ckptspec.safe_dcp.safe_reader` / :func:`~ckptspec.safe_dcp.safe_planner`, per-rank files
 with ``torch.load(weights_only=True)``, the rest as JSON.
 """
@@ -12,6 +18,7 @@ with ``torch.load(weights_only=True)``, the rest as JSON.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,13 +28,15 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 
+from ckptspec.checkpoint_check import check_checkpoint
+from ckptspec.confined import resolve, scan_tree, sha256_file
 from ckptspec.errors import ConfigDriftError, IntegrityError, NoCheckpointError, WorldSizeMismatchError
+from ckptspec.findings import Severity, finding
 from ckptspec.layout import LAYOUT
 from ckptspec.manifest import RANK_LOCAL_PATTERNS, Component, Manifest
-from ckptspec.reference_impl.checkpoint import per_rank_file
-from ckptspec.reference_impl.distributed import DistContext
-from ckptspec.reference_impl.fingerprint import differences
-from ckptspec.reference_impl.fsutil import file_digest
+from ckptspec.checkpointing.commit import per_rank_file
+from ckptspec.checkpointing.distributed import DistContext
+from ckptspec.checkpointing.fingerprint import differences
 from ckptspec.safe_dcp import safe_planner, safe_reader
 
 
@@ -65,52 +74,55 @@ class CheckpointLoader:
 
     def plan(self, path: Path) -> LoadPlan:
         """*Collective.* Run every pre-load check on the checkpoint at ``path``."""
-        manifest = self._read_manifest(path)
-        self._verify_integrity(path, manifest)
+        manifest = self._checked_manifest(path)
         self._check_config(manifest)
         return LoadPlan(path, manifest, self._check_world_size(manifest))
 
     def plan_weights(self, path: Path) -> LoadPlan:
         """*Collective.* The checks for loading the model component alone, at any world size:
-        integrity of its files and an unchanged model architecture."""
-        manifest = self._read_manifest(path)
-        self._verify_integrity(path, manifest, components=("model",))
+        integrity of the checkpoint (digests of the model's files) and an unchanged model architecture."""
+        manifest = self._checked_manifest(path, components=("model",))
         drift = differences({"model": manifest.config.values.get("model")}, {"model": self.fingerprint_values["model"]})
         if drift:
             raise ConfigDriftError(drift)
         return LoadPlan(path, manifest)
 
-    def _read_manifest(self, path: Path) -> Manifest:
-        marker = path / LAYOUT.manifest_file
-        if not marker.is_file():
+    def _checked_manifest(self, path: Path, components: Optional[Sequence[str]] = None) -> Manifest:
+        """*Collective.* The manifest of ``path`` once the checkpoint passed the validator's checks
+        and every file (of ``components``, default all) its digest; raises the same
+        :class:`IntegrityError` on every rank otherwise."""
+        if not (path / LAYOUT.manifest_file).is_file():
             raise NoCheckpointError(f"{path} is not a committed checkpoint (no {LAYOUT.manifest_file})")
-        try:
-            return Manifest.model_validate_json(marker.read_bytes())
-        except ValueError as exc:
-            raise IntegrityError([f"{marker}: not a valid manifest ({exc.__class__.__name__})"]) from None
-
-    def _verify_integrity(self, path: Path, manifest: Manifest, components: Optional[Sequence[str]] = None) -> None:
-        """Every listed file (of ``components``, default all) exists with its size and SHA-256;
-        files are split across ranks and the problems all-gathered, so every rank raises the
-        same :class:`IntegrityError`."""
-        chosen = [c for c in manifest.components if components is None or c.name in components]
-        listed = sorted((f for c in chosen for f in c.files), key=lambda f: f.path)
-        problems = []
-        for entry in listed[self.ctx.rank :: self.ctx.world_size]:
-            file = path / entry.path
-            if file.is_symlink() or not file.is_file():
-                problems.append(f"{entry.path}: missing")
-                continue
-            size = file.stat().st_size
-            if size != entry.size:
-                problems.append(f"{entry.path}: size {size}, manifest says {entry.size}")
-            elif self.verify == "full" and file_digest(file)[1] != entry.sha256:
-                problems.append(f"{entry.path}: SHA-256 does not match the manifest")
+        manifest, findings = check_checkpoint(str(path), deep=False)
+        problems = [f.line() for f in findings if f.severity == Severity.ERROR]
+        if manifest is not None and not problems and self.verify == "full":
+            problems = self._digest_problems(path, manifest, components)
         gathered: list[Any] = [None] * self.ctx.world_size
         dist.all_gather_object(gathered, problems)
-        everything = sorted(p for rank_problems in gathered for p in rank_problems)
-        if everything:
-            raise IntegrityError(everything)
+        everything = sorted({p for rank_problems in gathered for p in rank_problems})
+        if everything or manifest is None:
+            raise IntegrityError(everything or [f"{path}: the manifest could not be read"])
+        return manifest
+
+    def _digest_problems(self, path: Path, manifest: Manifest, components: Optional[Sequence[str]]) -> list[str]:
+        """FILE_DIGEST_MISMATCH lines for this rank's share of the listed files (every
+        ``world_size``-th, by path), read through the validator's confined resolution."""
+        listed = sorted((f for c in manifest.components if components is None or c.name in components for f in c.files),
+                        key=lambda f: f.path)
+        root = str(path)
+        real_root, tree = os.path.realpath(root), scan_tree(root)
+        problems = []
+        for entry in listed[self.ctx.rank :: self.ctx.world_size]:
+            file = os.path.join(root, entry.path)
+            resolved = resolve(root, real_root, tree, entry.path)
+            try:
+                digest = sha256_file(resolved.real_path, entry.size) if resolved.real_path is not None else None
+            except OSError as exc:
+                problems.append(finding("FILE_MISSING", file, f"cannot be read: {exc.strerror}").line())
+                continue
+            if digest != entry.sha256:
+                problems.append(finding("FILE_DIGEST_MISMATCH", file, f"has SHA-256 {digest}, the manifest says {entry.sha256}").line())
+        return problems
 
     def _check_config(self, manifest: Manifest) -> None:
         """Fail naming every fingerprinted setting that differs (RESUME-5)."""

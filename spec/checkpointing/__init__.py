@@ -1,0 +1,39 @@
+"""ckptspec's checkpoint library for PyTorch trainers (DDP, FSDP2): write, find and read
+conformant checkpoints. Needs torch; ``ckptspec validate`` never imports it.
+
+A trainer builds, on every rank of its process group:
+
+- a :class:`RunPolicy` for its run directory: the single-writer claim, discovery of committed
+  checkpoints and ``latest``, best, retention, rewind and ``run.json``;
+- a :class:`CommitProtocol` over that policy: ``save(SaveRequest)`` stages every file, agrees
+  across ranks and commits atomically (``save_async`` / ``wait`` to write in the background);
+- a :class:`CheckpointLoader`: ``plan(path)`` runs every pre-load check (the validator's reader,
+  digests, config drift, world size) before any live state changes; ``load_sharded``,
+  ``load_json`` and ``load_per_rank`` then read the payloads without unpickling anything.
+
+:func:`fingerprint` builds the manifest's config fingerprint from the settings that must not
+drift; :class:`DistContext` says where the rank runs. ``conformance/examples/ddp_trainer.py``
+is a complete trainer written against this API only.
+"""
+
+from ckptspec.checkpointing.commit import CommitProtocol, SaveError, SaveRequest, per_rank_file
+from ckptspec.checkpointing.distributed import DistContext, init_distributed
+from ckptspec.checkpointing.fingerprint import differences, fingerprint
+from ckptspec.checkpointing.loader import CheckpointLoader, LoadPlan
+from ckptspec.checkpointing.run_policy import BestPolicy, CommittedWithWarning, RunPolicy
+
+__all__ = [
+    "BestPolicy",
+    "CheckpointLoader",
+    "CommitProtocol",
+    "CommittedWithWarning",
+    "DistContext",
+    "LoadPlan",
+    "RunPolicy",
+    "SaveError",
+    "SaveRequest",
+    "differences",
+    "fingerprint",
+    "init_distributed",
+    "per_rank_file",
+]

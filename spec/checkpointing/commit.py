@@ -1,0 +1,412 @@
+"""The commit protocol: stage, agree, publish (COMMIT-1..4).
+
+Layout written (one directory per committed step)::
+
+    <run_dir>/step-000000012/
+      manifest.json                 written last (the commit marker)
+      model/ optimizer/             DCP directories (sharded, reshardable)
+      lr_scheduler.json ...         replicated JSON components (written by rank 0)
+      rng/rank-00000.pt ...         per-rank ``torch.load(weights_only=True)`` files
+
+Every rank writes into ``.staging-step-<step>-<uuid>``, flushing and fsyncing each file and
+hashing it as it is written; the ranks then agree on success and gather what each wrote
+(:class:`RankReport`) in one collective; rank 0 lets the run policy fork the timeline if needed,
+writes ``manifest.json`` (temporary file, fsync, rename), renames the staging directory into
+place and fsyncs the run directory: from then on the checkpoint is committed. The policy then
+updates best, ``run.json`` and retention (a failure there is a warning). Rank 0 broadcasts the
+outcome, so a failure on any rank fails the save on every rank and no rank waits in a
+collective. A failed save removes its staging directory when it can.
+
+Each step is one small method so that a single behaviour can be changed in a subclass (the
+conformance suite's mutants do exactly that).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint import FileSystemWriter
+from torch.distributed.checkpoint.api import CheckpointException
+from torch.distributed.checkpoint.staging import DefaultStager, StagingOptions
+
+import ckptspec
+from ckptspec.checkpointing.distributed import DistContext
+from ckptspec.checkpointing.fsio import file_digest, fsync_path, write_atomic, write_durable
+from ckptspec.checkpointing.hashing_writer import hashing_writer
+from ckptspec.checkpointing.run_policy import RunPolicy, utc_now
+from ckptspec.digest import state_digest
+from ckptspec.layout import LAYOUT, staging_dir_name
+from ckptspec.manifest import (
+    SPEC_VERSION,
+    Component,
+    ConfigFingerprint,
+    EvalResult,
+    FileEntry,
+    Manifest,
+    MeshDim,
+    Producer,
+    Progress,
+    RankDigest,
+    ReplicationCheck,
+    ResumeRecord,
+    Topology,
+)
+from ckptspec.run_index import BestRecord
+
+PRODUCER = Producer(name="ckptspec-reference", version=ckptspec.__version__, torch_version=torch.__version__)
+
+
+class SaveError(RuntimeError):
+    """A save failed on at least one rank: nothing was committed or, as the message then says,
+    the checkpoint was renamed into place but the rename could not be made durable."""
+
+
+CHECKPOINT_ERRORS: tuple[type[BaseException], ...] = (Exception, CheckpointException)
+"""What a failed write of torch's checkpoint code may raise: its ``CheckpointException`` derives
+from ``BaseException`` and must be handled where ``Exception`` is (but not ``KeyboardInterrupt``)."""
+
+
+def describe_failure(exc: BaseException) -> str:
+    """``Type: message`` on one line; torch's ``CheckpointException`` (whose text embeds
+    tracebacks) becomes the underlying error of each failed rank."""
+    if isinstance(exc, CheckpointException):
+        return "; ".join(f"rank {rank}: {describe_failure(cause)}" for rank, (cause, _) in sorted(exc.failures.items()))
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
+
+
+def per_rank_file(name: str, rank: int) -> str:
+    """Relative path of ``rank``'s file of the per-rank component ``name``."""
+    return f"{name}/rank-{rank:05d}.pt"
+
+
+@dataclass
+class SaveRequest:
+    """Everything this rank contributes to the checkpoint of ``progress.global_step``.
+
+    ``sharded``: name -> (kind, DCP state dict); ``replicated``: name -> (kind, JSON value),
+    identical on every rank; ``per_rank``: name -> (kind, mapping of tensors) for this rank.
+    """
+
+    progress: Progress
+    config: ConfigFingerprint
+    sharded: dict[str, tuple[str, dict[str, Any]]]
+    replicated: dict[str, tuple[str, Any]]
+    per_rank: dict[str, tuple[str, dict[str, torch.Tensor]]]
+    step_counts: dict[str, int] = field(default_factory=dict)
+    eval: Optional[EvalResult] = None
+    resumed_from: Optional[ResumeRecord] = None
+
+    @property
+    def step(self) -> int:
+        return self.progress.global_step
+
+
+@dataclass(frozen=True)
+class WrittenFile:
+    """One file a rank wrote into the staging directory."""
+
+    path: str  # relative to the checkpoint directory, ``/``-separated
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class RankReport:
+    """What each rank contributes to the agreement collective of a save."""
+
+    rank: int
+    error: Optional[str]  # why this rank's part of the save failed; None if it succeeded
+    files: tuple[WrittenFile, ...]
+    replica_digests: dict[str, str]  # replicated component -> canonical digest (MANIFEST-11)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What rank 0 broadcasts after a commit attempt."""
+
+    error: Optional[str]  # why the save failed ("was not committed: ..." or "was published but ...")
+    best: Optional[BestRecord]
+
+
+@dataclass
+class PendingSave:
+    """A save between :meth:`CommitProtocol.save_async` and :meth:`CommitProtocol.wait`."""
+
+    request: SaveRequest
+    staging: Path
+    futures: list[Any]
+    digests: list[dict[Path, tuple[int, str]]]  # one per DCP writer, filled as it writes
+    local_files: dict[Path, bytes]  # this rank's JSON and per-rank files, serialised at save time
+    error: Optional[str]
+
+
+class CommitProtocol:
+    """Writes and commits the checkpoints of one run, under its :class:`RunPolicy`.
+
+    Collective methods (``save``, ``save_async``, ``wait``) must be called on every rank in the
+    same order. The first save claims the run (:meth:`RunPolicy.startup`).
+    """
+
+    def __init__(self, policy: RunPolicy, *, async_groups: Optional[dict[str, dist.ProcessGroup]] = None) -> None:
+        self.policy = policy
+        self.ctx: DistContext = policy.ctx
+        self.async_groups = async_groups or {}
+        self._async_writers: dict[str, FileSystemWriter] = {}
+        self._async_stagers: dict[str, DefaultStager] = {}  # reused: host copies stay allocated
+        self._pending: Optional[PendingSave] = None
+
+    # ------------------------------------------------------------------ save
+    def save(self, request: SaveRequest) -> Path:
+        """*Collective.* Write and commit the checkpoint of ``request.step``; return its directory.
+
+        Raises :class:`SaveError` on every rank if any rank failed; then nothing is committed.
+        """
+        self._begin(request, async_save=False)
+        return self.wait()
+
+    def save_async(self, request: SaveRequest) -> None:
+        """*Collective.* Start a save whose sharded payloads are written in the background.
+
+        Returns once the state is staged; training may continue. The checkpoint is committed by
+        the next :meth:`wait` (called by the next save, and by the trainer before it exits).
+        """
+        self._begin(request, async_save=True)
+
+    def wait(self) -> Path:
+        """*Collective.* Finish the pending save: agree, gather digests, commit. Returns its directory."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            raise RuntimeError("no save in progress")
+        files, error = self._finish_local(pending)
+        gathered: list[Any] = [None] * self.ctx.world_size
+        mine = RankReport(self.ctx.rank, error, tuple(files), self._replica_digests(pending.request))
+        dist.all_gather_object(gathered, mine)
+        reports: list[RankReport] = gathered
+        errors = [f"rank {r.rank}: {r.error}" for r in reports if r.error]
+        if not errors:
+            errors = self._replication_problems(reports)
+        outcome: list[Any] = [None]
+        if self.ctx.rank == 0:
+            outcome[0] = self._commit_or_abort(pending, reports, errors)
+        dist.broadcast_object_list(outcome, src=0)
+        result: Outcome = outcome[0]
+        self.policy.best = result.best
+        if result.error:
+            raise SaveError(f"checkpoint of step {pending.request.step} {result.error}")
+        return self.policy.checkpoint_path(pending.request.step)
+
+    @property
+    def save_in_progress(self) -> bool:
+        return self._pending is not None
+
+    def _begin(self, request: SaveRequest, async_save: bool) -> None:
+        if self._pending is not None:
+            self.wait()
+        self.policy.startup()
+        token: list[Any] = [None]
+        if self.ctx.rank == 0:
+            try:
+                staging = self.policy.run_dir / staging_dir_name(request.step, uuid.uuid4().hex)
+                staging.mkdir()
+                token[0] = (str(staging), None)
+            except OSError as exc:
+                token[0] = (None, f"rank 0: cannot create the staging directory: {exc}")
+        dist.broadcast_object_list(token, src=0)
+        staging_name, error = token[0]
+        if error:
+            raise SaveError(error)
+        staging = Path(staging_name)
+        futures, digests, error = [], [], None
+        for name, (_, state) in request.sharded.items():
+            writer = self._writer(name, staging / name, async_save)
+            digests.append(writer.fs.digests)
+            try:
+                future = self._write_sharded(writer, name, state, async_save)
+            except CHECKPOINT_ERRORS as exc:  # DCP raises on every rank alike; agreed on in wait()
+                error = error or f"{name}: {describe_failure(exc)}"
+                continue
+            futures += [future] if future is not None else []
+        try:
+            local_files = self._serialize_local(staging, request)
+        except Exception as exc:  # reported to every rank through the agreement collective
+            local_files, error = {}, error or describe_failure(exc)
+        self._pending = PendingSave(request, staging, futures, digests, local_files, error)
+
+    def _writer(self, name: str, path: Path, async_save: bool) -> FileSystemWriter:
+        """A hashing DCP writer for ``path``. Asynchronous saves of CUDA state reuse one writer per
+        component, so that its pinned host buffers are allocated once (saves never overlap: see
+        ``_begin``); DCP pins cached buffers, which needs CUDA."""
+        if not (async_save and self.ctx.device.type == "cuda"):
+            return hashing_writer(path)
+        writer = self._async_writers.setdefault(name, hashing_writer(path, cache_staged_state_dict=True))
+        writer.reset(path)
+        writer.fs.digests.clear()
+        return writer
+
+    def _write_sharded(self, writer: FileSystemWriter, name: str, state: dict[str, Any], async_save: bool) -> Any:
+        """*Collective.* Write one DCP component (DCP fsyncs its files and shares its own errors).
+
+        An asynchronous write stages the state to host memory, then writes in a background
+        thread whose collectives use the component's own process group in ``async_groups``
+        (concurrent writes must not share a group, nor share one with training)."""
+        if async_save:
+            if name not in self.async_groups:
+                raise ValueError(f"asynchronous save of {name!r} needs a process group in async_groups")
+            stager = self._async_stagers.setdefault(name, DefaultStager(StagingOptions(False, False, False, False)))
+            return dcp.async_save(state, storage_writer=writer, process_group=self.async_groups[name], async_stager=stager)
+        dcp.save(state, storage_writer=writer)
+        return None
+
+    def _serialize_local(self, staging: Path, request: SaveRequest) -> dict[Path, bytes]:
+        """This rank's JSON (rank 0) and per-rank files as bytes, captured now: an asynchronous
+        save writes them with its payloads, after training has moved on."""
+        files = {}
+        if self.ctx.rank == 0:
+            for name, (_, value) in request.replicated.items():
+                files[staging / f"{name}.json"] = _json_bytes(value)
+        for name, (_, tensors) in request.per_rank.items():
+            buffer = io.BytesIO()
+            torch.save(tensors, buffer)
+            files[staging / per_rank_file(name, self.ctx.rank)] = buffer.getvalue()
+        return files
+
+    @staticmethod
+    def _write_local(files: dict[Path, bytes]) -> None:
+        """Write (and fsync) the serialised local files."""
+        for path, data in files.items():
+            path.parent.mkdir(exist_ok=True)
+            write_durable(path, data)
+
+    def _finish_local(self, pending: PendingSave) -> tuple[list[WrittenFile], Optional[str]]:
+        """Wait for background writes; describe the files this rank wrote, or why it failed."""
+        error = pending.error
+        for future in pending.futures:
+            try:
+                future.result()
+            except CHECKPOINT_ERRORS as exc:
+                error = error or describe_failure(exc)
+        if error:
+            return [], error
+        try:
+            self._write_local(pending.local_files)
+            known = {path: digest for digests in pending.digests for path, digest in digests.items()}
+            known.update({path: (len(data), hashlib.sha256(data).hexdigest()) for path, data in pending.local_files.items()})
+            entries = []
+            for path in self._files_written_by_me(pending.staging, pending.request):
+                size, sha = known.get(path) or file_digest(path)
+                entries.append(WrittenFile(path.relative_to(pending.staging).as_posix(), size, sha))
+            for directory in sorted({p.parent for p in pending.staging.rglob("*")} | {pending.staging}):  # reproducible fault points
+                fsync_path(directory)
+            return entries, None
+        except Exception as exc:  # any failure here must still reach the agreement collective
+            return [], describe_failure(exc)
+
+    def _files_written_by_me(self, staging: Path, request: SaveRequest) -> list[Path]:
+        rank = self.ctx.rank
+        files = []
+        for name in request.sharded:
+            files += sorted((staging / name).glob(f"__{rank}_*.distcp"))
+            if rank == 0:
+                files.append(staging / name / ".metadata")
+        if rank == 0:
+            files += [staging / f"{name}.json" for name in request.replicated]
+        files += [staging / per_rank_file(name, rank) for name in request.per_rank]
+        return files
+
+    def _replica_digests(self, request: SaveRequest) -> dict[str, str]:
+        return {name: state_digest(value) for name, (_, value) in request.replicated.items()}
+
+    def _replication_problems(self, reports: list[RankReport]) -> list[str]:
+        """Replicated components whose digests differ across ranks (MANIFEST-11)."""
+        names = reports[0].replica_digests.keys()
+        return [f"replicated component {n!r} differs across ranks" for n in names
+                if len({r.replica_digests[n] for r in reports}) > 1]
+
+    # ------------------------------------------------------------------ commit (rank 0)
+    def _commit_or_abort(self, pending: PendingSave, reports: list[RankReport], errors: list[str]) -> Outcome:
+        """Rank 0: commit when no rank failed; otherwise (or when the commit fails before its
+        rename) remove the staging directory. Never raises."""
+        final = self.policy.checkpoint_path(pending.request.step)
+        if not errors:
+            try:
+                manifest = self._build_manifest(pending.request, reports)
+                self._commit(pending.staging, final, manifest)
+            except Exception as exc:
+                if not pending.staging.exists() and (final / LAYOUT.manifest_file).is_file():
+                    return Outcome("was published but its rename may not be durable: " + describe_failure(exc), self.policy.best)
+                errors = ["rank 0 commit: " + describe_failure(exc)]
+            else:
+                self.policy.after_commit(manifest)
+                return Outcome(None, self.policy.best)
+        shutil.rmtree(pending.staging, ignore_errors=True)
+        return Outcome("was not committed: " + "; ".join(errors), self.policy.best)
+
+    def _commit(self, staging: Path, final: Path, manifest: Manifest) -> None:
+        """Let the policy fork the timeline, write the manifest and publish the directory: once
+        this returns, the checkpoint is committed (COMMIT-1)."""
+        self.policy.before_publish(manifest)
+        self._write_manifest(staging, manifest)
+        self._publish(staging, final)
+
+    def _write_manifest(self, staging: Path, manifest: Manifest) -> None:
+        write_atomic(staging / LAYOUT.manifest_file, manifest.model_dump_json(indent=2).encode())
+
+    def _publish(self, staging: Path, final: Path) -> None:
+        os.rename(staging, final)
+        fsync_path(self.policy.run_dir)
+
+    def _build_manifest(self, request: SaveRequest, reports: list[RankReport]) -> Manifest:
+        files: dict[str, FileEntry] = {}
+        for report in reports:
+            for f in report.files:
+                files[f.path] = FileEntry(path=f.path, size=f.size, sha256=f.sha256, ranks=[report.rank])
+
+        def component(name: str, kind: str, sharing: str, fmt: str, prefix: str) -> Component:
+            listed = [files[p] for p in sorted(files) if p == prefix or p.startswith(prefix + "/")]
+            return Component(
+                name=name, kind=kind, sharing=sharing, format=fmt, reshardable=sharing != "per_rank",
+                step_count=request.step_counts.get(name), files=listed,
+            )
+
+        components = [component(n, k, "sharded", "dcp", n) for n, (k, _) in request.sharded.items()]
+        components += [component(n, k, "replicated", "json", f"{n}.json") for n, (k, _) in request.replicated.items()]
+        components += [component(n, k, "per_rank", "torch_weights_only", n) for n, (k, _) in request.per_rank.items()]
+        replication = [
+            ReplicationCheck(component=name, digests=[RankDigest(rank=r.rank, sha256=r.replica_digests[name]) for r in reports])
+            for name in request.replicated
+        ]
+        world = self.ctx.world_size
+        return Manifest(
+            spec_version=SPEC_VERSION,
+            producer=PRODUCER,
+            run_id=self.policy.run_id,
+            step=request.step,
+            created_at=utc_now(),
+            topology=Topology(
+                world_size=world,
+                device_type=self.ctx.device.type,
+                backend=dist.get_backend(),
+                mesh=[MeshDim(name="dp_shard", size=world)],
+            ),
+            progress=request.progress,
+            config=request.config,
+            components=components,
+            replication=replication,
+            eval=request.eval,
+            resumable=True,
+            resumed_from=request.resumed_from,
+        )
+
+def _json_bytes(value: Any) -> bytes:
+    return json.dumps(value, indent=2, sort_keys=True, allow_nan=False).encode()

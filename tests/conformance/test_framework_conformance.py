@@ -1,0 +1,59 @@
+"""Each third-party framework adapter through the suite's quick profile (derandomized), with its
+implementer-kept xfails file (``conformance/adapters/xfails/<framework>.txt``).
+
+A change in the suite or in the framework shows up here: a new failure is ``fail`` (not in the
+file), a fixed one leaves an xfails entry that no longer fails (``xpassed``); no outcome may be
+``error``, no ckptspec-writer requirement may ``pass`` for these native-format trainers, and every
+resume-class requirement is judged (pass, known failure, or skipped for a missing capability).
+Skipped, with the reason, where the framework is not installed (``make frameworks``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ckptspec.requirements import REQUIREMENTS, ConformanceClass
+
+pytestmark = pytest.mark.slow
+
+XFAILS = Path(__file__).resolve().parents[2] / "conformance" / "adapters" / "xfails"
+FRAMEWORKS = {
+    "accelerate": "ckptspec.conformance.adapters.accelerate_trainer:Adapter",
+    "lightning": "ckptspec.conformance.adapters.lightning_trainer:Adapter",
+    "torchtitan": "ckptspec.conformance.adapters.torchtitan_trainer:Adapter",
+}
+
+
+@pytest.mark.parametrize("framework", sorted(FRAMEWORKS))
+def test_quick_profile_matches_the_xfails_file(framework: str, tmp_path: Path) -> None:
+    if importlib.util.find_spec(framework) is None:
+        pytest.skip(f"{framework} is not installed in {sys.executable} (install it with `make frameworks`)")
+    report = tmp_path / "report.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("CKPTSPEC_ADAPTER", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "--pyargs", "ckptspec.conformance.tests", "-p", "no:cacheprovider", "-q",
+         "--ckptspec-adapter", FRAMEWORKS[framework], "--ckptspec-derandomize",
+         "--ckptspec-xfails", str(XFAILS / f"{framework}.txt"), "--ckptspec-report", str(report),
+         "--basetemp", str(tmp_path / "bt")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1500,
+    )
+    output = (proc.stdout + proc.stderr)[-6000:]
+    document = json.loads(report.read_text())
+    assert document["checkpoint_format"] == "native" and document["framework"].startswith(framework), output
+    assert document["unknown_xfails"] == [], output
+    tests = {t["nodeid"].rsplit("::", 1)[-1]: t["outcome"] for t in document["tests"]}
+    assert not [n for n, o in tests.items() if o in ("failed", "error", "xpassed")], (tests, output)
+    rows = {r["id"]: r["outcome"] for r in document["requirements"]}
+    classes = {r.id: r.conformance_class for r in REQUIREMENTS}
+    assert not [i for i, o in rows.items() if o == "error"], output
+    assert not [i for i, o in rows.items() if classes[i] is ConformanceClass.WRITER and o == "pass"], rows
+    unjudged = [i for i, o in rows.items() if classes[i] is ConformanceClass.RESUME and o not in ("pass", "xfail", "skipped")]
+    assert not unjudged, {i: rows[i] for i in unjudged}
