@@ -9,18 +9,22 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.ckptspec-installed
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: demo test test-core node-deps frameworks mutants bench schema matrix clean
+.PHONY: demo test test-fast test-core node-deps frameworks mutants bench schema matrix clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q torch==$(TORCH_VERSION)
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q torch==$(TORCH_VERSION) -e '.[test]'
 	touch $@
 
-# Optional: the third-party trainers of conformance/adapters/ (pyproject's `frameworks` extra).
-# torch is named in the same command so that pip keeps the pinned CPU build.
-frameworks: $(STAMP)
+# The third-party trainers of conformance/adapters/ (pyproject's `frameworks` extra), which
+# `make test` runs through the suite; torch is named again so that pip keeps the pinned CPU build.
+FRAMEWORKS_STAMP := $(VENV)/.ckptspec-frameworks-installed
+$(FRAMEWORKS_STAMP): $(STAMP)
 	$(BIN)/python -m pip install -q torch==$(TORCH_VERSION) -e '.[test,frameworks]'
+	touch $@
+
+frameworks: $(FRAMEWORKS_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/ckptspec demo
@@ -39,7 +43,11 @@ node-deps:
 		npm install --prefix .node --save-exact --no-audit --no-fund --loglevel=error $(AJV_PACKAGES) && \
 		echo "$(AJV_PACKAGES)" > .node/.installed; fi
 
-test-core: $(STAMP) node-deps
+# Everything that starts no process group or torch process (marker `slow` on the rest).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -n 2 -q -m "not slow"
+
+test-core: $(FRAMEWORKS_STAMP) node-deps
 	$(BIN)/ckptspec schema --check
 	$(BIN)/python -m pytest -n 2 -q
 

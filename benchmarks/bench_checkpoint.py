@@ -54,7 +54,8 @@ def bench(args: argparse.Namespace) -> None:
 
     from ckptspec.checkpointing import CommitProtocol, RunPolicy, init_distributed
     from ckptspec.reference_impl.model import ModelArgs
-    from ckptspec.reference_impl.trainer import TrainConfig, Trainer
+    from ckptspec.reference_impl.config import TrainConfig
+    from ckptspec.reference_impl.trainer import Trainer
 
     ctx = init_distributed("cpu")
     out = Path(args.output_dir)

@@ -155,19 +155,20 @@ def components(digests: Mapping[str, str]) -> set[str]:
     return {p.split("/", 1)[0] for p in digests}
 
 
-def refusal_checks(v: Verdict, req: str, result: PhaseResult, index: int, what: str, before: int = 0) -> None:
-    """Action ``index`` must fail with a refusal (a CheckpointError, or one of the adapter's
-    ``refusal_errors``) on every rank, and the FullState actions
-    at ``before`` and at the end must be equal (live state unchanged). ``what`` names the input."""
-    for rank, res in sorted(result.results(index).items()):
-        if res.ok:
-            v.check(req, False, f"rank {rank}: resume of {what} succeeded; it must be refused")
-            continue
-        assert res.error is not None
-        v.check(req, res.error.is_checkpoint_error, f"rank {rank}: {what} refused with {res.error.short()}, not a CheckpointError "
-                f"or one of the adapter's refusal_errors")
+def refusal_checks(v: Verdict, req: str, result: PhaseResult, refused: Mapping[int, str], before: int = 0) -> None:
+    """Each action of ``refused`` (action index -> what its input is) must fail with a refusal (a
+    CheckpointError, or one of the adapter's ``refusal_errors``) on every rank, and the FullState
+    actions at ``before`` and at the end must be equal (live state unchanged by all of them)."""
+    for index, what in refused.items():
+        for rank, res in sorted(result.results(index).items()):
+            if res.ok:
+                v.check(req, False, f"rank {rank}: resume of {what} succeeded; it must be refused")
+                continue
+            assert res.error is not None
+            v.check(req, res.error.is_checkpoint_error, f"rank {rank}: {what} refused with {res.error.short()}, "
+                    f"not a CheckpointError or one of the adapter's refusal_errors")
     for rank in result.ranks:
         first, last = result.results(before).get(rank), result.results(len(result.spec.actions) - 1).get(rank)
         same = first is not None and last is not None and first.ok and last.ok and first.value == last.value
-        v.check(req, same, f"rank {rank}: live state changed by refused resumes ({what}): "
+        v.check(req, same, f"rank {rank}: live state changed by the resumes of {'; '.join(refused.values())}: "
                 f"{diff_digests(first.value if first and first.ok else {}, last.value if last and last.ok else {})}")

@@ -27,7 +27,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report", default=None, metavar="PATH", help="also write the JSON report here")
     parser.add_argument("--junitxml", default=None, metavar="PATH", help="also write a junit XML report here")
     parser.add_argument("--xfails", default=None, metavar="PATH", help="file of test ids expected to fail")
-    parser.add_argument("--derandomize", action="store_true", help="fixed examples (implied when CI is set)")
+    parser.add_argument("--derandomize", action="store_true", help="fixed examples (Hypothesis' ci profile does this when CI is set)")
+    parser.add_argument("--requirement", action="append", default=[], metavar="ID",
+                        help="only the tests that check requirement ID (repeatable)")
     parser.add_argument("-n", "--numprocesses", default=None, metavar="N", help="pytest-xdist workers (e.g. 2 or auto)")
     parser.add_argument("-k", dest="keyword", default=None, metavar="EXPR", help="only tests matching this pytest -k expression")
     parser.add_argument("pytest_args", nargs="*", metavar="PYTEST_ARG", help="extra pytest arguments (after --)")
@@ -45,6 +47,8 @@ def pytest_args(args: argparse.Namespace, report: str) -> list[str]:
         argv += ["--ckptspec-xfails", args.xfails]
     if args.derandomize:
         argv.append("--ckptspec-derandomize")
+    for requirement in args.requirement:
+        argv += ["--ckptspec-select-requirement", requirement]
     if args.numprocesses:
         argv += ["-n", str(args.numprocesses)]
     if args.keyword:

@@ -8,13 +8,20 @@ file for writing (``open``/``io.open`` with a write mode, ``os.open`` with a wri
 ``os.makedirs``, ``pathlib``, DCP's file system writer) reach these functions through the ``os``
 module and are seen as their parts. Files that torch and safetensors write from C++/Rust are
 numbered where they are opened: ``torch.save`` to a path name (its zip-file writer) and
-``safetensors.torch.save_file`` (its ``serialize_file``), when those modules are loaded.
+``safetensors.torch.save_file`` (its ``serialize_file``), when those modules are loaded. A
+rename, replace or link into the root from outside it (a file staged in ``$TMPDIR``, as fsspec's
+transactions do) is numbered too, its source shown as :data:`OUTSIDE_ROOT`.
 
 A call that changes nothing never gets a fault: ``mkdir`` of a path that exists
 (``os.makedirs(..., exist_ok=True)`` of an existing directory), or ``rename``, ``unlink``,
 ``rmdir`` of a path that does not. It is still numbered (whether another rank created the
 directory first is a race, and numbering must not depend on it); a fault whose point is such a
 no-op fires at the next call that does change something.
+
+An injected ``EIO`` models a device that has failed, not a transient error: from its point on,
+every call of that rank that changes something under the root raises it. (A one-shot error is
+absorbed by fallbacks such as ``shutil.move``'s copy after a failed ``rename``, and the save then
+rightly succeeds; it would test nothing about COMMIT-4.)
 
 The interposition is adapter-agnostic and exact: with the same code and the same state, a save
 makes the same sequence of calls, so crash point *k* of a dry run is crash point *k* of a
@@ -40,6 +47,9 @@ _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 _PATH_CALLS = ("rename", "replace", "symlink", "link", "unlink", "remove", "rmdir", "mkdir", "truncate")
 _TWO_PATH_CALLS = ("rename", "replace", "symlink", "link")
 _FD_CALLS = ("fsync", "fdatasync", "ftruncate")
+OUTSIDE_ROOT = "<outside the output directory>"
+"""How a mutation names a path outside the root (the source of a move into it): a temporary
+name there would make reports differ from run to run."""
 
 
 class _Counter:
@@ -63,12 +73,13 @@ class _Counter:
 
     def mutation(self, op: str, path: Any, dst: Any = None, changes: bool = True) -> None:
         """Number a mutation; fire the fault at its crash point, or at the first call after it
-        that ``changes`` something."""
+        that ``changes`` something. An ``oserror`` fault stays armed: every later call that
+        changes something fails too."""
         entry = Mutation(time.monotonic(), op, self.rel(path), self.rel(dst) if dst is not None else "")
         self.log.append(entry)
         if self.fault is None or len(self.log) < self.fault.at or not changes:
             return
-        fault, self.fault = self.fault, None
+        fault = self.fault
         where = f"mutation {len(self.log)}" + (f" (point {fault.at} was a no-op)" if len(self.log) != fault.at else "")
         if fault.kind == "kill":
             self.on_kill(f"SIGKILL before {where}: {entry}")
@@ -82,6 +93,8 @@ class _Counter:
                 path = os.readlink(f"/proc/self/fd/{path}")
             except OSError:
                 return f"fd {path}"
+        if not self.under_root(path):
+            return OUTSIDE_ROOT
         try:
             return os.path.relpath(os.path.realpath(os.fsdecode(path)), self.root)
         except (TypeError, ValueError):
@@ -126,7 +139,11 @@ def interpose(root: str, fault: Optional[Fault], rank: int, on_kill: Callable[[s
             else:
                 target = _resolve(args[0], kwargs.get("dir_fd", kwargs.get("src_dir_fd"))) if args else None
                 dst = _resolve(args[1], kwargs.get("dst_dir_fd")) if name in _TWO_PATH_CALLS and len(args) > 1 else None
-            if target is not None and counter.under_root(_parent_or_self(target)):
+            # A move into the root from outside it (fsspec's transactions stage in $TMPDIR) is a
+            # mutation under the root too.
+            inside = target is not None and counter.under_root(_parent_or_self(target))
+            moved_in = name != "symlink" and dst is not None and counter.under_root(_parent_or_self(dst))
+            if inside or moved_in:
                 counter.mutation(name, target, dst, _changes(name, target))
             return real(*args, **kwargs)
 

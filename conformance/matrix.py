@@ -7,13 +7,15 @@ command, then the hand-written upstream bug reports of ``docs/matrix/bugs.md``. 
 exits 1 (naming the file) when ``docs/matrix.md`` differs from what the reports generate, so a
 report refreshed without regenerating the page, or a page edited by hand, is caught.
 
-The page is a pure function of the reports and the requirement registry: no dates, no host names.
+The page is a pure function of the reports and the requirement registry: no dates, no host names,
+no scratch paths (see :func:`stable_text`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -50,8 +52,22 @@ def cell(outcome: str) -> str:
     return "fail (known)" if outcome == "xfail" else outcome
 
 
+# The machine-specific prefix of a path the suite made: pytest's base temp, the suite's private
+# `ckptspec-*` directory and the harness's `<label>-<8 hex>` directory (greedy: up to the last one).
+_SCRATCH_PATH = re.compile(r"(?:/[^\s'\"/]+)*/ckptspec-[\w-]+(?:/[A-Za-z_]+-[0-9a-f]{8})?")
+SCRATCH = "<tmp>"
+"""What :func:`stable_text` writes for the machine-specific prefix of a scratch path."""
+
+
+def stable_text(text: str) -> str:
+    """``text`` with the machine-specific prefix of every scratch path the suite made replaced by
+    :data:`SCRATCH` (``/tmp/pytest-of-u/pytest-84/ckptspec-x1/fork-10a7e5f8/out/run/f`` becomes
+    ``<tmp>/out/run/f``), so that the page does not change from one run or machine to the next."""
+    return _SCRATCH_PATH.sub(SCRATCH, text)
+
+
 def _first_line(text: str) -> str:
-    return " ".join(text.strip().splitlines()[:1])[:300]
+    return stable_text(" ".join(text.strip().splitlines()[:1]))[:300]
 
 
 def render(reports: Mapping[str, Optional[dict[str, Any]]], bugs: str = "") -> str:
@@ -69,7 +85,9 @@ def render(reports: Mapping[str, Optional[dict[str, Any]]], bugs: str = "") -> s
         "each cell the requirement's outcome for it: `pass` (checked and held), `fail`, `fail (known)`",
         "(a failure listed in the adapter's xfails file), `n/a` (a ckptspec-writer requirement of a",
         "trainer that keeps its own checkpoint format), `skipped` (the trainer lacks a capability the",
-        "test needs), `not-run` (nothing checked it), `error` (the suite broke). See",
+        "test needs), `blocked` (not judged: another requirement of the same test failed first, e.g. a",
+        "continuation is not compared after the RNG was not restored), `not-run` (nothing checked it),",
+        "`error` (the suite broke). The exit status is the suite's, with the adapter's xfails file. See",
         "[conformance.md](conformance.md) and [spec/conformance-classes.md](spec/conformance-classes.md).",
         "",
         "| trainer | adapter | framework | torch | python | exit status |",

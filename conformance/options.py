@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any, Optional
 
 from ckptspec.conformance.harness import PROFILES, Profile
@@ -28,6 +29,8 @@ class RunOptions:
     replay: Optional[dict[str, Any]] = None
     report: Optional[str] = None
     xfails: Optional[str] = None
+    select_requirements: tuple[str, ...] = ()
+    stop_on_requirement_failure: bool = False
 
 
 _current = RunOptions()
@@ -41,8 +44,12 @@ def resolve(
     replay: Optional[str],
     report: Optional[str],
     xfails: Optional[str],
+    select_requirements: Sequence[str] = (),
+    stop_on_requirement_failure: bool = False,
 ) -> RunOptions:
-    """Options from command-line values; ``CKPTSPEC_ADAPTER`` and ``CI`` are the env fallbacks."""
+    """Options from command-line values; ``CKPTSPEC_ADAPTER`` is the adapter's env fallback.
+    (``CI`` needs no handling here: Hypothesis loads its own ``ci`` profile, which derandomizes,
+    and the suite's profiles inherit from whatever profile is loaded.)"""
     chosen = PROFILES[profile]
     parsed = json.loads(replay) if replay else None
     if parsed is not None and not (isinstance(parsed, dict) and "test" in parsed and "scenario" in parsed):
@@ -51,10 +58,12 @@ def resolve(
         adapter=adapter or os.environ.get("CKPTSPEC_ADAPTER") or DEFAULT_ADAPTER,
         profile=chosen,
         max_examples=max_examples if max_examples is not None else chosen.max_examples,
-        derandomize=derandomize or bool(os.environ.get("CI")),
+        derandomize=derandomize,
         replay=parsed,
         report=report,
         xfails=xfails,
+        select_requirements=tuple(select_requirements),
+        stop_on_requirement_failure=stop_on_requirement_failure,
     )
 
 

@@ -194,17 +194,35 @@ def replay_command(test_name: str, scenario: Any) -> str:
     )
 
 
+def hypothesis_profile(opts: options.RunOptions) -> settings:
+    """The Hypothesis profile of a conformance run, registered as ``ckptspec-<profile>``.
+
+    It inherits from the profile Hypothesis has loaded (its own ``ci`` profile when ``CI`` is
+    set, which derandomizes) and sets: ``max_examples`` from the suite's profile (or
+    ``--ckptspec-max-examples``), no deadline, no shrinking and no example database (every
+    example costs several process launches), ``derandomize`` under ``--ckptspec-derandomize``.
+    """
+    name = f"ckptspec-{opts.profile.name}"
+    settings.register_profile(
+        name,
+        parent=settings.default,
+        max_examples=opts.max_examples,
+        deadline=None,
+        database=None,
+        phases=(Phase.explicit, Phase.generate),
+        suppress_health_check=list(HealthCheck),
+        print_blob=False,
+        **({"derandomize": True} if opts.derandomize else {}),
+    )
+    return settings.get_profile(name)
+
+
 def scenario_test(
     cls: type[S], strategy: Callable[[], Any], *, max_examples: Optional[int] = None
 ) -> Callable[[Callable[..., Any]], Any]:
-    """Make a test draw ``scenario`` from ``strategy()`` under the run's Hypothesis settings.
-
-    Settings: ``max_examples`` from the profile (or ``--ckptspec-max-examples``; at most
-    ``max_examples`` when given, for tests whose one example is already long), no deadline,
-    no shrinking and no example database (every example costs several process launches),
-    ``derandomize`` under ``--ckptspec-derandomize`` or when ``CI`` is set. With
-    ``--ckptspec-replay`` naming the test, exactly the replayed scenario runs.
-    """
+    """Make a test draw ``scenario`` from ``strategy()`` under the run's :func:`hypothesis_profile`;
+    at most ``max_examples`` when given (tests whose one example is already long). With
+    ``--ckptspec-replay`` naming the test, exactly the replayed scenario runs."""
 
     def decorate(fn: Callable[..., Any]) -> Any:
         name = fn.__name__
@@ -216,16 +234,8 @@ def scenario_test(
             return strategy()
 
         opts = options.current()
-        wrapped = given(scenario=st.deferred(chosen))(fn)
-        return settings(
-            max_examples=1 if opts.replay else min(opts.max_examples, max_examples or opts.max_examples),
-            deadline=None,
-            derandomize=opts.derandomize,
-            database=None,
-            phases=(Phase.explicit, Phase.generate),
-            suppress_health_check=list(HealthCheck),
-            print_blob=False,
-        )(wrapped)
+        profile = hypothesis_profile(opts)
+        examples = 1 if opts.replay else min(profile.max_examples, max_examples or profile.max_examples)
+        return settings(profile, max_examples=examples)(given(scenario=st.deferred(chosen))(fn))
 
     return decorate
-

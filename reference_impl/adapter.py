@@ -15,7 +15,8 @@ import torch
 
 from ckptspec.conformance.adapter import CAPABILITIES, RankContext, ScenarioConfig, StepRecord
 from ckptspec.checkpointing.distributed import DistContext
-from ckptspec.reference_impl.trainer import TrainConfig, Trainer
+from ckptspec.reference_impl.config import TrainConfig
+from ckptspec.reference_impl.trainer import Trainer
 
 _SCENARIO_FIELDS = {
     "output_dir": "output_dir",

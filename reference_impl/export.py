@@ -18,7 +18,6 @@ conformant checkpoint, 2 could not export (bad paths, no DCP model component, ``
 from __future__ import annotations
 
 import argparse
-import hashlib
 import shutil
 import sys
 import uuid
@@ -58,6 +57,7 @@ def export_weights(checkpoint: str | Path, out: str | Path) -> Path:
 
     from ckptspec.diff_cmd import load_dcp_state
     from ckptspec.layout import LAYOUT
+    from ckptspec.documents import load_manifest
     from ckptspec.manifest import Component, FileEntry, Manifest, MeshDim, Topology
     from ckptspec.checkpointing.commit import PRODUCER
     from ckptspec.checkpointing.run_policy import utc_now
@@ -66,8 +66,9 @@ def export_weights(checkpoint: str | Path, out: str | Path) -> Path:
     source, target = Path(checkpoint), Path(out)
     if target.exists() or target.is_symlink():
         raise ExportError(f"{target}: already exists; export never overwrites")
-    manifest_bytes = (source / LAYOUT.manifest_file).read_bytes()
-    manifest = Manifest.model_validate_json(manifest_bytes)
+    manifest, problems = load_manifest(str(source / LAYOUT.manifest_file))
+    if manifest is None:
+        raise ExportError(f"{source}: " + "; ".join(p.line() for p in problems))
     model = next((c for c in manifest.components if c.kind == "model"), None)
     if model is None or model.format != "dcp":
         raise ExportError(f"{source}: no `model` component in DCP format to export")
@@ -114,7 +115,7 @@ def export_weights(checkpoint: str | Path, out: str | Path) -> Path:
             extensions={EXTENSION_KEY: {
                 "source_run_id": manifest.run_id,
                 "source_step": manifest.step,
-                "source_manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
+                "source_manifest_sha256": file_digest(source / LAYOUT.manifest_file)[1],
             }},
         )
         write_durable(staging / LAYOUT.manifest_file, exported.model_dump_json(indent=2).encode())
@@ -134,20 +135,21 @@ def source_record(source: str | Path) -> dict[str, Any]:
     of every weights file, so it identifies the exact weights. Raises
     :class:`~ckptspec.errors.NoCheckpointError` when ``source`` has no manifest.
     """
+    from ckptspec.documents import load_manifest
     from ckptspec.errors import NoCheckpointError
     from ckptspec.layout import LAYOUT
-    from ckptspec.manifest import Manifest
+
+    from ckptspec.checkpointing.fsio import file_digest
 
     marker = Path(source) / LAYOUT.manifest_file
     try:
-        data = marker.read_bytes()
+        manifest, problems = load_manifest(str(marker))
+        _, manifest_sha256 = file_digest(marker)
     except OSError as exc:
         raise NoCheckpointError(f"--init-from {source}: cannot read {marker} ({exc.strerror or exc})") from None
-    try:
-        manifest = Manifest.model_validate_json(data)
-    except ValueError as exc:
-        raise NoCheckpointError(f"--init-from {source}: {marker} is not a valid manifest ({exc.__class__.__name__})") from None
-    return {"manifest_sha256": hashlib.sha256(data).hexdigest(), "run_id": manifest.run_id, "step": manifest.step}
+    if manifest is None:
+        raise NoCheckpointError(f"--init-from {source}: {marker} is not a valid manifest: {problems[0].line()}")
+    return {"manifest_sha256": manifest_sha256, "run_id": manifest.run_id, "step": manifest.step}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -25,7 +25,8 @@ from ckptspec.digest import state_digest
 from ckptspec.errors import CheckpointError
 from ckptspec.checkpointing.commit import SaveError
 from ckptspec.checkpointing.distributed import exit_process, init_distributed
-from ckptspec.reference_impl.trainer import TrainConfig, Trainer
+from ckptspec.reference_impl.config import TrainConfig
+from ckptspec.reference_impl.trainer import Trainer
 
 
 EXIT_REFUSED = 2

@@ -7,7 +7,8 @@ version) and, when the structure is valid, the cross-field rules, and returns th
 
 from __future__ import annotations
 
-from typing import Optional
+from collections.abc import Callable
+from typing import Any, Optional, TypeVar
 
 from ckptspec.findings import Finding
 from ckptspec.jsonload import read_document
@@ -17,26 +18,29 @@ from ckptspec.run_index import RunIndex
 from ckptspec.structure import check_manifest, check_run_index
 
 
+M = TypeVar("M", Manifest, RunIndex)
+
+
+def _load(path: str, follow_links: bool, structure: Callable[[Any, str], tuple[Optional[M], list[Finding]]],
+          rules: Callable[[M, str], list[Finding]]) -> tuple[Optional[M], list[Finding]]:
+    """Document stage, then ``structure``, then (on a valid structure) ``rules``."""
+    value, findings = read_document(path, follow_links=follow_links)
+    if findings:
+        return None, findings
+    model, findings = structure(value, path)
+    if model is not None:
+        findings += rules(model, path)
+    return model, findings
+
+
 def load_manifest(path: str, *, follow_links: bool = False) -> tuple[Optional[Manifest], list[Finding]]:
     """The manifest at ``path`` and its findings; raises ``OSError`` when it cannot be read.
 
     ``follow_links`` lets a symbolic link that the caller has confined be read (see
     :func:`ckptspec.jsonload.read_document`)."""
-    value, findings = read_document(path, follow_links=follow_links)
-    if findings:
-        return None, findings
-    manifest, findings = check_manifest(value, path)
-    if manifest is not None:
-        findings += check_manifest_rules(manifest, path)
-    return manifest, findings
+    return _load(path, follow_links, check_manifest, check_manifest_rules)
 
 
 def load_run_index(path: str, *, follow_links: bool = False) -> tuple[Optional[RunIndex], list[Finding]]:
     """The run index at ``path`` and its findings; raises ``OSError`` when it cannot be read."""
-    value, findings = read_document(path, follow_links=follow_links)
-    if findings:
-        return None, findings
-    index, findings = check_run_index(value, path)
-    if index is not None:
-        findings += check_run_index_rules(index, path)
-    return index, findings
+    return _load(path, follow_links, check_run_index, check_run_index_rules)

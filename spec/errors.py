@@ -90,3 +90,16 @@ class RunLockedError(CheckpointError):
     def __init__(self, run_dir: str, detail: str) -> None:
         self.run_dir, self.detail = run_dir, detail
         super().__init__(f"cannot claim run directory {run_dir} for this writer: {detail}; nothing was written")
+
+
+class RunStartupError(CheckpointError):
+    """A writer's start-up failed on rank 0 after it claimed the run (``run.json`` or the run
+    directory could not be read, listed or cleaned); raised on every rank alike, with rank 0's
+    error named in the message. The claim is released; nothing is committed or rewound (RUN-8)."""
+
+    code = "RUN_STARTUP"
+    requirement = "RUN-8"
+
+    def __init__(self, run_dir: str, detail: str) -> None:
+        self.run_dir, self.detail = run_dir, detail
+        super().__init__(f"start-up of the writer of run directory {run_dir} failed on rank 0: {detail}")

@@ -103,6 +103,7 @@ CODES_LIST: tuple[Code, ...] = (
     _c("BEST_SCORE_MISMATCH", "RUN-3", "error", "run", "The best checkpoint's eval metrics lack the metric or disagree with the recorded score."),
     _c("BEST_LINK", "RUN-3", "error", "run", "The `best` symbolic link does not point at the best checkpoint."),
     _c("RETENTION_EXCEEDED", "RUN-7", "warning", "run", "The run holds more committed checkpoints than its retention policy keeps."),
+    _c("CONCURRENT_WRITERS", "RUN-8", "error", "run", "A step a rewind moved aside is still committed by a save older than the rewind: two writers shared the run."),
 )
 
 CODES: dict[str, Code] = {c.code: c for c in CODES_LIST}

@@ -22,7 +22,7 @@ from ckptspec.exit_codes import EXIT_ERROR, EXIT_FAIL, EXIT_OK
 from ckptspec.documents import load_manifest, load_run_index
 from ckptspec.findings import Finding, printable
 from ckptspec.foreign import ForeignSummary, TensorInfo, infer
-from ckptspec.layout import LAYOUT, is_staging_dir, parse_checkpoint_dir
+from ckptspec.layout import LAYOUT, checkpoint_dir_name, committed_steps, is_staging_dir
 from ckptspec.manifest import Manifest
 from ckptspec.run_index import RunIndex
 from ckptspec.validator import CannotCheck, detect
@@ -168,16 +168,6 @@ def manifest_lines(m: Manifest, list_files: bool) -> list[str]:
     return lines
 
 
-def _committed_steps(directory: str) -> list[tuple[int, str]]:
-    steps = []
-    for name in os.listdir(directory):
-        step = parse_checkpoint_dir(name)
-        path = os.path.join(directory, name)
-        if step is not None and os.path.isfile(os.path.join(path, LAYOUT.manifest_file)):
-            steps.append((step, path))
-    return sorted(steps)
-
-
 def run_lines(directory: str) -> list[str]:
     """The summary of a run directory."""
     checkpoints, index, findings, staging = _committed(directory)
@@ -240,8 +230,12 @@ def _print(lines: Iterable[str]) -> None:
 
 def _committed(directory: str) -> tuple[list[RunCheckpoint], Optional[RunIndex], list[Finding], list[str]]:
     checkpoints = []
-    for step, path in _committed_steps(directory):
-        m, _ = load_manifest(os.path.join(path, LAYOUT.manifest_file))
+    for step in committed_steps(directory):
+        path = os.path.join(directory, checkpoint_dir_name(step))
+        try:
+            m, _ = load_manifest(os.path.join(path, LAYOUT.manifest_file))
+        except OSError:  # committed by name and marker, but the marker cannot be read: shown as invalid
+            m = None
         checkpoints.append(RunCheckpoint(
             step=step, path=path, valid=m is not None,
             files=None if m is None else sum(len(c.files) for c in m.components),

@@ -29,7 +29,8 @@ class Layout(BaseModel):
     checkpoint_dir_pattern: str = Field(description="Regex of a committed checkpoint directory; group 1 is the step.")
     staging_dir_pattern: str = Field(description="Regex of an in-flight save; group 1 is the step, group 2 a random id.")
     rewound_dir: str = Field(description="Directory holding checkpoints moved aside by rewinds, one subdirectory per fork.")
-    pointer_links: tuple[str, ...] = Field(description="Optional symbolic links in the run directory.")
+    latest_link: str = Field(description="Optional symbolic link in the run directory to the latest checkpoint.")
+    best_link: str = Field(description="Optional symbolic link in the run directory to the best checkpoint.")
     step_digits: int = Field(description="Minimum digits of the zero-padded step in directory names.")
     run_id_pattern: str = Field(description="Regex a run id (and run directory name) must match.")
 
@@ -41,7 +42,8 @@ LAYOUT = Layout(
     checkpoint_dir_pattern=r"^step-([0-9]{9,})$",
     staging_dir_pattern=r"^\.staging-step-([0-9]{9,})-([0-9a-f]{32})$",
     rewound_dir=".rewound",
-    pointer_links=("latest", "best"),
+    latest_link="latest",
+    best_link="best",
     step_digits=9,
     run_id_pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
 )

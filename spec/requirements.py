@@ -238,7 +238,7 @@ REQUIREMENTS: tuple[Requirement, ...] = (
        "layout) from before it modifies anything in the run, including start-up clean-up, for as "
        "long as it may write. A second writer MUST be refused with a typed error before it "
        "modifies anything, on every one of its ranks alike. The claim MUST be released by the "
-       "writer's death without manual clean-up.", "conformance"),
+       "writer's death without manual clean-up.", "validator", "conformance"),
     # --- resume invariants --------------------------------------------------------------
     _r("RESUME-1", "MUST", RS, "Bit-exact continuation",
        "Resumed in fresh processes at the same world size and config, a run saved at step K MUST "

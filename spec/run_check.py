@@ -5,10 +5,11 @@ The committed checkpoint directories are the truth (a `step-*` directory with a 
 directories, the writer's lock file and the checkpoints in `.rewound/` are not part of the
 run's listing and are not checked themselves.
 
-What concurrent writers leave behind (RUN-8) is reported where it is visible: a rewind record
-naming a discarded step that is not in its fork directory, or a discarded step still committed
-in the listing by a save older than the rewind (`REWIND_RECORD`), and a step directory emptied
-under a writer (`UNCOMMITTED_STEP_DIR`).
+What concurrent writers leave behind (RUN-8) is reported where it is visible: a discarded step
+still committed in the listing by a save older than the rewind that discarded it
+(`CONCURRENT_WRITERS`: a single writer saves such a step again only after the rewind), a rewind
+record naming a discarded step that is not in its fork directory (`REWIND_RECORD`: the record is
+false, whoever wrote it), and a step directory emptied under a writer (`UNCOMMITTED_STEP_DIR`).
 """
 
 from __future__ import annotations
@@ -64,9 +65,9 @@ def _check_index(directory: str, index_path: str, index: RunIndex, run_id: str, 
     highest = max(committed, default=None)
     if index.latest_step != highest:
         findings.append(finding("LATEST_MISMATCH", index_path, f"latest_step is {index.latest_step} but the highest committed step is {highest}", json_pointer("latest_step")))
-    problem = _link_problem(directory, "latest", highest)
+    problem = _link_problem(directory, LAYOUT.latest_link, highest)
     if problem:
-        findings.append(finding("LATEST_LINK", os.path.join(directory, "latest"), problem))
+        findings.append(finding("LATEST_LINK", os.path.join(directory, LAYOUT.latest_link), problem))
     best = index.best
     best_step = best.step if best is not None else None
     if best is not None and best.step is not None:
@@ -78,9 +79,9 @@ def _check_index(directory: str, index_path: str, index: RunIndex, run_id: str, 
             if manifest is not None and (metrics is None or metrics.get(best.metric) != best.score):
                 actual = "no eval metrics" if metrics is None else f"{best.metric} = {metrics.get(best.metric, 'absent')}"
                 findings.append(finding("BEST_SCORE_MISMATCH", index_path, f"best.score is {best.score} but step {best.step} has {actual}", json_pointer("best", "score")))
-    problem = _link_problem(directory, "best", best_step if best_step in committed else None)
+    problem = _link_problem(directory, LAYOUT.best_link, best_step if best_step in committed else None)
     if problem:
-        findings.append(finding("BEST_LINK", os.path.join(directory, "best"), problem))
+        findings.append(finding("BEST_LINK", os.path.join(directory, LAYOUT.best_link), problem))
     keep_last = index.retention.keep_last
     if keep_last is not None:
         kept = sorted(committed)[-keep_last:]
@@ -98,9 +99,10 @@ def _timestamp_key(timestamp: str) -> tuple[str, str]:
 
 
 def _check_rewind(directory: str, index_path: str, wi: int, rewind: Rewind, committed: dict[int, Optional[Manifest]]) -> list[Finding]:
-    """The fork directory holds every discarded step, and no discarded step above the first is
-    still committed by a save older than the rewind: a single writer saves those again only after
-    it (the first may be the forking save itself, which started before its own rewind)."""
+    """The fork directory holds every discarded step (``REWIND_RECORD``), and no discarded step
+    above the first is still committed by a save older than the rewind (``CONCURRENT_WRITERS``):
+    a single writer saves those again only after it (the first may be the forking save itself,
+    which started before its own rewind)."""
     moved = os.path.join(directory, *rewind.moved_to.split("/"))
     if not os.path.isdir(moved) or os.path.islink(moved):
         return [finding("REWIND_RECORD", index_path, f"fork {rewind.fork_id!r}: {rewind.moved_to} is not a directory of the run", json_pointer("rewinds", wi, "moved_to"))]
@@ -111,7 +113,7 @@ def _check_rewind(directory: str, index_path: str, wi: int, rewind: Rewind, comm
             findings.append(finding("REWIND_RECORD", index_path, f"fork {rewind.fork_id!r} records discarding step {step}, but {rewind.moved_to}/{name} does not exist", json_pointer("rewinds", wi, "discarded_steps", si)))
         manifest = committed.get(step)
         if si > 0 and manifest is not None and _timestamp_key(manifest.created_at) < _timestamp_key(rewind.at):
-            findings.append(finding("REWIND_RECORD", index_path, f"fork {rewind.fork_id!r} at {rewind.at} discarded step {step}, but the committed {name} was created earlier ({manifest.created_at}): another writer shared the run, or the record is false", json_pointer("rewinds", wi, "discarded_steps", si)))
+            findings.append(finding("CONCURRENT_WRITERS", index_path, f"fork {rewind.fork_id!r} at {rewind.at} discarded step {step}, but the committed {name} was created earlier ({manifest.created_at}): another writer shared the run, or the record is false", json_pointer("rewinds", wi, "discarded_steps", si)))
     return findings
 
 

@@ -16,6 +16,7 @@ from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode, JsonSchemaV
 from pydantic_core import core_schema
 
 from ckptspec.diff_cmd import DIFF_OUTPUT_VERSION, DiffOutput
+from ckptspec.example_cases import ExampleCase
 from ckptspec.findings import CODES_LIST
 from ckptspec.inspect_cmd import INSPECT_OUTPUT_VERSION, InspectOutput
 from ckptspec.manifest import SPEC_VERSION, Manifest
@@ -32,9 +33,11 @@ SCHEMA_MODELS: dict[str, tuple[type[BaseModel], str]] = {
     "run-index.schema.json": (RunIndex, f"urn:ckptspec:schema:{_MAJOR}:run-index"),
     "inspect-output.schema.json": (InspectOutput, f"urn:ckptspec:output:{INSPECT_OUTPUT_VERSION}:inspect"),
     "diff-output.schema.json": (DiffOutput, f"urn:ckptspec:output:{DIFF_OUTPUT_VERSION}:diff"),
+    "example-case.schema.json": (ExampleCase, f"urn:ckptspec:schema:{_MAJOR}:example-case"),
 }
 """Schema file name -> (model, ``$id``): the two document schemas, and the versioned output
-shapes of ``inspect --format json`` and ``diff --format json``."""
+shapes of ``inspect --format json`` and ``diff --format json``, and the ``case.json`` of the
+example cases."""
 
 
 class SpecJsonSchema(GenerateJsonSchema):

@@ -19,6 +19,13 @@ Glue the adapter adds to drive torchtitan inside the suite (everything else is t
 - :meth:`Adapter.resume` of a given checkpoint path calls ``load(step=N)`` with ``N`` read from the
   folder name ``step-<N>`` (the manager loads by step, not by path).
 - ``OptimizersContainer.Config(implementation="for-loop")``: the default ``fused`` is CUDA-only.
+- ``keep_latest_k=max(2, keep_last)``: the manager refuses ``keep_latest_k=1`` ("we need to maintain
+  at least 2 checkpoint replicas"); keeping 2 still keeps "at least the N highest" (RUN-5).
+
+Declared refusal: ``CheckpointException``, the error with which DCP (and so ``load()``) reports a
+checkpoint it could not read on some rank; torchtitan adds none of its own. Its other refusal,
+an ``assert`` that the data-parallel degree did not change, is not declared: an
+``AssertionError`` is also what any bug raises, and ``python -O`` removes the check.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from typing import Any, ClassVar, Iterator, Optional
 import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.utils.data import IterableDataset
 from torchtitan.components.checkpoint import CheckpointManager
 from torchtitan.components.dataloader import ParallelAwareDataloader
@@ -83,6 +91,7 @@ class Adapter(FrameworkAdapter):
 
     capabilities: ClassVar[frozenset[str]] = frozenset({"eval", "accumulation", "epochs", "retention"})
     framework: ClassVar[str] = framework_version("torchtitan")
+    refusal_errors: ClassVar[tuple[type[BaseException], ...]] = (CheckpointException,)
 
     def __init__(self, config: ScenarioConfig, ctx: RankContext) -> None:
         self.config, self.ctx = config, ctx
@@ -101,7 +110,7 @@ class Adapter(FrameworkAdapter):
         self.state = TrainState()
         self.checkpointer = CheckpointManager(
             CheckpointManager.Config(enable=True, folder=CHECKPOINT_FOLDER, interval=1, last_save_model_only=False,
-                                     keep_latest_k=config.keep_last or 0),
+                                     keep_latest_k=max(2, config.keep_last) if config.keep_last else 0),
             dataloader=self.dataloader, model_parts=[self.model], optimizers=self.optimizers,
             lr_schedulers=self.lr_schedulers, states={"train_state": self.state}, sd_adapter=None,
             base_folder=str(Path(config.output_dir) / config.run_id),

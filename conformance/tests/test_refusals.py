@@ -53,8 +53,7 @@ def test_integrity_before_mutation(harness: Harness, verdict: Verdict, scenario:
     result = harness.phase(config, 2, actions, may_fail={1, 2, 3})
     if not verdict.check("RESUME-6", not result.missing, f"resumes of damaged checkpoints did not complete:\n{result.describe()}"):
         verdict.conclude()
-    for index, what in enumerate(damaged, start=1):
-        refusal_checks(verdict, "RESUME-6", result, index, what)
+    refusal_checks(verdict, "RESUME-6", result, dict(enumerate(damaged, start=1)))
     verdict.conclude()
 
 
@@ -99,7 +98,7 @@ def test_config_drift_fails_fast(harness: Harness, verdict: Verdict) -> None:
     result = harness.phase(config, 2, [FullState(), Resume(None), FullState()], may_fail={1})
     if not verdict.check("RESUME-5", not result.missing, f"the drifted resume did not complete:\n{result.describe()}"):
         verdict.conclude()
-    refusal_checks(verdict, "RESUME-5", result, 1, f"a checkpoint with drifted {sorted(changes)}")
+    refusal_checks(verdict, "RESUME-5", result, {1: f"a checkpoint with drifted {sorted(changes)}"})
     for rank, res in result.results(1).items():
         if res.error is None:
             continue

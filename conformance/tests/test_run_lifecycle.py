@@ -1,4 +1,5 @@
-"""Run-level behaviour across restarts: best (RUN-4), retention (RUN-5), idempotent restart (RESUME-7)."""
+"""Run-level behaviour across restarts: best (RUN-4), retention with and without best (RUN-5),
+idempotent restart (RESUME-7)."""
 
 from __future__ import annotations
 
@@ -57,6 +58,27 @@ def test_best_and_retention_across_restart(harness: Harness, verdict: Verdict, s
     verdict.check("RUN-5", must_keep <= set(steps),
                   f"keep_last={scenario.keep_last}: committed steps {steps} lack {sorted(must_keep - set(steps))} "
                   "(the N latest, the latest, the just-written and the best must be kept)")
+    verdict.conclude()
+
+
+@pytest.mark.needs("retention")
+@pytest.mark.requirement("RUN-5")
+@scenario_test(LifecycleScenario, lifecycle_scenarios)
+def test_retention_across_restart(harness: Harness, verdict: Verdict, scenario: LifecycleScenario) -> None:
+    """Retention without a best metric (so a trainer without ``best`` is judged too): after a
+    restart, the ``keep_last`` highest steps, among them the latest just written, are still there."""
+    verdict.begin(replay_command("test_retention_across_restart", scenario))
+    total = scenario.first_leg + scenario.second_leg
+    config = harness.config(total_steps=total, keep_last=scenario.keep_last)
+    for leg, steps in ((1, scenario.first_leg), (2, scenario.second_leg)):
+        result = harness.phase(config, WORLD_SIZE, [*([Resume(None)] if leg == 2 else []), *[Train(1), Save()] * steps])
+        if not verdict.phase_completed("RUN-5", result, f"leg {leg}: {steps} x (train, save)"):
+            verdict.conclude()
+    steps_kept = sorted(harness.checkpoints(config))
+    must_keep = set(range(total - scenario.keep_last + 1, total + 1))
+    verdict.check("RUN-5", must_keep <= set(steps_kept),
+                  f"keep_last={scenario.keep_last}: after {total} saves across a restart the committed steps are "
+                  f"{steps_kept}, lacking {sorted(must_keep - set(steps_kept))}")
     verdict.conclude()
 
 

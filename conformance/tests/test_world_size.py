@@ -45,7 +45,7 @@ def test_world_size_mismatch_fails_fast(harness: Harness, verdict: Verdict, scen
         verdict.conclude()
     what = (f"a checkpoint written at world size {scenario.save_world_size}, at world size "
             f"{scenario.load_world_size} without an elastic policy")
-    refusal_checks(verdict, "RESUME-3", result, 1, what)
+    refusal_checks(verdict, "RESUME-3", result, {1: what})
     for rank, res in sorted(result.results(1).items()):
         if res.error is not None:
             verdict.check("RESUME-3", bool(res.error.details.get("components")) or "WorldSizeMismatch" in res.error.type,

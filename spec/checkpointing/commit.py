@@ -18,7 +18,9 @@ outcome, so a failure on any rank fails the save on every rank and no rank waits
 collective. A failed save removes its staging directory when it can.
 
 Each step is one small method so that a single behaviour can be changed in a subclass (the
-conformance suite's mutants do exactly that).
+conformance suite's mutants do exactly that). The module is a little over 400 lines because it
+holds the whole protocol, in the order a save happens, with the records ranks exchange; the
+run-level policy it calls is :mod:`ckptspec.checkpointing.run_policy`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Process-group, device and determinism set-up for the reference trainer."""
+"""Process-group, device and determinism set-up for trainers using the checkpoint library (the
+reference trainer, the worked DDP example): where a rank runs (:class:`DistContext`), its device,
+and the deterministic settings bit-exact resume depends on."""
 
 from __future__ import annotations
 

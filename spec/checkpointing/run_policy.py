@@ -6,6 +6,8 @@ A :class:`RunPolicy` owns everything about a run directory that is not one check
   the run's lock file and hold it until :meth:`RunPolicy.close` or the process dies; a second
   writer is refused on every rank with :class:`~ckptspec.errors.RunLockedError` before anything
   in the run directory is modified. Stale staging directories are removed only under the lock;
+  any other failure of start-up on rank 0 is broadcast and raised on every rank as
+  :class:`RunStartupError`, so no rank waits in a collective;
 - **discovery**: the committed steps and ``latest`` (LAYOUT-8, through :mod:`ckptspec.layout`);
 - **best (RUN-3, RUN-4)**: tracked by a metric, mode and min-delta, rehydrated from ``run.json``
   at start-up and agreed by every rank;
@@ -37,7 +39,8 @@ import torch.distributed as dist
 
 from ckptspec.checkpointing.distributed import DistContext
 from ckptspec.checkpointing.fsio import fsync_path, try_lock_exclusive, write_atomic
-from ckptspec.errors import RunLockedError
+from ckptspec.documents import load_run_index
+from ckptspec.errors import RunLockedError, RunStartupError
 from ckptspec.layout import LAYOUT, checkpoint_dir_name, committed_steps, is_staging_dir
 from ckptspec.manifest import SPEC_VERSION, EvalResult, Manifest, ResumeRecord
 from ckptspec.run_index import BestRecord, RetentionPolicy, Rewind, RunIndex
@@ -103,33 +106,54 @@ class RunPolicy:
         ``run.json`` whose ``latest_step`` lags behind the committed directories (rank 0 acts,
         then broadcasts).
 
-        Raises :class:`RunLockedError` on every rank, having modified nothing in the run
-        directory, when another writer holds it or the claim cannot be taken.
+        Raises, on every rank alike (no rank is left waiting in the broadcast):
+        :class:`RunLockedError`, having modified nothing in the run directory, when another
+        writer holds it or the claim cannot be taken; :class:`RunStartupError` when anything else
+        fails on rank 0 after the claim (reading ``run.json``, listing or cleaning the directory),
+        the claim then being released.
         """
         if self.started:
             return
         state: list[Any] = [None]
+        failure: Optional[Exception] = None  # rank 0's own error, chained to what it raises
         if self.ctx.rank == 0:
             try:
-                state[0] = (None, *self._claim_and_recover())
+                state[0] = (None, None, *self._claim_and_recover())
             except RunLockedError as exc:
-                state[0] = (exc.detail, None, [])
+                state[0] = ("locked", exc.detail, None, [])
+            except Exception as exc:  # noqa: BLE001 - any failure must reach every rank, not strand them in the collective
+                failure = exc
+                self.close()
+                state[0] = ("failed", f"{type(exc).__name__}: {exc}", None, [])
         dist.broadcast_object_list(state, src=0)
-        refusal, self.best, self.rewinds = state[0]
-        if refusal is not None:
-            raise RunLockedError(str(self.run_dir), refusal)
+        outcome, detail, self.best, self.rewinds = state[0]
+        if outcome == "locked":
+            raise RunLockedError(str(self.run_dir), detail)
+        if outcome == "failed":
+            raise RunStartupError(str(self.run_dir), detail) from failure
         self.started = True
 
-    def _claim_and_recover(self) -> tuple[Optional[BestRecord], list[Rewind]]:
-        """Rank 0: take the run's lock, then (and only then) clean up and read the index."""
+    def _claim(self) -> None:
+        """Rank 0: take the exclusive ``flock`` on the run's lock file (creating the run directory
+        and the empty lock file if needed), held until :meth:`close` or the process's death.
+
+        Raises :class:`RunLockedError` when another writer holds it or it cannot be taken.
+        """
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RunLockedError(str(self.run_dir), f"cannot create the run directory: {exc}") from None
+        try:
             fd = try_lock_exclusive(self.run_dir / LAYOUT.lock_file)
         except OSError as exc:  # no lock support (some network file systems) is a refusal too
             raise RunLockedError(str(self.run_dir), f"cannot lock {LAYOUT.lock_file}: {exc}") from None
         if fd is None:
             raise RunLockedError(str(self.run_dir), f"another writer holds the lock on {LAYOUT.lock_file}")
         self._release_lock = weakref.finalize(self, os.close, fd)  # at close(), or when the policy is collected
+
+    def _claim_and_recover(self) -> tuple[Optional[BestRecord], list[Rewind]]:
+        """Rank 0: take the run's lock, then (and only then) clean up and read the index."""
+        self._claim()
         self._clean_stale_staging()
         index = self._read_index()
         self.best, self.rewinds = self._rehydrate_best(index), list(index.rewinds) if index else []
@@ -154,14 +178,15 @@ class RunPolicy:
                 shutil.rmtree(entry, ignore_errors=True)
 
     def _read_index(self) -> Optional[RunIndex]:
+        """The run index, read like the validator reads it; None (with a warning) when it is
+        missing or unusable: it is rebuilt from the checkpoints."""
         path = self.run_dir / LAYOUT.run_index_file
         if not path.is_file():
             return None
-        try:
-            return RunIndex.model_validate_json(path.read_bytes())
-        except ValueError as exc:
-            warnings.warn(f"{path} is not a valid run index ({exc}); rebuilding it from the checkpoints")
-            return None
+        index, problems = load_run_index(str(path))
+        if index is None:
+            warnings.warn(f"{path} is not a valid run index ({problems[0].line()}); rebuilding it from the checkpoints")
+        return index
 
     def _rehydrate_best(self, index: Optional[RunIndex]) -> Optional[BestRecord]:
         """The best record to continue from: the stored one if it tracks the same metric and

@@ -24,7 +24,8 @@ LINE = re.compile(r"\[(?P<worker>main|gw\d+)\] (?P<test>\S+) phase (?P<phase>\d+
 @pytest.mark.parametrize("workers", [None, "2"], ids=["one-process", "xdist"])
 def test_every_phase_is_reported_once(tmp_path: Path, workers: str | None) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
-    env.pop(progress.PROGRESS_ENV, None)
+    for inherited in (progress.PROGRESS_ENV, "PYTEST_XDIST_WORKER"):  # this test may itself run in an xdist worker
+        env.pop(inherited, None)
     proc = subprocess.run(
         [sys.executable, "-m", "ckptspec", "conformance", "--adapter", "toy_adapter:ToyAdapter",
          "-k", "test_full_state_is_canonical", *(["-n", workers] if workers else []),
@@ -52,6 +53,7 @@ class _Terminal(io.StringIO):
 
 def test_a_terminal_gets_a_live_line_and_a_log_gets_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     streams = {"tty": _Terminal(), "log": io.StringIO()}
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)  # this test may itself run in an xdist worker
     for name, stream in streams.items():
         monkeypatch.setenv("PYTEST_CURRENT_TEST", f"suite/test_{name}.py::test_{name}[a b] (call)")
         (tmp_path / name).mkdir()

@@ -4,8 +4,9 @@ implementer-kept xfails file (``conformance/adapters/xfails/<framework>.txt``).
 A change in the suite or in the framework shows up here: a new failure is ``fail`` (not in the
 file), a fixed one leaves an xfails entry that no longer fails (``xpassed``); no outcome may be
 ``error``, no ckptspec-writer requirement may ``pass`` for these native-format trainers, and every
-resume-class requirement is judged (pass, known failure, or skipped for a missing capability).
-Skipped, with the reason, where the framework is not installed (``make frameworks``).
+resume-class requirement is judged (pass, known failure, or skipped for a missing capability), or
+blocked behind a known failure of its test.
+Skipped, with the reason, where the framework is not installed (``make`` installs the ``frameworks`` extra).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ FRAMEWORKS = {
 @pytest.mark.parametrize("framework", sorted(FRAMEWORKS))
 def test_quick_profile_matches_the_xfails_file(framework: str, tmp_path: Path) -> None:
     if importlib.util.find_spec(framework) is None:
-        pytest.skip(f"{framework} is not installed in {sys.executable} (install it with `make frameworks`)")
+        pytest.skip(f"{framework} is not installed in {sys.executable} (`make` installs it: the `frameworks` extra)")
     report = tmp_path / "report.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("CKPTSPEC_ADAPTER", None)
@@ -55,5 +56,10 @@ def test_quick_profile_matches_the_xfails_file(framework: str, tmp_path: Path) -
     classes = {r.id: r.conformance_class for r in REQUIREMENTS}
     assert not [i for i, o in rows.items() if o == "error"], output
     assert not [i for i, o in rows.items() if classes[i] is ConformanceClass.WRITER and o == "pass"], rows
-    unjudged = [i for i, o in rows.items() if classes[i] is ConformanceClass.RESUME and o not in ("pass", "xfail", "skipped")]
+    # `blocked` (not judged because another requirement of the same test failed first, e.g. a
+    # continuation not compared because the RNG was not restored) is accepted only behind a known failure.
+    behind_known = {r for t in document["tests"] if "xfail" in t["requirements"].values()
+                    for r, o in t["requirements"].items() if o == "blocked"}
+    unjudged = [i for i, o in rows.items() if classes[i] is ConformanceClass.RESUME
+                and o not in ("pass", "xfail", "skipped") and not (o == "blocked" and i in behind_known)]
     assert not unjudged, {i: rows[i] for i in unjudged}

@@ -30,3 +30,18 @@ def test_cells_failures_and_bug_reports_come_from_the_reports() -> None:
     assert "`test_bit_exact_resume` (RESUME-1): RESUME-1: loss differs" in page
     assert "--ckptspec-adapter pkg.mod:Adapter --ckptspec-profile quick --ckptspec-derandomize" in page
     assert page.rstrip().endswith("Acme drops the RNG.")
+
+
+def test_scratch_paths_do_not_make_the_page_unstable() -> None:
+    def failing(where: str) -> dict:  # type: ignore[type-arg]
+        return {"nodeid": "conformance/tests/test_refusals.py::test_integrity_before_mutation", "outcome": "failed",
+                "requirements": {"RESUME-6": "fail"}, "replay": None,
+                "message": f"RESUME-6: could not load '{where}/out/run/checkpoints/checkpoint_1/pytorch_model.bin'"}
+
+    label = matrix.TRAINERS[2].label
+    pages = [matrix.render({label: _report({"RESUME-6": "fail"}, [failing(where)])}) for where in (
+        "/tmp/pytest-of-root/pytest-84/ckptspec-l23l92z2/fork-10a7e5f8",
+        "/home/ci/work/bt/ckptspec-0q9zz1ab/integrity-0badc0de",
+    )]
+    assert pages[0] == pages[1]
+    assert "could not load '<tmp>/out/run/checkpoints/checkpoint_1/pytorch_model.bin'" in pages[0]

@@ -10,7 +10,7 @@ derandomized, its own ``--basetemp`` and JSON report), with this directory on ``
 that the suite's rank processes can import the mutants.
 
 - ``--fast`` (default): each mutant runs only the tests whose ``requirement`` marker names one of
-  its expected requirements (selected by the ``requirement_select`` plugin beside this file), and
+  its expected requirements (the suite plugin's ``--ckptspec-select-requirement``), and
   stops at the first test that fails one of them; the clean reference runs the union of those
   tests to the end.
 - ``--full``: the whole suite for the clean reference and for every mutant.
@@ -81,11 +81,10 @@ def pytest_command(target: Target, report: Path, basetemp: Path, profile: str) -
             "-q", "-rfE", "--ckptspec-adapter", target.adapter, "--ckptspec-profile", profile,
             "--ckptspec-derandomize", "--ckptspec-report", str(report), "--basetemp", str(basetemp)]
     if target.select is not None:
-        argv += ["-p", "requirement_select"]
         for requirement in target.select:
-            argv += ["--select-requirement", requirement]
+            argv += ["--ckptspec-select-requirement", requirement]
         if target.adapter != CLEAN_ADAPTER:
-            argv.append("--stop-when-requirement-fails")  # one failure of a selected requirement decides
+            argv.append("--ckptspec-stop-on-requirement-failure")  # one failure of a selected requirement decides
     return argv
 
 

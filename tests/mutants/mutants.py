@@ -348,6 +348,14 @@ class BestNotRehydrated(RunPolicy):
         return super()._rehydrate_best(None)
 
 
+@mutant("writes_without_claim", "second writer not refused", "RUN-8")
+class WritesWithoutClaim(RunPolicy):
+    """Start-up takes no lock on the run directory, so a second job started on a run that a live job holds cleans up, rewinds and commits alongside it."""
+
+    def _claim(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+
+
 @mutant("finished_run_saves_again", "idempotent restart does work again", "RESUME-7")
 class FinishedRunSavesAgain(Trainer):
     """fit() always writes a final checkpoint on exit, even when the run was already finished and nothing was trained."""

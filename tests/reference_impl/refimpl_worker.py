@@ -20,7 +20,8 @@ import torch.distributed as dist
 from ckptspec.digest import state_digest
 from ckptspec.errors import CheckpointError, IntegrityError, MidAccumulationError, WorldSizeMismatchError
 from ckptspec.checkpointing.distributed import exit_process, init_distributed
-from ckptspec.reference_impl.trainer import TrainConfig, Trainer
+from ckptspec.reference_impl.config import TrainConfig
+from ckptspec.reference_impl.trainer import Trainer
 
 
 def make_trainer(params: dict[str, Any], **overrides: Any) -> Trainer:

@@ -1,4 +1,4 @@
-"""Issue 12, item 6: a rank aborted with ``malloc(): unaligned tcache chunk detected`` inside a
+"""A reported heap corruption: a rank aborted with ``malloc(): unaligned tcache chunk detected`` inside a
 gloo all-gather of the full model state, in a process that also hashes tensor memory zero-copy
 (``ckptspec.digest``) and hashes write buffers on a helper thread (``hashing_writer``).
 
@@ -10,6 +10,7 @@ that a read of it changes a digest, ``PYTHONMALLOC=debug``, ``PYTHONFAULTHANDLER
 
 from __future__ import annotations
 
+import ctypes.util
 import json
 import os
 import subprocess
@@ -21,6 +22,8 @@ from refimpl_launch import ENV, WORKER, _launcher, assert_valid
 
 ITERATIONS = int(os.environ.get("CKPTSPEC_HEAP_LOOP", "3"))
 CHECKED_ENV = {**ENV, "MALLOC_CHECK_": "3", "MALLOC_PERTURB_": "165", "PYTHONMALLOC": "debug", "PYTHONFAULTHANDLER": "1"}
+if ctypes.util.find_library("c_malloc_debug"):  # glibc >= 2.34 reads MALLOC_CHECK_ only with it preloaded
+    CHECKED_ENV["LD_PRELOAD"] = str(ctypes.util.find_library("c_malloc_debug"))
 
 
 @pytest.mark.slow

@@ -23,6 +23,8 @@ from ckptspec.checkpointing.distributed import DistContext
 from ckptspec.checkpointing.loader import CheckpointLoader
 from ckptspec.validator import validate_path
 
+pytestmark = pytest.mark.slow  # starts torch processes or process groups: not in `make test-fast`
+
 EXAMPLE = Path(__file__).resolve().parents[2] / "spec" / "examples" / "valid" / "checkpoint-world2" / "step-000000100"
 
 

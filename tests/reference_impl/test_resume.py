@@ -130,6 +130,7 @@ def test_three_ranks_resume_reshard_to_two_and_deferred_sync(tmp_path: Path) -> 
         assert micro["bad_counts"] == [0, 3] and micro["same_as_whole"] and micro["saved_after"] == "step-000000002"
 
 
+@pytest.mark.slow
 def test_one_process_resume_idempotence_drift_and_rewind(tmp_path: Path) -> None:
     args = ["--steps", "6", "--save-every", "1", "--eval-every", "1", "--accumulation-steps", "3", "--best-metric", "loss"]
     train(1, tmp_path, "a", *args, "--step-log", str(tmp_path / "a.jsonl"))

@@ -39,7 +39,7 @@ def test_dataset_is_a_function_of_its_seed() -> None:
 
 
 def test_learning_rate_warms_up_then_decays_by_cosine() -> None:
-    from ckptspec.reference_impl.trainer import TrainConfig, lr_factor
+    from ckptspec.reference_impl.config import TrainConfig, lr_factor
 
     config = TrainConfig(output_dir="x", run_id="x", steps=10, warmup_steps=2, min_lr_ratio=0.1)
     factors = [lr_factor(config, s) for s in range(11)]

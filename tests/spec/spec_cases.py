@@ -1,17 +1,26 @@
-"""Loading the language-neutral example cases of ``spec/examples`` for the tests."""
+"""Loading the language-neutral example cases of ``spec/examples`` for the tests, and the marker of
+the few spec tests that need torch (the spec tests also run on interpreters without it)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 import ckptspec
 
 EXAMPLES = Path(ckptspec.__file__).resolve().parent / "examples"
-CASE_KEYS = {"description", "path", "deep", "verdict", "codes", "materialize"}
+
+needs_torch = pytest.mark.skipif(
+    importlib.util.find_spec("torch") is None,
+    reason="needs torch, which this interpreter's session does not install (the torch-free tier)",
+)
+"""For the spec tests that read or write real DCP directories (``diff``, ``inspect``)."""
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,12 @@ every registered code is exercised, and the data is self-consistent."""
 from __future__ import annotations
 
 import pytest
-from spec_cases import CASE_KEYS, CASES, Case
+from jsonschema import Draft202012Validator
+from spec_cases import CASES, Case
 
+from ckptspec.example_cases import ExampleCase
 from ckptspec.findings import CODES, Severity, is_conformant, strict
+from ckptspec.schemas import load_schema
 from ckptspec.validator import validate_path
 
 
@@ -21,18 +24,30 @@ def test_case_gives_its_codes_and_verdict(case: Case, tmp_path) -> None:
         assert f.severity is CODES[f.code].severity
 
 
+CASE_SCHEMA = Draft202012Validator(load_schema("example-case.schema.json"))
+
+
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_case_file_is_well_formed(case: Case) -> None:
-    spec = case.spec
-    assert set(spec) <= CASE_KEYS and {"description", "path", "deep", "verdict", "codes"} <= set(spec)
-    assert spec["verdict"] in ("conformant", "not_conformant")
-    assert spec["codes"] == sorted(set(spec["codes"])) and set(spec["codes"]) <= set(CODES)
+def test_case_file_is_checked_data(case: Case) -> None:
+    """``case.json`` validates against the published schema and the model, and is consistent:
+    sorted unique known codes, all of one requirement, which the case names."""
+    errors = [e.message for e in CASE_SCHEMA.iter_errors(case.spec)]
+    assert not errors, errors
+    spec = ExampleCase.model_validate(case.spec)
+    assert spec.codes == sorted(set(spec.codes)) and set(spec.codes) <= set(CODES)
     if case.kind == "valid":
-        assert spec["codes"] == [] and spec["verdict"] == "conformant"
+        assert spec.codes == [] and spec.verdict == "conformant" and spec.requirement is None
     else:
-        assert spec["codes"], "an invalid case names the code(s) it must produce"
-        # one broken rule per case: every code it expects belongs to one requirement
-        assert len({CODES[c].requirement for c in spec["codes"]}) == 1
+        assert spec.codes, "an invalid case names the code(s) it must produce"
+        # one broken rule per case: every code it expects belongs to the requirement it names
+        assert {CODES[c].requirement for c in spec.codes} == {spec.requirement}
+
+
+def test_case_schema_rejects_a_malformed_case() -> None:
+    good = CASES[0].spec
+    for bad in ({**good, "verdict": "maybe"}, {**good, "extra": 1}, {k: v for k, v in good.items() if k != "requirement"},
+                {**good, "requirement": "resume-1"}, {**good, "path": "../outside"}):
+        assert not CASE_SCHEMA.is_valid(bad), bad
 
 
 def test_every_code_has_an_invalid_case() -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from jsonschema import Draft202012Validator
-from spec_cases import EXAMPLES
+from spec_cases import EXAMPLES, needs_torch
 
 from ckptspec.confined import sha256_file
 from ckptspec.schemas import load_schema
@@ -246,6 +246,7 @@ def diff_json(a: Path, b: Path) -> tuple[int, dict[str, Any]]:
     return result.returncode, report
 
 
+@needs_torch
 def test_diff_exit_status_means_one_thing(dcp_pair: Path) -> None:
     status, report = diff_json(dcp_pair / "a", dcp_pair / "a")
     assert status == 0 and report["verdict"] == "identical"
@@ -253,6 +254,7 @@ def test_diff_exit_status_means_one_thing(dcp_pair: Path) -> None:
     assert status == 1 and [d["name"] for d in report["differences"]] == ["state/w"]
 
 
+@needs_torch
 @pytest.mark.parametrize(
     "name, change",
     [
@@ -271,6 +273,7 @@ def test_diff_refuses_what_validate_refuses(dcp_pair: Path, name: str, change: A
     assert status == 2 and report["verdict"] == "not_compared" and report["error"], report
 
 
+@needs_torch
 def test_diff_refuses_an_escaping_checkpoint(tmp_path: Path) -> None:
     case = EXAMPLES / "invalid" / "path-escapes" / "step-000000100"
     result = ckptspec("diff", case, case, memory=TORCH_MEMORY_CAP, timeout=120)

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from spec_cases import EXAMPLES
+from spec_cases import EXAMPLES, needs_torch
 
 from ckptspec.cli import main
 from ckptspec.foreign import read_safetensors_header
@@ -88,6 +88,7 @@ def test_unrecognised_directory(tmp_path: Path, capsys) -> None:
     assert status == 1 and "NOT a ckptspec checkpoint" in out and "Traceback" not in out
 
 
+@needs_torch
 def test_plain_dcp_directory(tmp_path: Path) -> None:
     # one separate process saves with DCP and inspects: both need torch, which this session avoids
     code = (

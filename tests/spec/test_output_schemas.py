@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from jsonschema import Draft202012Validator
-from spec_cases import EXAMPLES
+from spec_cases import EXAMPLES, needs_torch
 
 from ckptspec.cli import main
 from ckptspec.schemas import load_schema
@@ -53,6 +53,7 @@ def test_foreign_directory_json(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert status == 1 and document["kind"] == "unknown" and document["files"] == [{"path": "notes.txt", "size": 2}]
 
 
+@needs_torch
 def test_diff_json_when_it_cannot_compare(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # a missing path fails before torch is needed
     status, document = run_json(capsys, "diff", tmp_path / "a", tmp_path / "b")

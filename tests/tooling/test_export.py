@@ -15,6 +15,8 @@ from ckptspec.cli import main
 from ckptspec.diff_cmd import compare, load_leaves
 from ckptspec.validator import validate_path
 
+pytestmark = pytest.mark.slow  # starts torch processes or process groups: not in `make test-fast`
+
 pytest.importorskip("safetensors")
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}

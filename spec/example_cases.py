@@ -1,0 +1,38 @@
+"""The ``case.json`` of a language-neutral example case in ``spec/examples/`` (checked data).
+
+Every case directory holds a ``case.json`` that this model (and the generated
+``spec/schemas/example-case.schema.json``) describes: what to validate, the verdict and finding
+codes a validator must report, and the one requirement an invalid case breaks.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import Field
+
+from ckptspec.types import RelativePath, StrictModel
+
+
+class Materialize(StrictModel):
+    """Data too large to check in: write ``prefix``, then ``pad`` repeated, until ``file`` is ``size`` bytes."""
+
+    file: RelativePath
+    prefix: str
+    pad: str = Field(min_length=1)
+    size: int = Field(ge=1)
+
+
+class ExampleCase(StrictModel):
+    """One example case: a validator passes it when it reports exactly ``codes`` and ``verdict``."""
+
+    description: str = Field(min_length=1, description="What the case shows.")
+    path: RelativePath = Field(description="What to validate, relative to the case directory: a checkpoint or run directory, a manifest or a run index.")
+    deep: bool = Field(description="Whether file digests are checked as well as sizes.")
+    verdict: Literal["conformant", "not_conformant"] = Field(description="The verdict without `--strict`.")
+    requirement: Optional[str] = Field(
+        pattern=r"^[A-Z]+-[1-9][0-9]*$",
+        description="The requirement the case breaks (the one its codes name); null for a valid case.",
+    )
+    codes: list[str] = Field(description="The sorted set of finding codes a validator must report; empty for a valid case.")
+    materialize: Optional[Materialize] = Field(default=None, description="Only for data too large to check in.")
