@@ -26,13 +26,13 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 import torch.nn.functional as F
 from torch.distributed.checkpoint.state_dict import (
-    StateDictOptions,
     get_model_state_dict,
     get_optimizer_state_dict,
     set_model_state_dict,
     set_optimizer_state_dict,
 )
 from torch.distributed.fsdp import fully_shard
+from torch.distributed.tensor import DTensor, Shard
 
 from ckptspec.checkpointing.commit import CommitProtocol, SaveRequest
 from ckptspec.checkpointing.distributed import DistContext, configure_determinism
@@ -63,6 +63,34 @@ class AccumulationCycle:
     @property
     def remaining(self) -> int:
         return len(self.micro_batches) - self.done
+
+
+def unsharded(state: Any) -> Any:
+    """*Collective.* ``state`` with every FSDP2 DTensor replaced by its full tensor.
+
+    A tensor sharded on dimension 0 of a one-dimensional mesh (FSDP2's layout: ``torch.chunk``
+    pieces, the last ones possibly short or empty) is gathered with a plain ``all_gather`` of
+    padded pieces; any other DTensor with ``full_tensor()``. This avoids
+    ``StateDictOptions(full_state_dict=True)``, whose DTensor redistribution waits on functional
+    collectives: with gloo on CPU (torch 2.13) that path has aborted a rank, rarely, with
+    "double free or corruption" inside ``wait_tensor`` (kept as a loop in
+    tests/conformance/test_heap_forkserver.py).
+    """
+    if isinstance(state, dict):
+        return {key: unsharded(value) for key, value in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(unsharded(value) for value in state)
+    if not isinstance(state, DTensor):
+        return state
+    if state.device_mesh.ndim != 1 or tuple(state.placements) != (Shard(0),):
+        return state.full_tensor()
+    local, world = state.to_local(), state.device_mesh.size()
+    rows = -(-state.shape[0] // world)  # torch.chunk's piece size
+    padded = local.new_zeros((rows, *state.shape[1:]))
+    padded[: local.shape[0]] = local
+    pieces = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(pieces, padded, group=state.device_mesh.get_group())
+    return torch.cat(pieces)[: state.shape[0]]
 
 
 class Trainer:
@@ -381,11 +409,10 @@ class Trainer:
     # ------------------------------------------------------------------ introspection
     def full_state(self) -> dict[str, Any]:
         """*Collective.* Unsharded state: full model and optimizer tensors, scheduler state, this
-        rank's RNG, data position."""
-        options = StateDictOptions(full_state_dict=True)
+        rank's RNG, data position. The sharded state dicts are gathered by :func:`unsharded`."""
         return {
-            "model": get_model_state_dict(self.model, options=options),
-            "optimizer": get_optimizer_state_dict(self.model, self.optimizer, options=options),
+            "model": unsharded(get_model_state_dict(self.model)),
+            "optimizer": unsharded(get_optimizer_state_dict(self.model, self.optimizer)),
             "lr_scheduler": self.scheduler.state_dict(),
             "rng": self.capture_rng(),
             "data_position": self.sampler.state_dict(),

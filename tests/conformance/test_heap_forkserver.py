@@ -1,6 +1,10 @@
-"""Issue 12, item 6, on the suite's own path: a rank aborted with ``malloc(): unaligned tcache
-chunk detected`` in the gloo all-gathers of ``get_model_state_dict(full_state_dict=True)``, in
-ranks that the conformance engine forks from its ``forkserver`` (torch pre-imported).
+"""The reported heap corruption, on the suite's own path: a rank aborted (``malloc(): unaligned
+tcache chunk detected``; seen again as ``double free or corruption (out)`` inside torch's
+``wait_tensor``) in the DTensor redistribution of
+``get_model_state_dict``/``get_optimizer_state_dict(full_state_dict=True)`` with gloo, in ranks
+that the conformance engine forks from its ``forkserver`` (torch pre-imported). The reference
+adapter's ``full_state`` now gathers with plain ``all_gather`` instead
+(:func:`ckptspec.reference_impl.trainer.unsharded`).
 
 This test repeats that set-up: ``CKPTSPEC_HEAP_LOOP`` phases (default 3; hundreds for the long
 hunt) of ``Train(1), FullState(), Save()`` on two ranks of the reference adapter, each phase a
