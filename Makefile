@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.ckptspec-installed
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: demo test test-fast test-core node-deps frameworks mutants bench schema matrix clean
+.PHONY: demo test test-fast test-core test-frameworks test-catch node-deps frameworks mutants mutation bench bench-record schema matrix clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,13 +26,26 @@ $(FRAMEWORKS_STAMP): $(STAMP)
 
 frameworks: $(FRAMEWORKS_STAMP)
 
+# Automatic mutation testing with the suite as oracle (tests/mutation/mutation.py, docs/mutation.md):
+# runs the pending mutants for at most MUTATION_BUDGET minutes (resumable: run again to continue),
+# then regenerates docs/mutation.md. pyproject's `mutation` extra is installed with --no-deps so that
+# pip resolves nothing (torch stays the pinned CPU build). Fails only if it could not run (exit 2).
+MUTATION_BUDGET ?= 35
+MUTATION_STAMP := $(VENV)/.ckptspec-mutation-installed
+$(MUTATION_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q --no-deps $$($(BIN)/python -c "import tomllib; \
+		print(' '.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['mutation']))")
+	touch $@
+
 demo: $(STAMP)
 	$(BIN)/ckptspec demo
 
-# The whole suite in .venv, then the interpreter matrix (noxfile.py): the suite again on every
-# other Python 3.11 on the machine (e.g. /usr/bin/python3), the torch-free tests on 3.10/3.12/3.13.
-test: test-core
-	$(BIN)/python -m nox
+# The tiers, each timed: core (everything but the two below), the third-party trainers through
+# the suite, the mutant catch matrix; then the interpreter matrix (noxfile.py): the core of the
+# suite on every other Python 3.11 on the machine (e.g. /usr/bin/python3), the torch-free tests on
+# 3.10/3.12/3.13.
+test: test-core test-frameworks test-catch
+	@start=$$(date +%s); $(BIN)/python -m nox; rc=$$?; echo "tier interpreters: $$(( $$(date +%s) - start )) s"; exit $$rc
 
 # ajv (Node.js), the second JSON Schema validator of tests/spec/test_ajv_agreement.py, pinned, in
 # .node/; without npm this does nothing and that test is skipped, saying so.
@@ -47,19 +60,35 @@ node-deps:
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q -m "not slow"
 
-test-core: $(FRAMEWORKS_STAMP) node-deps
+CORE := not frameworks and not catch_matrix
+test-core: $(STAMP) $(MUTATION_STAMP) node-deps
 	$(BIN)/ckptspec schema --check
-	$(BIN)/python -m pytest -n 2 -q
+	@start=$$(date +%s); $(BIN)/python -m pytest -n 2 -q -m "$(CORE)"; rc=$$?; echo "tier core: $$(( $$(date +%s) - start )) s"; exit $$rc
+
+test-frameworks: $(FRAMEWORKS_STAMP)
+	@start=$$(date +%s); $(BIN)/python -m pytest -n 2 -q -m frameworks; rc=$$?; echo "tier frameworks: $$(( $$(date +%s) - start )) s"; exit $$rc
+
+# The suite's self-test: every hand-written mutant must be caught (fast form; see `mutants`).
+test-catch: $(STAMP)
+	@start=$$(date +%s); $(BIN)/python -m pytest -n 2 -q -m catch_matrix; rc=$$?; echo "tier catch matrix: $$(( $$(date +%s) - start )) s"; exit $$rc
 
 # The suite's self-test against every mutant trainer (fast form: each mutant runs only the tests
 # of its requirements; `catch_matrix.py --full` runs the whole suite per mutant, ~30 min).
 mutants: $(STAMP)
 	$(BIN)/python tests/mutants/catch_matrix.py -n 2
 
+mutation: $(MUTATION_STAMP)
+	rc=0; $(BIN)/python tests/mutation/mutation.py run --budget-minutes $(MUTATION_BUDGET) || rc=$$?; \
+		$(BIN)/python tests/mutation/mutation.py report && test $$rc -ne 2
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_validate.py
 	$(BIN)/python benchmarks/bench_checkpoint.py
 	$(BIN)/python benchmarks/bench_conformance.py
+
+# Every benchmark, then README's figures table rewritten from what they printed (benchmarks/record.py).
+bench-record: $(STAMP)
+	$(BIN)/python benchmarks/record.py
 
 schema: $(STAMP)
 	$(BIN)/ckptspec schema

@@ -52,6 +52,7 @@ def main() -> int:
                 print(f"  {t['duration_s']:6.1f}s  {t['outcome']:<7} {t['nodeid']}")
         if proc.returncode != 0:
             print(proc.stdout[-4000:], proc.stderr[-2000:], sep="\n")
+        print("RECORD " + json.dumps({"wall_s": wall, "phases": len(phases), "exit": proc.returncode}))
         return proc.returncode
 
 

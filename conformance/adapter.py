@@ -34,10 +34,12 @@ from typing import Any, Callable, ClassVar, Literal, Optional, Protocol, Sequenc
 
 from ckptspec.training import StepRecord
 
-Capability = Literal["reshard", "elastic", "eval", "accumulation", "micro_steps", "grad_sync", "epochs", "best", "retention"]
+Capability = Literal[
+    "reshard", "elastic", "eval", "accumulation", "micro_steps", "grad_sync", "epochs", "best", "retention", "multi_node",
+]
 
 CAPABILITIES: tuple[str, ...] = (
-    "reshard", "elastic", "eval", "accumulation", "micro_steps", "grad_sync", "epochs", "best", "retention",
+    "reshard", "elastic", "eval", "accumulation", "micro_steps", "grad_sync", "epochs", "best", "retention", "multi_node",
 )
 """Every capability an adapter may declare. A test that needs an undeclared one is skipped.
 
@@ -55,6 +57,9 @@ CAPABILITIES: tuple[str, ...] = (
   of them once, so the suite can resume across epoch boundaries.
 - ``best``: best-checkpoint tracking by ``best_metric`` is implemented.
 - ``retention``: ``keep_last`` is implemented.
+- ``multi_node``: the trainer runs on several nodes of one job (several elastic agents, each with
+  its own ``LOCAL_RANK`` space; :attr:`RankContext.local_world_size` ranks per node), so the suite
+  can launch a scenario as two nodes on localhost.
 """
 
 
@@ -72,6 +77,7 @@ class RankContext:
     world_size: int
     local_rank: int
     device: str  # "cpu" or "cuda:<local_rank>"
+    local_world_size: int = 1  # ranks on this rank's node; global ranks of a node are consecutive
 
 
 @dataclass(frozen=True)

@@ -125,10 +125,11 @@ class Harness:
         actions: Sequence[Action],
         *,
         may_fail: Iterable[int] = (),
+        nodes: int = 1,
     ) -> PhaseResult:
-        """Run one phase; raise :class:`HarnessError` if the launcher or the harness broke, or a
-        rank died by a signal the suite did not send (a crash is never judged as the trainer's
-        conformance failure).
+        """Run one phase on ``nodes`` nodes; raise :class:`HarnessError` if the launcher or the
+        harness broke, or a rank died by a signal the suite did not send (a crash is never judged
+        as the trainer's conformance failure).
 
         The phase is given the profile's ``eval_phase_timeout_s`` when every action is an
         :class:`Evaluate`, else ``phase_timeout_s``."""
@@ -142,6 +143,7 @@ class Harness:
             may_fail=frozenset(may_fail),
             timeout_s=self.profile.eval_phase_timeout_s if all(isinstance(a, Evaluate) for a in actions)
             else self.profile.phase_timeout_s,
+            nodes=nodes,
         )
         self._phase_count += 1
         phase_dir = Path(config.output_dir).parent / "phases" / f"{self._phase_count:03d}"

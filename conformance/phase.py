@@ -110,6 +110,9 @@ class PhaseSpec:
 
     After an action raises on a rank, that rank runs no further action unless the action's
     index is in ``may_fail`` (an expected refusal, e.g. a resume that must be rejected).
+    ``nodes`` (dividing ``world_size``) is how many nodes, each with its own ``LOCAL_RANK``
+    space of ``world_size // nodes`` ranks, the phase is launched as; a bad value raises
+    ``ValueError`` here, before anything is launched.
     """
 
     adapter: str
@@ -118,6 +121,12 @@ class PhaseSpec:
     actions: tuple[Action, ...]
     may_fail: frozenset[int] = frozenset()
     timeout_s: float = 120.0
+    nodes: int = 1
+
+    def __post_init__(self) -> None:
+        if self.nodes < 1 or self.world_size % self.nodes:
+            raise ValueError(f"a phase of world size {self.world_size} cannot run on {self.nodes} node(s): "
+                             "nodes must be a positive divisor of the world size")
 
 
 @dataclass(frozen=True)

@@ -82,7 +82,7 @@ def baseline(h: Harness, s: ResumeScenario) -> Baseline:
         for bound in bounds:
             actions += [Train(bound - previous), FullState()]
             previous = bound
-        result = h.phase(config, s.world_size, actions)
+        result = h.phase(config, s.world_size, actions, nodes=s.nodes)
         records: Records = {r: [] for r in range(s.world_size)}
         states: dict[int, Digests] = {}
         for i, bound in enumerate(bounds):
@@ -100,7 +100,7 @@ def split_run(h: Harness, s: ResumeScenario) -> SplitRun:
     def compute(where: Path) -> SplitRun:
         config = scenario_config(h, s, where)
         run = SplitRun(config, [], {r: [] for r in range(s.world_size)}, {})
-        first = h.phase(config, s.world_size, [Train(s.cuts[0]), FullState(), Save()])
+        first = h.phase(config, s.world_size, [Train(s.cuts[0]), FullState(), Save()], nodes=s.nodes)
         _extend(run.records, _per_rank(first, 0))
         run.segments.append(Segment(s.cuts[0], _per_rank(first, 1)))
         if (failure := _failed(first)) is not None:
@@ -110,7 +110,7 @@ def split_run(h: Harness, s: ResumeScenario) -> SplitRun:
         for n, bound in enumerate(bounds):
             last = n == len(bounds) - 1
             actions: list[Any] = [Resume(None), FullState(), Train(bound - run.segments[-1].step), FullState()]
-            result = h.phase(config, s.world_size, actions if last else [*actions, Save()])
+            result = h.phase(config, s.world_size, actions if last else [*actions, Save()], nodes=s.nodes)
             segment = run.segments[-1]
             segment.resumed_step, segment.restored = _per_rank(result, 0), _per_rank(result, 1)
             _extend(run.records, _per_rank(result, 2))

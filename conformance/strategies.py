@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import math
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Optional, TypeVar
 
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from ckptspec.conformance import options
@@ -28,7 +28,8 @@ class ResumeScenario:
     """Train ``total_steps`` uninterrupted, and again cut (save, exit, resume) after each of ``cuts``.
 
     ``steps_per_epoch`` (needs the ``epochs`` capability) makes epochs that short; None leaves the
-    adapter's own training set."""
+    adapter's own training set. ``nodes`` (needs ``multi_node`` when above 1) launches every phase
+    as that many nodes of ``world_size // nodes`` ranks each."""
 
     world_size: int
     total_steps: int
@@ -36,6 +37,7 @@ class ResumeScenario:
     accumulation_steps: int
     seed: int
     steps_per_epoch: Optional[int] = None
+    nodes: int = 1
 
 
 @dataclass(frozen=True)
@@ -65,10 +67,12 @@ class RewindScenario:
 
 @dataclass(frozen=True)
 class IntegrityScenario:
-    """Damage one payload file of each of three checkpoints: ``damages[i]`` on file index ``picks[i]``."""
+    """Damage one payload file of each of three checkpoints: ``damages[i]`` on the file that holds
+    the byte at fraction ``picks[i]`` of the checkpoint's bytes (files in path order). Damage
+    lands where the bytes are, as bit rot and torn copies do: mostly in the large shards."""
 
     damages: tuple[str, ...]
-    picks: tuple[int, ...]
+    picks: tuple[float, ...]
 
 
 @dataclass(frozen=True)
@@ -151,7 +155,7 @@ def rewind_scenarios(draw: Any) -> RewindScenario:
 @st.composite
 def integrity_scenarios(draw: Any) -> IntegrityScenario:
     damages = tuple(draw(st.permutations(["truncate", "flip", "delete"])))
-    return IntegrityScenario(damages, tuple(draw(st.integers(0, 1000)) for _ in damages))
+    return IntegrityScenario(damages, tuple(draw(st.floats(0, 1, exclude_max=True)) for _ in damages))
 
 
 @st.composite
@@ -218,11 +222,13 @@ def hypothesis_profile(opts: options.RunOptions) -> settings:
 
 
 def scenario_test(
-    cls: type[S], strategy: Callable[[], Any], *, max_examples: Optional[int] = None
+    cls: type[S], strategy: Callable[[], Any], *, max_examples: Optional[int] = None, always: Sequence[S] = ()
 ) -> Callable[[Callable[..., Any]], Any]:
     """Make a test draw ``scenario`` from ``strategy()`` under the run's :func:`hypothesis_profile`;
-    at most ``max_examples`` when given (tests whose one example is already long). With
-    ``--ckptspec-replay`` naming the test, exactly the replayed scenario runs."""
+    at most ``max_examples`` when given (tests whose one example is already long). The scenarios
+    of ``always`` run first in every profile (the case real runs meet most, which a small or
+    derandomized profile might not draw). With ``--ckptspec-replay`` naming the test, exactly the
+    replayed scenario runs."""
 
     def decorate(fn: Callable[..., Any]) -> Any:
         name = fn.__name__
@@ -236,6 +242,9 @@ def scenario_test(
         opts = options.current()
         profile = hypothesis_profile(opts)
         examples = 1 if opts.replay else min(profile.max_examples, max_examples or profile.max_examples)
-        return settings(profile, max_examples=examples)(given(scenario=st.deferred(chosen))(fn))
+        test = given(scenario=st.deferred(chosen))(fn)
+        for scenario in () if opts.replay else reversed(always):
+            test = example(scenario=scenario)(test)
+        return settings(profile, max_examples=examples)(test)
 
     return decorate

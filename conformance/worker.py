@@ -140,7 +140,9 @@ class _Rank:
         spec = self.spec
         local_rank = int(os.environ.get("LOCAL_RANK", self.rank))
         device = f"cuda:{local_rank}" if _cuda() else "cpu"
-        ctx = RankContext(rank=self.rank, world_size=spec.world_size, local_rank=local_rank, device=device)
+        local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", spec.world_size // spec.nodes))
+        ctx = RankContext(rank=self.rank, world_size=spec.world_size, local_rank=local_rank, device=device,
+                          local_world_size=local_world_size)
         self.progress("build")
         cls = load_adapter(spec.adapter)
         self.refusals = refusal_errors(cls)

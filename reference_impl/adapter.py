@@ -8,7 +8,7 @@ that holds the behaviour, and point ``trainer_class`` of an adapter subclass at 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import fields
+from dataclasses import fields, replace
 from typing import Any, ClassVar, Optional
 
 import torch
@@ -59,7 +59,8 @@ class ReferenceAdapter:
         device = torch.device(ctx.device)
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist_ctx = DistContext(rank=ctx.rank, world_size=ctx.world_size, local_rank=ctx.local_rank, device=device)
+        dist_ctx = DistContext(rank=ctx.rank, world_size=ctx.world_size, local_rank=ctx.local_rank, device=device,
+                               local_world_size=ctx.local_world_size)
         self.trainer = self.trainer_class(train_config(config, self.eval_set_size), dist_ctx)
 
     @property
@@ -93,3 +94,14 @@ class ReferenceAdapter:
     def close(self) -> None:
         self.trainer.finish_saves()
         self.trainer.policy.close()
+
+
+class ReferenceAsyncAdapter(ReferenceAdapter):
+    """The reference trainer with asynchronous saves (``async_save``): in ``fit()`` every save
+    returns once the state is in host memory, and its writes, digests, agreement and commit run
+    on a background thread while training goes on (a crash, a fault or a resume can meet a save in
+    flight). ``save()`` waits for the commit, as the protocol asks."""
+
+    def __init__(self, config: ScenarioConfig, ctx: RankContext) -> None:
+        super().__init__(replace(config, extra={**config.extra, "async_save": True}), ctx)
+

@@ -6,6 +6,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
+from ckptspec.file_digest import DEFAULT_ALGORITHM
 from ckptspec.reference_impl.model import ModelArgs
 
 
@@ -33,7 +34,8 @@ class TrainConfig:
     best_mode: str = "min"
     best_min_delta: float = 0.0
     elastic: bool = False
-    verify: str = "full"  # integrity check before a resume: "full" (SHA-256) or "size"
+    verify: str = "full"  # integrity check of a resume: "full" (digests) or "size"
+    digest_algorithm: str = DEFAULT_ALGORITHM  # of the files listed in the manifests written
     async_save: bool = False
     defer_grad_sync: bool = True  # no gradient reduce-scatter on non-final micro-steps
     dataset_size: int = 768

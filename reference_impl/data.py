@@ -4,6 +4,9 @@ The sampler walks a seeded global permutation of the dataset per epoch, one glob
 optimizer step. Each global batch is split contiguously across ranks, and each rank's slice
 contiguously into micro-batches. The sample order is therefore a function of (seed, epoch,
 position) only, so a data position saved at one world size resumes exactly at another.
+
+A :class:`ConsumptionLedger` records what a group of consecutive ranks (a node, a pair of ranks)
+consumed: it is the reference trainer's ``per_node`` and ``per_group`` state.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
+
+from ckptspec.digest import json_digest
 
 
 class SyntheticTokens:
@@ -82,16 +87,61 @@ class GlobalBatchSampler:
     @staticmethod
     def rank_micro_batches(global_batch: list[int], rank: int, world_size: int, accumulation_steps: int) -> list[list[int]]:
         """This rank's contiguous slice of ``global_batch``, split into ``accumulation_steps`` micro-batches."""
-        per_rank = len(global_batch) // world_size
-        mine = global_batch[rank * per_rank : (rank + 1) * per_rank]
-        per_micro = per_rank // accumulation_steps
+        mine = GlobalBatchSampler.ranks_slice(global_batch, range(rank, rank + 1), world_size)
+        per_micro = len(mine) // accumulation_steps
         return [mine[i * per_micro : (i + 1) * per_micro] for i in range(accumulation_steps)]
+
+    @staticmethod
+    def ranks_slice(global_batch: list[int], ranks: range, world_size: int) -> list[int]:
+        """The samples of ``global_batch`` that the consecutive ``ranks`` consume, in order."""
+        per_rank = len(global_batch) // world_size
+        return global_batch[ranks.start * per_rank : ranks.stop * per_rank]
 
     def state_dict(self) -> dict[str, Any]:
         return asdict(self.position)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.position = DataPosition(**state)
+
+
+@dataclass
+class ConsumptionLedger:
+    """What the ``group_size`` consecutive ranks of group ``group`` consumed since ``since_step``:
+    how many samples, and a running digest of their ids in order (``json_digest`` of the previous
+    digest and each step's ids). Identical on every rank of the group; a resume at another
+    grouping of ranks starts a new ledger (:meth:`restart`)."""
+
+    group: int
+    group_size: int
+    since_step: int = 0
+    samples: int = 0
+    ids_digest: str = ""
+
+    @classmethod
+    def for_rank(cls, rank: int, group_size: int) -> ConsumptionLedger:
+        """The empty ledger of ``rank``'s group of ``group_size`` ranks."""
+        return cls(rank // group_size, group_size)
+
+    @property
+    def ranks(self) -> range:
+        return range(self.group * self.group_size, (self.group + 1) * self.group_size)
+
+    def record(self, global_batch: list[int], world_size: int) -> None:
+        """Add the group's share of one global batch."""
+        ids = GlobalBatchSampler.ranks_slice(global_batch, self.ranks, world_size)
+        self.samples += len(ids)
+        self.ids_digest = json_digest([self.ids_digest, ids])
+
+    def restart(self, step: int) -> None:
+        """Start an empty ledger at ``step`` (the groups changed, so the saved one is not this group's)."""
+        self.since_step, self.samples, self.ids_digest = step, 0, ""
+
+    def state_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore every field of a saved ledger (a missing or unknown key raises ``TypeError``)."""
+        vars(self).update(asdict(ConsumptionLedger(**state)))
 
 
 def shard_contiguous(n: int, rank: int, world_size: int) -> list[int]:

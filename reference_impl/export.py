@@ -58,7 +58,7 @@ def export_weights(checkpoint: str | Path, out: str | Path) -> Path:
     from ckptspec.diff_cmd import load_dcp_state
     from ckptspec.layout import LAYOUT
     from ckptspec.documents import load_manifest
-    from ckptspec.manifest import Component, FileEntry, Manifest, MeshDim, Topology
+    from ckptspec.manifest import SPEC_VERSION, Component, FileEntry, Manifest, MeshDim, Topology
     from ckptspec.checkpointing.commit import PRODUCER
     from ckptspec.checkpointing.run_policy import utc_now
     from ckptspec.checkpointing.fsio import file_digest, fsync_path, write_durable
@@ -91,12 +91,12 @@ def export_weights(checkpoint: str | Path, out: str | Path) -> Path:
         if len(weights) != 1 or set(written) != {*weights, INDEX_FILE}:
             raise ExportError(f"torch's Hugging Face writer produced {written}, expected one safetensors file and {INDEX_FILE}")
 
-        def entry(name: str) -> FileEntry:
-            size, sha = file_digest(staging / name)
-            return FileEntry(path=name, size=size, sha256=sha, ranks=[0])
+        def entry(name: str) -> FileEntry:  # SHA-256: an export is made to be handed on
+            size, digest = file_digest(staging / name, "sha256")
+            return FileEntry(path=name, size=size, digest=digest, ranks=[0])
 
         exported = Manifest(
-            spec_version=manifest.spec_version,
+            spec_version=SPEC_VERSION,
             producer=PRODUCER,
             run_id=manifest.run_id,
             step=manifest.step,
@@ -115,7 +115,7 @@ def export_weights(checkpoint: str | Path, out: str | Path) -> Path:
             extensions={EXTENSION_KEY: {
                 "source_run_id": manifest.run_id,
                 "source_step": manifest.step,
-                "source_manifest_sha256": file_digest(source / LAYOUT.manifest_file)[1],
+                "source_manifest_sha256": manifest_sha256(source / LAYOUT.manifest_file),
             }},
         )
         write_durable(staging / LAYOUT.manifest_file, exported.model_dump_json(indent=2).encode())
@@ -131,7 +131,7 @@ def export_weights(checkpoint: str | Path, out: str | Path) -> Path:
 def source_record(source: str | Path) -> dict[str, Any]:
     """What a run started with ``--init-from source`` records in its config fingerprint.
 
-    ``manifest_sha256`` is the SHA-256 of the source's ``manifest.json``, which lists the SHA-256
+    ``manifest_sha256`` is the SHA-256 of the source's ``manifest.json``, which lists the digest
     of every weights file, so it identifies the exact weights. Raises
     :class:`~ckptspec.errors.NoCheckpointError` when ``source`` has no manifest.
     """
@@ -139,17 +139,22 @@ def source_record(source: str | Path) -> dict[str, Any]:
     from ckptspec.errors import NoCheckpointError
     from ckptspec.layout import LAYOUT
 
-    from ckptspec.checkpointing.fsio import file_digest
-
     marker = Path(source) / LAYOUT.manifest_file
     try:
         manifest, problems = load_manifest(str(marker))
-        _, manifest_sha256 = file_digest(marker)
+        marker_sha256 = manifest_sha256(marker)
     except OSError as exc:
         raise NoCheckpointError(f"--init-from {source}: cannot read {marker} ({exc.strerror or exc})") from None
     if manifest is None:
         raise NoCheckpointError(f"--init-from {source}: {marker} is not a valid manifest: {problems[0].line()}")
-    return {"manifest_sha256": manifest_sha256, "run_id": manifest.run_id, "step": manifest.step}
+    return {"manifest_sha256": marker_sha256, "run_id": manifest.run_id, "step": manifest.step}
+
+
+def manifest_sha256(path: Path) -> str:
+    """The SHA-256 (hex) of the manifest file at ``path``; raises ``OSError`` if it cannot be read."""
+    from ckptspec.checkpointing.fsio import file_digest
+
+    return file_digest(path, "sha256")[1].removeprefix("sha256:")
 
 
 def run(args: argparse.Namespace) -> int:

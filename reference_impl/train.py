@@ -23,6 +23,7 @@ import torch.distributed as dist
 
 from ckptspec.digest import state_digest
 from ckptspec.errors import CheckpointError
+from ckptspec.file_digest import ALGORITHMS
 from ckptspec.checkpointing.commit import SaveError
 from ckptspec.checkpointing.distributed import exit_process, init_distributed
 from ckptspec.reference_impl.config import TrainConfig
@@ -63,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--best-mode", choices=("min", "max"))
     p.add_argument("--best-min-delta", type=float)
     p.add_argument("--elastic", action="store_true", help="on a world-size change, re-derive rank-local state (RNG)")
-    p.add_argument("--verify", choices=("full", "size"), help="integrity check before resuming")
+    p.add_argument("--verify", choices=("full", "size"), help="integrity check of a resume: digests or sizes only")
+    p.add_argument("--digest-algorithm", choices=tuple(ALGORITHMS), help="file digest algorithm of the manifests written")
     p.add_argument("--async-save", action="store_true", help="write sharded state in the background (DCP async_save)")
     p.add_argument("--no-defer-grad-sync", action="store_true", help="reduce gradients on every micro-step")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")

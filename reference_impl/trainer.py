@@ -34,7 +34,7 @@ from torch.distributed.checkpoint.state_dict import (
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor, Shard
 
-from ckptspec.checkpointing.commit import CommitProtocol, SaveRequest
+from ckptspec.checkpointing.commit import CommitProtocol, GroupState, SaveRequest
 from ckptspec.checkpointing.distributed import DistContext, configure_determinism
 from ckptspec.checkpointing.fingerprint import fingerprint
 from ckptspec.checkpointing.loader import CheckpointLoader, LoadPlan
@@ -42,7 +42,7 @@ from ckptspec.checkpointing.run_policy import BestPolicy, RunPolicy
 from ckptspec.errors import MidAccumulationError
 from ckptspec.manifest import EvalResult, Progress, ResumeRecord
 from ckptspec.reference_impl import rng
-from ckptspec.reference_impl.data import GlobalBatchSampler, SyntheticTokens, shard_contiguous
+from ckptspec.reference_impl.data import ConsumptionLedger, GlobalBatchSampler, SyntheticTokens, shard_contiguous
 from ckptspec.reference_impl.evaluator import Evaluator
 from ckptspec.reference_impl.export import source_record
 from ckptspec.reference_impl.config import TrainConfig, fingerprint_values, lr_factor
@@ -99,6 +99,9 @@ class Trainer:
     policy_class = RunPolicy
     commit_class = CommitProtocol
     loader_class = CheckpointLoader
+    RESTORED_COMPONENTS: tuple[str, ...] = (
+        "model", "optimizer", "lr_scheduler", "trainer_state", "data_position", "node_ledger", "pair_ledger", "rng")
+    """What a resume restores (or re-derives): a checkpoint without one of them is refused before loading."""
     evaluator_class = Evaluator
 
     def __init__(self, config: TrainConfig, ctx: DistContext) -> None:
@@ -118,15 +121,17 @@ class Trainer:
         self.dataset = SyntheticTokens(config.seed, config.dataset_size, args.seq_len, args.vocab_size)
         self.eval_dataset = SyntheticTokens(config.seed + 1, config.eval_set_size, args.seq_len, args.vocab_size, name="eval")
         self.sampler = GlobalBatchSampler(config.dataset_size, config.global_batch_size, config.seed)
+        self.ledgers = self._build_ledgers()
         self.evaluator = self.evaluator_class(self.eval_dataset, args, self.device)
         self.fingerprint_values = fingerprint_values(config, args, self.dataset.identity)
         if config.init_from is not None:  # the starting weights are part of the run's identity
             self.fingerprint_values["init_from"] = source_record(config.init_from)
         best = BestPolicy(config.best_metric, config.best_mode, config.best_min_delta) if config.best_metric else None
-        async_groups = {name: dist.new_group(backend="gloo") for name in ("model", "optimizer")} if config.async_save else None
+        async_groups = {name: dist.new_group(backend="gloo") for name in ("model", "optimizer", "commit")} if config.async_save else None
         self.policy = self.policy_class(Path(config.output_dir) / config.run_id, config.run_id, ctx, keep_last=config.keep_last, best=best)
-        self.commit = self.commit_class(self.policy, async_groups=async_groups)
-        self.loader = self.loader_class(ctx, self.fingerprint_values, elastic=config.elastic, verify=config.verify)
+        self.commit = self.commit_class(self.policy, async_groups=async_groups, digest_algorithm=config.digest_algorithm)
+        self.loader = self.loader_class(ctx, self.fingerprint_values, elastic=config.elastic, verify=config.verify,
+                                        group_sizes={name: ledger.group_size for name, (_, ledger) in self.ledgers.items()})
         self.global_step = 0
         self.resumed_from: Optional[ResumeRecord] = None
         self.last_eval: Optional[tuple[int, EvalResult]] = None
@@ -147,6 +152,20 @@ class Trainer:
         fully_shard(model)
         rng.rederive(self.config.seed, 0, self.ctx.rank, self.device)
         return model
+
+    def _build_ledgers(self) -> dict[str, tuple[str, ConsumptionLedger]]:
+        """The data ledgers of this rank's groups, by component name -> (sharing, ledger):
+        ``node_ledger`` (``per_node``: the ranks of this node) and ``pair_ledger`` (``per_group``:
+        pairs of consecutive ranks when the world size is even, else single ranks)."""
+        ctx = self.ctx
+        if ctx.world_size % ctx.local_world_size or ctx.rank % ctx.local_world_size != ctx.local_rank:
+            raise ValueError(f"rank {ctx.rank} (local rank {ctx.local_rank} of {ctx.local_world_size}, world size {ctx.world_size}): "
+                             "per-node state needs nodes of equal size whose global ranks are consecutive")
+        pair = 2 if ctx.world_size % 2 == 0 else 1
+        return {
+            "node_ledger": ("per_node", ConsumptionLedger.for_rank(ctx.rank, ctx.local_world_size)),
+            "pair_ledger": ("per_group", ConsumptionLedger.for_rank(ctx.rank, pair)),
+        }
 
     def _init_optimizer_state(self) -> None:
         """Create AdamW's state eagerly, exactly as its first step would (step 0, zero moments),
@@ -191,6 +210,8 @@ class Trainer:
     def _start_cycle(self) -> AccumulationCycle:
         c = self.config
         global_batch = self.sampler.next_global_batch()
+        for _, ledger in self.ledgers.values():
+            ledger.record(global_batch, self.ctx.world_size)
         micro_batches = self.sampler.rank_micro_batches(global_batch, self.ctx.rank, self.ctx.world_size, c.accumulation_steps)
         tokens = sum(len(m) for m in micro_batches) * c.model.seq_len
         self.cycle = AccumulationCycle(micro_batches, tokens, torch.zeros((), dtype=torch.float64, device=self.device))
@@ -289,6 +310,8 @@ class Trainer:
                 "data_position": ("data_position", self.sampler.state_dict()),
             },
             per_rank={"rng": ("rng", self.capture_rng())},
+            grouped={name: GroupState("data_position", sharing, ledger.group_size, ledger.state_dict())
+                     for name, (sharing, ledger) in self.ledgers.items()},
             step_counts={"optimizer": self.global_step},
             eval=eval_result,
             resumed_from=self.resumed_from,
@@ -301,7 +324,7 @@ class Trainer:
         path = Path(checkpoint) if checkpoint is not None else self.policy.latest()
         if path is None:
             return self.global_step
-        plan = self.loader.plan(path)
+        plan = self.loader.plan(path, required=self.RESTORED_COMPONENTS)
         self._load(plan)
         self.resumed_from = ResumeRecord(
             step=plan.manifest.step,
@@ -312,21 +335,28 @@ class Trainer:
         return self.global_step
 
     def _load(self, plan: LoadPlan) -> None:
-        self._load_model(plan)
-        self._load_optimizer(plan)
+        model, optimizer = get_model_state_dict(self.model), get_optimizer_state_dict(self.model, self.optimizer)
+        staged = [self.loader.read_sharded(plan, "model", model), self.loader.read_sharded(plan, "optimizer", optimizer)]
+        # every sharded payload was read and verified on every rank: live state changes from here on (RESUME-6)
+        for read in staged:
+            read.apply()
+        self._load_model(model)
+        self._load_optimizer(optimizer)
         self._load_scheduler(plan)
         self._load_trainer_state(plan)
         self._load_data_position(plan)
+        self._load_ledgers(plan)
         self._load_rng(plan)
 
-    def _load_model(self, plan: LoadPlan) -> None:
+    def _load_weights(self, plan: LoadPlan) -> None:
         state = get_model_state_dict(self.model)
-        self.loader.load_sharded(plan, "model", state)
+        self.loader.read_sharded(plan, "model", state).apply()
+        self._load_model(state)
+
+    def _load_model(self, state: dict[str, Any]) -> None:
         set_model_state_dict(self.model, state)
 
-    def _load_optimizer(self, plan: LoadPlan) -> None:
-        state = get_optimizer_state_dict(self.model, self.optimizer)
-        self.loader.load_sharded(plan, "optimizer", state)
+    def _load_optimizer(self, state: dict[str, Any]) -> None:
         set_optimizer_state_dict(self.model, self.optimizer, state)
 
     def _load_scheduler(self, plan: LoadPlan) -> None:
@@ -337,6 +367,15 @@ class Trainer:
 
     def _load_data_position(self, plan: LoadPlan) -> None:
         self.sampler.load_state_dict(self.loader.load_json(plan, "data_position"))
+
+    def _load_ledgers(self, plan: LoadPlan) -> None:
+        """Restore this rank's groups' data ledgers, or start new ones at the checkpoint's step
+        when the resume re-derives them (another world size or node layout, elastic)."""
+        for name, (_, ledger) in self.ledgers.items():
+            if name in plan.rederived:
+                ledger.restart(plan.manifest.step)
+            else:
+                ledger.load_state_dict(self.loader.load_group(plan, name))
 
     def _load_rng(self, plan: LoadPlan) -> None:
         """Restore this rank's RNG, or re-derive it from (seed, step, rank) in an elastic resume."""
@@ -349,7 +388,7 @@ class Trainer:
         """*Collective.* Load only the model component (any world size, for evaluation).
         The model component's files are verified and the architecture must match."""
         plan = self.loader.plan_weights(Path(checkpoint))
-        self._load_model(plan)
+        self._load_weights(plan)
         return plan.manifest.step
 
     def init_weights(self, source: str | os.PathLike[str]) -> int:
@@ -359,7 +398,7 @@ class Trainer:
         else is loaded. Returns the source's step."""
         plan = self.loader.plan_weights(Path(source))
         if plan.component("model").format != "safetensors":
-            self._load_model(plan)
+            self._load_weights(plan)
             return plan.manifest.step
         state = get_model_state_dict(self.model)
         dcp.load(state, storage_reader=dcp.HuggingFaceStorageReader(str(plan.path)))
@@ -387,7 +426,7 @@ class Trainer:
                 start = time.perf_counter()
                 path = self.save()
                 verb = "started" if self.config.async_save else "committed"
-                self.log(f"ckpt  step {self.global_step:5d} | {verb} {path.name} in {time.perf_counter() - start:.3f} s")
+                self.log(f"ckpt  step {self.global_step:5d} | {verb} {path.name} | training blocked {time.perf_counter() - start:.3f} s")
         self.finish_saves()
         return records
 
@@ -409,11 +448,13 @@ class Trainer:
     # ------------------------------------------------------------------ introspection
     def full_state(self) -> dict[str, Any]:
         """*Collective.* Unsharded state: full model and optimizer tensors, scheduler state, this
-        rank's RNG, data position. The sharded state dicts are gathered by :func:`unsharded`."""
+        rank's RNG, data position, and the data ledgers of this rank's node and group. The sharded
+        state dicts are gathered by :func:`unsharded`."""
         return {
             "model": unsharded(get_model_state_dict(self.model)),
             "optimizer": unsharded(get_optimizer_state_dict(self.model, self.optimizer)),
             "lr_scheduler": self.scheduler.state_dict(),
             "rng": self.capture_rng(),
             "data_position": self.sampler.state_dict(),
+            **{name: ledger.state_dict() for name, (_, ledger) in self.ledgers.items()},
         }

@@ -6,7 +6,8 @@ import os
 import stat
 from typing import Optional
 
-from ckptspec.confined import is_inside, link_ancestor, resolve, scan_tree, sha256_file
+from ckptspec.confined import is_inside, link_ancestor, resolve, scan_tree
+from ckptspec.file_digest import algorithm_of, digest_file
 from ckptspec.documents import load_manifest
 from ckptspec.findings import Finding, finding, json_pointer
 from ckptspec.layout import LAYOUT, parse_checkpoint_dir
@@ -37,7 +38,7 @@ def _manifest_problem(directory: str, real_root: str) -> Optional[Finding]:
 
 def check_files(directory: str, manifest: Manifest, *, deep: bool) -> list[Finding]:
     """LAYOUT-5/6/7: every listed file exists inside ``directory`` as a regular file of the listed size
-    (and, with ``deep``, SHA-256), and no other regular file is there."""
+    (and, with ``deep``, its digest), and no other regular file is there."""
     real_root = os.path.realpath(directory)
     tree = scan_tree(directory)
     findings: list[Finding] = []
@@ -59,12 +60,12 @@ def check_files(directory: str, manifest: Manifest, *, deep: bool) -> list[Findi
                 continue
             if deep and r.real_path is not None:
                 try:
-                    digest = sha256_file(r.real_path, entry.size)
+                    digest = digest_file(r.real_path, algorithm_of(entry.digest), entry.size)
                 except OSError as exc:
                     findings.append(finding("FILE_MISSING", file_path, f"cannot be read: {exc.strerror}", where))
                     continue
-                if digest != entry.sha256:
-                    findings.append(finding("FILE_DIGEST_MISMATCH", file_path, f"has SHA-256 {digest}, the manifest says {entry.sha256}", where))
+                if digest != entry.digest:
+                    findings.append(finding("FILE_DIGEST_MISMATCH", file_path, f"has digest {digest}, the manifest says {entry.digest}", where))
     # a link to a directory that listed paths go through is accounted for by those paths
     ancestors = {a for a in (link_ancestor(tree, rel) for rel in listed if rel not in tree) if a is not None}
     for rel, st in sorted(tree.items()):

@@ -9,14 +9,10 @@ file is ever opened through a link that leaves the directory. Nothing here write
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import stat
 from dataclasses import dataclass
 from typing import Literal, Optional
-
-HASH_CHUNK_BYTES = 4 * 1024 * 1024
-"""Read size when hashing: large enough that per-call overhead is negligible."""
 
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
@@ -128,24 +124,3 @@ def open_regular(real_path: str) -> int:
         os.close(fd)
         raise OSError(errno.EINVAL, "not a regular file", real_path)
     return fd
-
-
-def sha256_file(real_path: str, size: Optional[int] = None) -> str:
-    """SHA-256 of the regular file at ``real_path``, streamed; raises ``OSError`` if it cannot be read.
-
-    With ``size`` (the size the manifest lists), at most ``size`` bytes are read, so a file that
-    grows, or is larger than it claims, never makes the hash read past it.
-    """
-    with os.fdopen(open_regular(real_path), "rb", buffering=0) as f:
-        h = hashlib.sha256()
-        buf = bytearray(HASH_CHUNK_BYTES)
-        view = memoryview(buf)
-        left = size
-        while left is None or left > 0:
-            n = f.readinto(view if left is None or left >= len(buf) else view[:left])
-            if not n:
-                break
-            h.update(view[:n])
-            if left is not None:
-                left -= n
-        return h.hexdigest()

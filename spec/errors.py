@@ -37,6 +37,23 @@ class WorldSizeMismatchError(CheckpointError):
         )
 
 
+class GroupLayoutMismatchError(WorldSizeMismatchError):
+    """The checkpoint was written at this world size but with other rank groups (another node
+    layout, another group size) and holds ``per_node``/``per_group`` state of those groups: refused
+    like a world-size change (RESUME-3)."""
+
+    def __init__(self, world_size: int, regrouped: Mapping[str, tuple[int, int]]) -> None:
+        self.saved = self.current = world_size
+        self.components = sorted(regrouped)
+        self.regrouped = dict(sorted(regrouped.items()))
+        detail = ", ".join(f"{name}: group size {saved} in the checkpoint, {now} in this run" for name, (saved, now) in self.regrouped.items())
+        CheckpointError.__init__(
+            self,
+            f"checkpoint was written at world size {world_size} with other rank groups; grouped rank-local "
+            f"components cannot be regrouped: {detail} (resume with the saved node layout, or enable an elastic policy)",
+        )
+
+
 class ConfigDriftError(CheckpointError):
     """Fingerprinted settings differ from the checkpoint's (RESUME-5)."""
 

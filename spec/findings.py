@@ -61,6 +61,7 @@ CODES_LIST: tuple[Code, ...] = (
     _c("RUN_INDEX_SCHEMA", "RUN-1", "error", "structure", "`run.json` does not match the run-index schema."),
     _c("PATH_INVALID", "LAYOUT-6", "error", "structure", "A path is absolute, not normalised, or contains `\\` or NUL."),
     _c("FORMAT_UNSAFE", "MANIFEST-7", "error", "structure", "A component uses a payload format not loadable without executing code."),
+    _c("DIGEST_INVALID", "DIGEST-2", "error", "structure", "A file digest names no listed algorithm, or its value is not lower-case hex of that algorithm's length."),
     _c("VERSION_UNKNOWN_FIELD", "VERSION-1", "warning", "structure", "A field unknown to this validator, in a document of a newer minor version; it was not checked."),
     # --- rule: cross-field rules over a parsed manifest ----------------------------------
     _c("STEP_MISMATCH", "MANIFEST-3", "error", "rule", "The manifest's `step` differs from `progress.global_step`."),
@@ -90,7 +91,7 @@ CODES_LIST: tuple[Code, ...] = (
     _c("FILE_MISSING", "LAYOUT-5", "error", "files", "A listed file does not exist or cannot be read."),
     _c("FILE_NOT_REGULAR", "LAYOUT-5", "error", "files", "A listed path is a directory, device, socket or FIFO, not a regular file."),
     _c("FILE_SIZE_MISMATCH", "LAYOUT-5", "error", "files", "A listed file's size differs from the manifest."),
-    _c("FILE_DIGEST_MISMATCH", "LAYOUT-5", "error", "files", "A listed file's SHA-256 differs from the manifest (checked with `--deep`)."),
+    _c("FILE_DIGEST_MISMATCH", "LAYOUT-5", "error", "files", "A listed file's digest differs from the manifest (checked with `--deep`, and by loaders as they read)."),
     _c("PATH_ESCAPES", "LAYOUT-6", "error", "files", "A listed path goes through a symbolic link that leaves the checkpoint directory; it was not followed."),
     _c("UNLISTED_FILE", "LAYOUT-7", "warning", "files", "A regular file in the checkpoint directory is not listed in the manifest."),
     # --- run: a run directory ------------------------------------------------------------

@@ -164,7 +164,7 @@ def manifest_lines(m: Manifest, list_files: bool) -> list[str]:
         lines.append(f"replication {checks}")
     if list_files:
         lines.append("files")
-        lines += _table([("PATH", "SIZE", "RANKS", "SHA-256")] + [(f.path, str(f.size), _rank_span(f.ranks), f.sha256[:16] + "...") for c in m.components for f in c.files])
+        lines += _table([("PATH", "SIZE", "RANKS", "DIGEST")] + [(f.path, str(f.size), _rank_span(f.ranks), f.digest[:25] + "...") for c in m.components for f in c.files])
     return lines
 
 

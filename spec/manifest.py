@@ -1,4 +1,5 @@
-"""The checkpoint manifest, spec version 1 (spec section *manifest*).
+"""The checkpoint manifest, spec version 2 (spec section *manifest*; version 1 documents are
+read through :mod:`ckptspec.structure`).
 
 These models define the structure that the generated JSON Schema carries. Rules that relate
 several fields (per-rank coverage, step consistency, fingerprint digest, ...) are checked by
@@ -14,6 +15,7 @@ from pydantic import ConfigDict, Field
 
 from ckptspec.types import (
     Extensions,
+    FileDigest,
     Identifier,
     JSONValue,
     NonNegativeInt,
@@ -27,8 +29,11 @@ from ckptspec.types import (
     Timestamp,
 )
 
-SPEC_VERSION = "1.0"
-"""The spec version this package writes and implements."""
+SPEC_VERSION = "2.0"
+"""The spec version this package writes; it reads every major version in :data:`READABLE_VERSIONS`."""
+
+READABLE_VERSIONS: dict[int, int] = {1: 0, 2: 0}
+"""Each major version this package reads, and the newest minor version of it that it knows."""
 
 ComponentKind = Literal[
     "model", "optimizer", "lr_scheduler", "rng", "data_position", "grad_scaler", "trainer_state", "custom"
@@ -41,6 +46,9 @@ RESHARDABLE_FORMATS: frozenset[str] = frozenset({"dcp"})
 
 RANK_LOCAL_PATTERNS: frozenset[str] = frozenset({"per_rank", "per_group", "per_node"})
 """Sharing patterns whose state belongs to a rank (or group of ranks) and cannot be resharded."""
+
+GROUPED_PATTERNS: frozenset[str] = frozenset({"per_group", "per_node"})
+"""Sharing patterns whose state belongs to a group of consecutive ranks, one file per group (MANIFEST-4)."""
 
 REQUIRED_FINGERPRINT_KEYS: tuple[str, ...] = ("accumulation_steps", "global_batch_size", "dataset", "model")
 """Settings every config fingerprint must carry (MANIFEST-9)."""
@@ -100,7 +108,7 @@ class FileEntry(_Model):
 
     path: RelativePath = Field(description="Path relative to the checkpoint directory.")
     size: NonNegativeInt = Field(description="Exact size in bytes.")
-    sha256: Sha256Hex = Field(description="SHA-256 of the file's bytes.")
+    digest: FileDigest = Field(description="Digest of the file's bytes, naming its algorithm (spec 1.x: `sha256`, the SHA-256 hex alone).")
     ranks: list[Rank] = Field(min_length=1, description="Ranks that wrote (or contributed to) this file, ascending.")
     group: Optional[NonNegativeInt] = Field(default=None, description="For `per_group` and `per_node` components: the index of the group the file belongs to.")
 

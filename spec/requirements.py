@@ -122,7 +122,7 @@ REQUIREMENTS: tuple[Requirement, ...] = (
        "validator", "conformance"),
     _r("LAYOUT-5", "MUST", L, "Listed files exist with their size and digest",
        "Every file the manifest lists MUST exist as a regular file in the checkpoint directory "
-       "with exactly the listed size in bytes and SHA-256 digest.", "validator", "conformance"),
+       "with exactly the listed size in bytes and the listed digest.", "validator", "conformance"),
     _r("LAYOUT-6", "MUST", L, "Paths are confined",
        "Every path in a manifest MUST be relative, use `/` as separator, be normalised (no empty, "
        "`.` or `..` segments) and resolve inside the checkpoint directory. A symbolic link whose "
@@ -295,6 +295,12 @@ REQUIREMENTS: tuple[Requirement, ...] = (
        "canonical tensor digest: SHA-256 over the header `ckptspec-tensor-v1`, the dtype name, "
        "the shape and the row-major little-endian bytes, as defined in the digest section.",
        "conformance"),
+    _r("DIGEST-2", "MUST", D, "File digest algorithms",
+       "A file entry's `digest` MUST be `<algorithm>:<hex>`, naming one of the algorithms of the "
+       "digest section (`xxh3-128`, `sha256`, `blake3`, `crc32c`) and the digest of the file's "
+       "bytes in lower-case hex of that algorithm's length. A writer MAY choose the algorithm per "
+       "file; a reader MUST verify every listed algorithm and MUST NOT accept a file whose "
+       "algorithm it does not implement.", "validator"),
     # --- versioning ---------------------------------------------------------------------
     _r("VERSION-1", "MUST", V, "Spec version",
        "Every manifest and run index MUST carry `spec_version` `MAJOR.MINOR`; a reader MUST "

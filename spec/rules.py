@@ -15,6 +15,7 @@ from ckptspec.digest import json_digest
 from ckptspec.findings import Finding, finding, json_pointer
 from ckptspec.layout import LAYOUT
 from ckptspec.manifest import (
+    GROUPED_PATTERNS,
     RANK_LOCAL_PATTERNS,
     REQUIRED_FINGERPRINT_KEYS,
     RESHARDABLE_FORMATS,
@@ -84,7 +85,7 @@ def grouped_components_cover_groups(m: Manifest, path: str) -> Iterator[Finding]
     """MANIFEST-4: a ``per_group``/``per_node`` component has a ``group_size`` dividing the world and files for every group."""
     world = m.topology.world_size
     for ci, c in enumerate(m.components):
-        if c.sharing not in ("per_group", "per_node"):
+        if c.sharing not in GROUPED_PATTERNS:
             continue
         where = json_pointer("components", ci)
         if c.group_size is None or world % c.group_size:

@@ -19,15 +19,19 @@ torch writes, so later readers never meet a list where a dict belongs.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import pickle
 import posixpath
 import stat
 from enum import Enum
+from collections.abc import Generator, Mapping
 from pathlib import Path
 from types import BuiltinFunctionType, FunctionType, MethodType
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Optional
+
+from ckptspec.file_digest import verified_file
 
 DCP_METADATA_FILE = ".metadata"
 
@@ -318,20 +322,105 @@ def check_metadata(metadata: Any, where: str = DCP_METADATA_FILE) -> None:
             _refuse(f"{where}: storage_data[{index.fqn!r:.120}] has offset {offset} and length {length} outside [0, 2**63)")
 
 
-def safe_reader(checkpoint_dir: str | os.PathLike[str]) -> Any:
-    """A ``FileSystemReader`` for ``checkpoint_dir`` whose metadata is read with the restricted unpickler."""
+def safe_reader(checkpoint_dir: str | os.PathLike[str], expected: Optional[Mapping[str, tuple[int, str]]] = None,
+                *, defer_copies: bool = False) -> Any:
+    """A ``FileSystemReader`` for ``checkpoint_dir`` whose metadata is read with the restricted unpickler.
+
+    With ``expected`` (file name in the directory -> listed size and digest), every file the
+    reader opens is read once, whole, and checked against its listed size and digest before any
+    of its bytes are used; a file that is not listed, or does not match, raises
+    :class:`~ckptspec.file_digest.DigestMismatchError`. The load's data is then served from the
+    verified bytes, so nothing is read twice; the verified metadata is kept, so that a caller may
+    call ``read_metadata()`` first (DCP reports a failure there only as text) and DCP reuses it.
+
+    With ``defer_copies``, a load reads every item it needs (as DCP's own reader does) but copies
+    nothing into the destination state dict: the reader's ``apply()`` does that later. A caller
+    can so read and verify several components on every rank (a failed read raises on every rank
+    from ``dcp.load``) before any destination tensor, which may be live state, changes.
+    """
+    import torch
     from torch.distributed.checkpoint import FileSystemReader
+    from torch.distributed.checkpoint.filesystem import FileSystem
     from torch.distributed.checkpoint.metadata import StorageMeta
+    from torch.distributed.checkpoint.planner import LoadItemType
+    from torch.distributed._shard._utils import narrow_tensor_by_index
+    from torch.futures import Future
+
+    class _VerifyingFileSystem(FileSystem):
+        def __init__(self, listed: Mapping[str, tuple[int, str]]) -> None:
+            super().__init__()
+            self.listed = listed
+
+        @contextlib.contextmanager
+        def create_stream(self, path: str | os.PathLike[str], mode: str) -> Generator[Any, None, None]:
+            if mode != "rb":
+                raise ValueError(f"{path}: a checkpoint is read-only here (mode {mode!r})")
+            with verified_file(path, self.listed.get(Path(path).name)) as stream:
+                yield stream
 
     class _SafeFileSystemReader(FileSystemReader):
+        def __init__(self, path: str | os.PathLike[str]) -> None:
+            super().__init__(path)
+            self.verified_metadata: Any = None  # with ``expected``: read once, then reused
+            self.deferred: list[tuple[Any, Any, Any]] = []  # with ``defer_copies``: (planner, item, value)
+
         def read_metadata(self, *args: Any, **kwargs: Any) -> Any:
-            metadata = read_dcp_metadata(self.path)
+            path = Path(self.path) / DCP_METADATA_FILE
+            if expected is None:
+                metadata = read_dcp_metadata(self.path)
+            elif self.verified_metadata is not None:
+                metadata = self.verified_metadata
+            else:
+                listed = expected.get(DCP_METADATA_FILE)
+                if listed is not None and listed[0] > MAX_METADATA_BYTES:
+                    _refuse(f"{path}: listed as {listed[0]} bytes, more than the {MAX_METADATA_BYTES}-byte limit for DCP metadata")
+                with verified_file(path, listed) as stream:
+                    data = stream.read()
+                metadata = self.verified_metadata = unpickle_metadata(data, str(path))
             if getattr(metadata, "storage_meta", None) is None:
                 metadata.storage_meta = StorageMeta()
             metadata.storage_meta.load_id = self.load_id
             return metadata
 
-    return _SafeFileSystemReader(checkpoint_dir)
+        def read_data(self, plan: Any, planner: Any) -> Any:
+            if not defer_copies:
+                return super().read_data(plan, planner)
+            per_file: dict[str, list[Any]] = {}
+            for item in plan.items:
+                per_file.setdefault(self.storage_data[item.storage_index].relative_path, []).append(item)
+            for relative_path, items in per_file.items():
+                with self.fs.create_stream(self.fs.concat_path(self.path, relative_path), "rb") as stream:
+                    for item in items:
+                        info = self.storage_data[item.storage_index]
+                        data = self.transforms.transform_load_stream(item, info.transform_descriptors or (), self._slice_file(stream, info))
+                        if item.type == LoadItemType.BYTE_IO:
+                            self.deferred.append((planner, item, io.BytesIO(data.read(-1))))
+                            continue
+                        loaded = torch.load(data if data.seekable() else io.BytesIO(data.read(-1)), map_location="cpu", weights_only=True)
+                        loaded = narrow_tensor_by_index(loaded, item.storage_offsets, item.lengths)
+                        target = planner.resolve_tensor(item).detach()
+                        if target.size() != loaded.size():
+                            raise ValueError(f"{relative_path}: item {item.storage_index.fqn!r:.120} has size {tuple(loaded.size())}, the destination {tuple(target.size())}")
+                        self.deferred.append((planner, item, (target, loaded)))
+            done: Future[None] = Future()
+            done.set_result(None)
+            return done
+
+        def apply(self) -> None:
+            """Copy every deferred item into its destination (``defer_copies`` only)."""
+            for planner, item, value in self.deferred:
+                if item.type == LoadItemType.BYTE_IO:
+                    planner.load_bytes(item, value)
+                else:
+                    target, loaded = value
+                    target.copy_(loaded)
+                    planner.commit_tensor(item, target)
+            self.deferred.clear()
+
+    reader = _SafeFileSystemReader(checkpoint_dir)
+    if expected is not None:
+        reader.fs = _VerifyingFileSystem(expected)
+    return reader
 
 
 def safe_planner(**kwargs: Any) -> Any:

@@ -40,6 +40,11 @@ shapes of ``inspect --format json`` and ``diff --format json``, and the ``case.j
 example cases."""
 
 
+FROZEN_MANIFEST_SCHEMAS: dict[int, str] = {1: "manifest-v1.schema.json"}
+"""The manifest schema of each older major version this package reads, by major version: kept
+as published (never regenerated), for tools that check those documents."""
+
+
 class SpecJsonSchema(GenerateJsonSchema):
     """pydantic's JSON Schema generator with the spec's conventions: ``$schema`` names the
     dialect (draft 2020-12), and every regex anchored with ``$`` ends ``$(?!\\n)``. Python's

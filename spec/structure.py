@@ -3,7 +3,9 @@
 The pydantic models carry no cross-field validators, so the verdict here is the verdict of the
 generated JSON Schema. Versioning follows VERSION-1: an unknown major version is refused; in a
 document of a newer minor version, fields this package does not know are reported as warnings
-and ignored, and the rest is checked.
+and ignored, and the rest is checked. A manifest of major version 1 is read as the version 2
+document it describes (its files' ``sha256`` becomes ``digest`` ``sha256:<hex>``); findings name
+the version 1 field.
 """
 
 from __future__ import annotations
@@ -15,19 +17,21 @@ from typing import Any, Optional, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from ckptspec.findings import Finding, finding, json_pointer
-from ckptspec.manifest import SPEC_VERSION, Manifest
+from ckptspec.manifest import READABLE_VERSIONS, Manifest
 from ckptspec.run_index import RunIndex
 
 M = TypeVar("M", bound=BaseModel)
 
-_MAJOR, _MINOR = (int(p) for p in SPEC_VERSION.split("."))
 _VERSION_RE = re.compile(r"^([0-9]+)\.([0-9]+)$")
 
 
-def _code_for(schema_code: str, loc: tuple[Any, ...]) -> str:
-    is_file_path = len(loc) >= 3 and loc[-1] == "path" and loc[-3] == "files"
-    if is_file_path or loc[-1:] == ("moved_to",):
+def _code_for(schema_code: str, error: dict[str, Any]) -> str:
+    loc = tuple(error["loc"])
+    in_file_entry = len(loc) >= 3 and loc[-3] == "files"
+    if (in_file_entry and loc[-1] == "path") or loc[-1:] == ("moved_to",):
         return "PATH_INVALID"
+    if in_file_entry and loc[-1] in ("digest", "sha256") and error["type"] not in ("extra_forbidden", "missing"):
+        return "DIGEST_INVALID"
     if len(loc) == 3 and loc[0] == "components" and loc[2] == "format":
         return "FORMAT_UNSAFE"
     return schema_code
@@ -42,19 +46,56 @@ def _describe(error: Any) -> str:
     return message
 
 
-def _newer_minor(value: Any, path: str) -> tuple[bool, list[Finding]]:
-    """Whether ``value`` declares a newer minor version; a finding if its major is unsupported."""
+def _version(value: Any, path: str) -> tuple[Optional[int], bool, list[Finding]]:
+    """The major version ``value`` declares (None if it declares none the schema accepts) and
+    whether its minor version is newer than this package knows; a finding if the major is one
+    this package does not read."""
     version = value.get("spec_version") if isinstance(value, dict) else None
     match = _VERSION_RE.match(version) if isinstance(version, str) else None
     if match is None:
-        return False, []  # the schema reports a missing or malformed version
+        return None, False, []  # the schema reports a missing or malformed version
     major, minor = (_version_number(match.group(i)) for i in (1, 2))
-    if major != _MAJOR:
+    if major not in READABLE_VERSIONS:
         shown = version if len(version) <= 40 else f"{version[:20]}... ({len(version)} characters)"
-        return False, [
-            finding("VERSION_UNSUPPORTED", path, f"spec_version {shown} has major version {major if major is not None else 'beyond any'}; this validator implements {_MAJOR}.x", json_pointer("spec_version"))
+        known = ", ".join(f"{m}.x" for m in READABLE_VERSIONS)
+        return None, False, [
+            finding("VERSION_UNSUPPORTED", path, f"spec_version {shown} has major version {major if major is not None else 'beyond any'}; this validator reads {known}", json_pointer("spec_version"))
         ]
-    return minor is None or minor > _MINOR, []
+    return major, minor is None or minor > READABLE_VERSIONS[major], []
+
+
+def from_version_1(value: Any) -> tuple[Any, list[dict[str, Any]]]:
+    """A version 1 manifest in version 2 form (each file entry's ``sha256`` as ``digest``
+    ``sha256:<hex>``), and an ``extra_forbidden`` error for each file entry that carries the
+    version 2 field ``digest``, which version 1 does not define (it is removed from the result).
+
+    Anything else that is not a well-formed version 1 file entry is left for the schema to report.
+    """
+    components = value.get("components")
+    if not isinstance(components, list):
+        return value, []
+    value, misplaced = copy.deepcopy(value), []
+    for ci, component in enumerate(value["components"]):
+        files = component.get("files") if isinstance(component, dict) else None
+        for fi, entry in enumerate(files if isinstance(files, list) else ()):
+            if not isinstance(entry, dict):
+                continue
+            if "digest" in entry:
+                misplaced.append({"type": "extra_forbidden", "loc": ("components", ci, "files", fi, "digest"),
+                                  "msg": "Extra inputs are not permitted", "input": entry.pop("digest")})
+            if "sha256" in entry:
+                sha = entry.pop("sha256")
+                entry["digest"] = f"sha256:{sha}" if isinstance(sha, str) else sha
+    return value, misplaced
+
+
+def _version_1_location(error: dict[str, Any]) -> dict[str, Any]:
+    """A schema error of the version 2 form of a version 1 manifest, located in the version 1
+    document (``digest`` was ``sha256`` there)."""
+    loc = tuple(error["loc"])
+    if len(loc) == 5 and loc[0] == "components" and loc[2] == "files" and loc[4] == "digest":
+        return {**error, "loc": (*loc[:4], "sha256")}
+    return error
 
 
 def _version_number(digits: str) -> Optional[int]:
@@ -73,28 +114,42 @@ def _drop(value: Any, loc: tuple[Any, ...]) -> None:
 
 def check_structure(model: type[M], value: Any, path: str, schema_code: str) -> tuple[Optional[M], list[Finding]]:
     """``value`` as a ``model`` instance, or None with the findings that say why it is not one."""
-    newer, findings = _newer_minor(value, path)
+    major, newer, findings = _version(value, path)
     if findings:
         return None, findings
+    misplaced: list[dict[str, Any]] = []  # errors of the version 1 document itself (fields already removed)
+    version_1_manifest = major == 1 and model is Manifest
+    if version_1_manifest:
+        value, misplaced = from_version_1(value)
+    instance, errors = _validate(model, value, version_1_manifest)
+    if not errors and not misplaced:
+        return instance, []
+    if newer:
+        unknown = [e for e in misplaced + errors if e["type"] == "extra_forbidden"]
+        if unknown:
+            value = copy.deepcopy(value)
+            known = f"{major}.{READABLE_VERSIONS[major]}" if major is not None else "its major version"
+            for error in unknown:
+                loc = tuple(error["loc"])
+                findings.append(finding("VERSION_UNKNOWN_FIELD", path, f"field {loc[-1]!r} is not defined in spec {known}; not checked", json_pointer(*loc)))
+                if error not in misplaced:
+                    _drop(value, loc)
+            misplaced = [e for e in misplaced if e["type"] != "extra_forbidden"]
+            instance, errors = _validate(model, value, version_1_manifest)
+            if not errors and not misplaced:
+                return instance, findings
+    for error in misplaced + errors:
+        loc = tuple(error["loc"])
+        findings.append(finding(_code_for(schema_code, error), path, _describe(error), json_pointer(*loc)))
+    return None, findings
+
+
+def _validate(model: type[M], value: Any, version_1_manifest: bool) -> tuple[Optional[M], list[dict[str, Any]]]:
     try:
         return model.model_validate(value), []
     except ValidationError as exc:
-        errors = exc.errors()
-    if newer:
-        unknown = [tuple(e["loc"]) for e in errors if e["type"] == "extra_forbidden"]
-        if unknown:
-            value = copy.deepcopy(value)
-            for loc in unknown:
-                findings.append(finding("VERSION_UNKNOWN_FIELD", path, f"field {loc[-1]!r} is not defined in spec {SPEC_VERSION}; not checked", json_pointer(*loc)))
-                _drop(value, loc)
-            try:
-                return model.model_validate(value), findings
-            except ValidationError as exc:
-                errors = exc.errors()
-    for error in errors:
-        loc = tuple(error["loc"])
-        findings.append(finding(_code_for(schema_code, loc), path, _describe(error), json_pointer(*loc)))
-    return None, findings
+        errors = [dict(e) for e in exc.errors()]
+    return None, [_version_1_location(e) for e in errors] if version_1_manifest else errors
 
 
 def check_manifest(value: Any, path: str) -> tuple[Optional[Manifest], list[Finding]]:

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, JsonValue, StringConstraints
 
+from ckptspec.file_digest import DIGEST_PATTERN
 from ckptspec.layout import LAYOUT
 
 JSONValue = JsonValue
@@ -33,6 +34,11 @@ Sha256Hex = Annotated[
     str,
     StringConstraints(pattern=r"^[0-9a-f]{64}$"),
     Field(description="A SHA-256 digest as 64 lower-case hex digits."),
+]
+FileDigest = Annotated[
+    str,
+    StringConstraints(pattern=DIGEST_PATTERN),
+    Field(description="`<algorithm>:<hex>`: one of the algorithms of the digest section (`xxh3-128`, `sha256`, `blake3`, `crc32c`) and the file's digest in lower-case hex of that algorithm's length."),
 ]
 Identifier = Annotated[
     str,

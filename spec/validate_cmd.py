@@ -22,7 +22,7 @@ from ckptspec.validator import CannotCheck, detect, validate_target
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the options of ``validate``."""
     parser.add_argument("paths", nargs="+", metavar="PATH", help="checkpoint directory, run directory, manifest.json or run.json")
-    parser.add_argument("--deep", action="store_true", help="also verify the SHA-256 of every listed file")
+    parser.add_argument("--deep", action="store_true", help="also verify the digest of every listed file (any algorithm of DIGEST-2)")
     parser.add_argument("--strict", action="store_true", help="treat warnings as errors")
     parser.add_argument("--format", choices=("text", "json"), default="text", help="output format (default: text)")
 

@@ -144,8 +144,9 @@ class DDPAdapter:
             return self._step
         plan = self.loader.plan(path)  # integrity, config drift and world size: before any change
         model, optim = get_model_state_dict(self.model), get_optimizer_state_dict(self.model, self.optimizer)
-        self.loader.load_sharded(plan, "model", model)
-        self.loader.load_sharded(plan, "optimizer", optim)
+        staged = [self.loader.read_sharded(plan, "model", model), self.loader.read_sharded(plan, "optimizer", optim)]
+        for read in staged:  # every payload was read and verified on every rank: now change live state
+            read.apply()
         set_model_state_dict(self.model, model)
         set_optimizer_state_dict(self.model, self.optimizer, optim)
         self.scheduler.load_state_dict(self.loader.load_json(plan, "lr_scheduler"))

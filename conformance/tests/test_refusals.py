@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import os
 import time
 import uuid
@@ -17,14 +19,16 @@ from ckptspec.conformance.strategies import IntegrityScenario, integrity_scenari
 from ckptspec.layout import LAYOUT, checkpoint_dir_name, staging_dir_name
 
 
-def _damage(checkpoint: Path, how: str, pick: int, native: bool) -> str:
-    """Damage one non-empty regular file of ``checkpoint`` (a directory, or a single file); return
-    what was done. Any payload file may be picked, whatever the format. A ckptspec manifest is
-    left alone: it is the commit marker, and a damaged one is LAYOUT-3's and the validator's."""
+def _damage(checkpoint: Path, how: str, pick: float, native: bool) -> str:
+    """Damage the non-empty regular file of ``checkpoint`` (a directory, or a single file) that
+    holds the byte at fraction ``pick`` of its bytes; return what was done. Any payload file may
+    be picked, whatever the format, each as likely as its share of the bytes. A ckptspec manifest
+    is left alone: it is the commit marker, and a damaged one is LAYOUT-3's and the validator's."""
     files = sorted(p for p in checkpoint.rglob("*") if p.is_file() and not p.is_symlink() and p.stat().st_size > 0
                    and (native or p.relative_to(checkpoint) != Path(LAYOUT.manifest_file))) \
         if checkpoint.is_dir() else [checkpoint]
-    target = files[pick % len(files)]
+    ends = list(itertools.accumulate(p.stat().st_size for p in files))
+    target = files[min(bisect.bisect_right(ends, int(pick * ends[-1])), len(files) - 1)]
     data = target.read_bytes()
     if how == "truncate":
         target.write_bytes(data[: len(data) // 2])
@@ -36,8 +40,13 @@ def _damage(checkpoint: Path, how: str, pick: int, native: bool) -> str:
     return f"{how} {target.relative_to(checkpoint.parent)}"
 
 
+MIDDLE_BYTES = IntegrityScenario(("flip", "truncate", "delete"), (0.5, 0.5, 0.5))
+"""Damage to the file that holds the middle byte of each checkpoint: most often a large shard,
+where bit rot and torn copies land (a small or derandomized profile may draw only small files)."""
+
+
 @pytest.mark.requirement("RESUME-6")
-@scenario_test(IntegrityScenario, integrity_scenarios)
+@scenario_test(IntegrityScenario, integrity_scenarios, always=[MIDDLE_BYTES])
 def test_integrity_before_mutation(harness: Harness, verdict: Verdict, scenario: IntegrityScenario) -> None:
     """Truncated, bit-flipped or deleted payload: the resume fails before live state changes."""
     verdict.begin(replay_command("test_integrity_before_mutation", scenario))

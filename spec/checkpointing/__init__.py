@@ -8,15 +8,17 @@ A trainer builds, on every rank of its process group:
 - a :class:`CommitProtocol` over that policy: ``save(SaveRequest)`` stages every file, agrees
   across ranks and commits atomically (``save_async`` / ``wait`` to write in the background);
 - a :class:`CheckpointLoader`: ``plan(path)`` runs every pre-load check (the validator's reader,
-  digests, config drift, world size) before any live state changes; ``load_sharded``,
-  ``load_json`` and ``load_per_rank`` then read the payloads without unpickling anything.
+  digests of the small files, config drift, world size); ``read_sharded`` reads a DCP component
+  into fresh tensors, verifying each file's digest as it is read, and ``load_json`` and
+  ``load_per_rank`` / ``load_group`` read the rest, all without unpickling anything. Read every sharded component
+  before changing live state.
 
 :func:`fingerprint` builds the manifest's config fingerprint from the settings that must not
 drift; :class:`DistContext` says where the rank runs. ``conformance/examples/ddp_trainer.py``
 is a complete trainer written against this API only.
 """
 
-from ckptspec.checkpointing.commit import CommitProtocol, SaveError, SaveRequest, per_rank_file
+from ckptspec.checkpointing.commit import CommitProtocol, GroupState, SaveError, SaveRequest, per_group_file, per_rank_file
 from ckptspec.checkpointing.distributed import DistContext, init_distributed
 from ckptspec.checkpointing.fingerprint import differences, fingerprint
 from ckptspec.checkpointing.loader import CheckpointLoader, LoadPlan
@@ -28,6 +30,7 @@ __all__ = [
     "CommitProtocol",
     "CommittedWithWarning",
     "DistContext",
+    "GroupState",
     "LoadPlan",
     "RunPolicy",
     "SaveError",
@@ -35,5 +38,6 @@ __all__ = [
     "differences",
     "fingerprint",
     "init_distributed",
+    "per_group_file",
     "per_rank_file",
 ]

@@ -7,6 +7,7 @@ Layout written (one directory per committed step)::
       model/ optimizer/             DCP directories (sharded, reshardable)
       lr_scheduler.json ...         replicated JSON components (written by rank 0)
       rng/rank-00000.pt ...         per-rank ``torch.load(weights_only=True)`` files
+      node_ledger/group-00000.json  per-node / per-group JSON files (written by each group's first rank)
 
 Every rank writes into ``.staging-step-<step>-<uuid>``, flushing and fsyncing each file and
 hashing it as it is written; the ranks then agree on success and gather what each wrote
@@ -25,13 +26,13 @@ run-level policy it calls is :mod:`ckptspec.checkpointing.run_policy`.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
 import shutil
 import uuid
-from dataclasses import dataclass, field
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -48,8 +49,11 @@ from ckptspec.checkpointing.fsio import file_digest, fsync_path, write_atomic, w
 from ckptspec.checkpointing.hashing_writer import hashing_writer
 from ckptspec.checkpointing.run_policy import RunPolicy, utc_now
 from ckptspec.digest import state_digest
+from ckptspec.file_digest import DEFAULT_ALGORITHM, digest_bytes, new_hasher
 from ckptspec.layout import LAYOUT, staging_dir_name
 from ckptspec.manifest import (
+    GROUPED_PATTERNS,
+    RANK_LOCAL_PATTERNS,
     SPEC_VERSION,
     Component,
     ConfigFingerprint,
@@ -92,12 +96,42 @@ def per_rank_file(name: str, rank: int) -> str:
     return f"{name}/rank-{rank:05d}.pt"
 
 
+def per_group_file(name: str, group: int) -> str:
+    """Relative path of group ``group``'s file of the ``per_node``/``per_group`` component ``name``."""
+    return f"{name}/group-{group:05d}.json"
+
+
+
+
+@dataclass(frozen=True)
+class GroupState:
+    """A ``per_node`` or ``per_group`` component as one rank holds it: a JSON ``value`` identical
+    on the ``group_size`` consecutive ranks of group ``rank // group_size`` (for ``per_node``,
+    the ranks of one node). The group's first rank writes it; a save fails if the group's ranks
+    disagree."""
+
+    kind: str
+    sharing: str
+    group_size: int
+    value: Any
+
+    def __post_init__(self) -> None:
+        if self.sharing not in GROUPED_PATTERNS or self.group_size < 1:
+            raise ValueError(f"a grouped component needs sharing per_node or per_group and a group size >= 1, "
+                             f"got {self.sharing!r} with group size {self.group_size}")
+
+    def file_of(self, name: str, rank: int) -> Optional[str]:
+        """The file ``rank`` writes for component ``name``: its group's, if it is the group's first rank."""
+        return per_group_file(name, rank // self.group_size) if rank % self.group_size == 0 else None
+
+
 @dataclass
 class SaveRequest:
     """Everything this rank contributes to the checkpoint of ``progress.global_step``.
 
     ``sharded``: name -> (kind, DCP state dict); ``replicated``: name -> (kind, JSON value),
-    identical on every rank; ``per_rank``: name -> (kind, mapping of tensors) for this rank.
+    identical on every rank; ``per_rank``: name -> (kind, mapping of tensors) for this rank;
+    ``grouped``: name -> this rank's :class:`GroupState` of a ``per_node``/``per_group`` component.
     """
 
     progress: Progress
@@ -106,6 +140,7 @@ class SaveRequest:
     replicated: dict[str, tuple[str, Any]]
     per_rank: dict[str, tuple[str, dict[str, torch.Tensor]]]
     step_counts: dict[str, int] = field(default_factory=dict)
+    grouped: dict[str, GroupState] = field(default_factory=dict)
     eval: Optional[EvalResult] = None
     resumed_from: Optional[ResumeRecord] = None
 
@@ -120,7 +155,7 @@ class WrittenFile:
 
     path: str  # relative to the checkpoint directory, ``/``-separated
     size: int
-    sha256: str
+    digest: str  # ``<algorithm>:<hex>``, as the manifest lists it
 
 
 @dataclass(frozen=True)
@@ -131,6 +166,7 @@ class RankReport:
     error: Optional[str]  # why this rank's part of the save failed; None if it succeeded
     files: tuple[WrittenFile, ...]
     replica_digests: dict[str, str]  # replicated component -> canonical digest (MANIFEST-11)
+    group_digests: dict[str, str] = field(default_factory=dict)  # grouped component -> digest of this rank's GroupState
 
 
 @dataclass(frozen=True)
@@ -143,30 +179,37 @@ class Outcome:
 
 @dataclass
 class PendingSave:
-    """A save between :meth:`CommitProtocol.save_async` and :meth:`CommitProtocol.wait`."""
+    """A save whose state is staged: its payload writes may still be running."""
 
     request: SaveRequest
     staging: Path
     futures: list[Any]
     digests: list[dict[Path, tuple[int, str]]]  # one per DCP writer, filled as it writes
     local_files: dict[Path, bytes]  # this rank's JSON and per-rank files, serialised at save time
+    replica_digests: dict[str, str]  # replicated component -> canonical digest, at save time
     error: Optional[str]
+    group_digests: dict[str, str] = field(default_factory=dict)  # grouped component -> digest, at save time
 
 
 class CommitProtocol:
     """Writes and commits the checkpoints of one run, under its :class:`RunPolicy`.
 
     Collective methods (``save``, ``save_async``, ``wait``) must be called on every rank in the
-    same order. The first save claims the run (:meth:`RunPolicy.startup`).
+    same order. The first save claims the run (:meth:`RunPolicy.startup`). Files are listed
+    with digests of ``digest_algorithm`` (one of :data:`ckptspec.file_digest.ALGORITHMS`).
     """
 
-    def __init__(self, policy: RunPolicy, *, async_groups: Optional[dict[str, dist.ProcessGroup]] = None) -> None:
+    def __init__(self, policy: RunPolicy, *, async_groups: Optional[dict[str, dist.ProcessGroup]] = None,
+                 digest_algorithm: str = DEFAULT_ALGORITHM) -> None:
+        new_hasher(digest_algorithm)  # refuses an algorithm the spec does not list
         self.policy = policy
         self.ctx: DistContext = policy.ctx
+        self.digest_algorithm = digest_algorithm
         self.async_groups = async_groups or {}
         self._async_writers: dict[str, FileSystemWriter] = {}
         self._async_stagers: dict[str, DefaultStager] = {}  # reused: host copies stay allocated
-        self._pending: Optional[PendingSave] = None
+        self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ckptspec-commit")
+        self._in_flight: Optional[Future[Path]] = None
 
     # ------------------------------------------------------------------ save
     def save(self, request: SaveRequest) -> Path:
@@ -174,46 +217,57 @@ class CommitProtocol:
 
         Raises :class:`SaveError` on every rank if any rank failed; then nothing is committed.
         """
-        self._begin(request, async_save=False)
-        return self.wait()
+        return self._complete(self._begin(request, async_save=False), group=None)
 
     def save_async(self, request: SaveRequest) -> None:
-        """*Collective.* Start a save whose sharded payloads are written in the background.
+        """*Collective.* Start a save that completes in the background.
 
-        Returns once the state is staged; training may continue. The checkpoint is committed by
-        the next :meth:`wait` (called by the next save, and by the trainer before it exits).
+        Returns once the state is copied to host memory; training may continue. Everything else
+        (payload writes, digests, fsync, the agreement of ranks, manifest, rename, run index)
+        runs on a background thread whose collectives use the process groups of
+        ``async_groups`` (one per DCP component, and ``"commit"`` for the agreement). The
+        checkpoint is committed when :meth:`wait` returns (the next save waits first).
         """
-        self._begin(request, async_save=True)
+        if "commit" not in self.async_groups:
+            raise ValueError("an asynchronous save needs a process group for its agreement in async_groups['commit']")
+        pending = self._begin(request, async_save=True)
+        self._in_flight = self._committer.submit(self._complete, pending, self.async_groups["commit"])
 
     def wait(self) -> Path:
-        """*Collective.* Finish the pending save: agree, gather digests, commit. Returns its directory."""
-        pending, self._pending = self._pending, None
-        if pending is None:
+        """*Collective.* Wait for the save in flight to commit; return its directory, or raise its
+        :class:`SaveError` (on every rank alike)."""
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is None:
             raise RuntimeError("no save in progress")
+        return in_flight.result()
+
+    @property
+    def save_in_progress(self) -> bool:
+        return self._in_flight is not None
+
+    def _complete(self, pending: PendingSave, group: Optional[dist.ProcessGroup]) -> Path:
+        """*Collective over ``group``.* Finish a staged save: wait for its writes, agree, gather
+        digests, commit. Returns its directory; raises :class:`SaveError` on every rank."""
         files, error = self._finish_local(pending)
         gathered: list[Any] = [None] * self.ctx.world_size
-        mine = RankReport(self.ctx.rank, error, tuple(files), self._replica_digests(pending.request))
-        dist.all_gather_object(gathered, mine)
+        mine = RankReport(self.ctx.rank, error, tuple(files), pending.replica_digests, pending.group_digests)
+        dist.all_gather_object(gathered, mine, group=group)
         reports: list[RankReport] = gathered
         errors = [f"rank {r.rank}: {r.error}" for r in reports if r.error]
         if not errors:
-            errors = self._replication_problems(reports)
+            errors = self._replication_problems(reports) + self._group_problems(reports, pending.request)
         outcome: list[Any] = [None]
         if self.ctx.rank == 0:
             outcome[0] = self._commit_or_abort(pending, reports, errors)
-        dist.broadcast_object_list(outcome, src=0)
+        dist.broadcast_object_list(outcome, src=0, group=group)
         result: Outcome = outcome[0]
         self.policy.best = result.best
         if result.error:
             raise SaveError(f"checkpoint of step {pending.request.step} {result.error}")
         return self.policy.checkpoint_path(pending.request.step)
 
-    @property
-    def save_in_progress(self) -> bool:
-        return self._pending is not None
-
-    def _begin(self, request: SaveRequest, async_save: bool) -> None:
-        if self._pending is not None:
+    def _begin(self, request: SaveRequest, async_save: bool) -> PendingSave:
+        if self._in_flight is not None:
             self.wait()
         self.policy.startup()
         token: list[Any] = [None]
@@ -243,15 +297,16 @@ class CommitProtocol:
             local_files = self._serialize_local(staging, request)
         except Exception as exc:  # reported to every rank through the agreement collective
             local_files, error = {}, error or describe_failure(exc)
-        self._pending = PendingSave(request, staging, futures, digests, local_files, error)
+        return PendingSave(request, staging, futures, digests, local_files, self._replica_digests(request), error,
+                           {name: state_digest(asdict(state)) for name, state in request.grouped.items()})
 
     def _writer(self, name: str, path: Path, async_save: bool) -> FileSystemWriter:
         """A hashing DCP writer for ``path``. Asynchronous saves of CUDA state reuse one writer per
         component, so that its pinned host buffers are allocated once (saves never overlap: see
         ``_begin``); DCP pins cached buffers, which needs CUDA."""
         if not (async_save and self.ctx.device.type == "cuda"):
-            return hashing_writer(path)
-        writer = self._async_writers.setdefault(name, hashing_writer(path, cache_staged_state_dict=True))
+            return hashing_writer(path, self.digest_algorithm)
+        writer = self._async_writers.setdefault(name, hashing_writer(path, self.digest_algorithm, cache_staged_state_dict=True))
         writer.reset(path)
         writer.fs.digests.clear()
         return writer
@@ -271,8 +326,8 @@ class CommitProtocol:
         return None
 
     def _serialize_local(self, staging: Path, request: SaveRequest) -> dict[Path, bytes]:
-        """This rank's JSON (rank 0) and per-rank files as bytes, captured now: an asynchronous
-        save writes them with its payloads, after training has moved on."""
+        """This rank's JSON (rank 0, and groups it leads) and per-rank files as bytes, captured now:
+        an asynchronous save writes them with its payloads, after training has moved on."""
         files = {}
         if self.ctx.rank == 0:
             for name, (_, value) in request.replicated.items():
@@ -281,6 +336,9 @@ class CommitProtocol:
             buffer = io.BytesIO()
             torch.save(tensors, buffer)
             files[staging / per_rank_file(name, self.ctx.rank)] = buffer.getvalue()
+        for name, state in request.grouped.items():
+            if (path := state.file_of(name, self.ctx.rank)) is not None:
+                files[staging / path] = _json_bytes(state.value)
         return files
 
     @staticmethod
@@ -303,11 +361,11 @@ class CommitProtocol:
         try:
             self._write_local(pending.local_files)
             known = {path: digest for digests in pending.digests for path, digest in digests.items()}
-            known.update({path: (len(data), hashlib.sha256(data).hexdigest()) for path, data in pending.local_files.items()})
+            known.update({path: (len(data), digest_bytes(data, self.digest_algorithm)) for path, data in pending.local_files.items()})
             entries = []
             for path in self._files_written_by_me(pending.staging, pending.request):
-                size, sha = known.get(path) or file_digest(path)
-                entries.append(WrittenFile(path.relative_to(pending.staging).as_posix(), size, sha))
+                size, digest = known.get(path) or file_digest(path, self.digest_algorithm)
+                entries.append(WrittenFile(path.relative_to(pending.staging).as_posix(), size, digest))
             for directory in sorted({p.parent for p in pending.staging.rglob("*")} | {pending.staging}):  # reproducible fault points
                 fsync_path(directory)
             return entries, None
@@ -324,6 +382,7 @@ class CommitProtocol:
         if rank == 0:
             files += [staging / f"{name}.json" for name in request.replicated]
         files += [staging / per_rank_file(name, rank) for name in request.per_rank]
+        files += [staging / path for name, state in request.grouped.items() if (path := state.file_of(name, rank)) is not None]
         return files
 
     def _replica_digests(self, request: SaveRequest) -> dict[str, str]:
@@ -334,6 +393,21 @@ class CommitProtocol:
         names = reports[0].replica_digests.keys()
         return [f"replicated component {n!r} differs across ranks" for n in names
                 if len({r.replica_digests[n] for r in reports}) > 1]
+
+    def _group_problems(self, reports: list[RankReport], request: SaveRequest) -> list[str]:
+        """Grouped components whose group size does not divide the world, or whose state (value
+        and group size) differs between the ranks of a group: the file written would not be the group's."""
+        problems = []
+        for name, state in request.grouped.items():
+            size = state.group_size
+            if len(reports) % size:
+                problems.append(f"{state.sharing} component {name!r}: group size {size} does not divide world size {len(reports)}")
+                continue
+            for first in range(0, len(reports), size):
+                if len({r.group_digests.get(name) for r in reports[first : first + size]}) > 1:
+                    problems.append(f"{state.sharing} component {name!r} differs within group {first // size} "
+                                    f"(ranks {first}-{first + size - 1})")
+        return problems
 
     # ------------------------------------------------------------------ commit (rank 0)
     def _commit_or_abort(self, pending: PendingSave, reports: list[RankReport], errors: list[str]) -> Outcome:
@@ -372,18 +446,22 @@ class CommitProtocol:
         files: dict[str, FileEntry] = {}
         for report in reports:
             for f in report.files:
-                files[f.path] = FileEntry(path=f.path, size=f.size, sha256=f.sha256, ranks=[report.rank])
+                files[f.path] = FileEntry(path=f.path, size=f.size, digest=f.digest, ranks=[report.rank])
 
-        def component(name: str, kind: str, sharing: str, fmt: str, prefix: str) -> Component:
+        def component(name: str, kind: str, sharing: str, fmt: str, prefix: str, group_size: Optional[int] = None) -> Component:
             listed = [files[p] for p in sorted(files) if p == prefix or p.startswith(prefix + "/")]
+            if group_size is not None:  # a group's file: its group, and every rank of it as contributor
+                listed = [f.model_copy(update={"group": f.ranks[0] // group_size,
+                                               "ranks": list(range(f.ranks[0], f.ranks[0] + group_size))}) for f in listed]
             return Component(
-                name=name, kind=kind, sharing=sharing, format=fmt, reshardable=sharing != "per_rank",
-                step_count=request.step_counts.get(name), files=listed,
+                name=name, kind=kind, sharing=sharing, format=fmt, reshardable=sharing not in RANK_LOCAL_PATTERNS,
+                group_size=group_size, step_count=request.step_counts.get(name), files=listed,
             )
 
         components = [component(n, k, "sharded", "dcp", n) for n, (k, _) in request.sharded.items()]
         components += [component(n, k, "replicated", "json", f"{n}.json") for n, (k, _) in request.replicated.items()]
         components += [component(n, k, "per_rank", "torch_weights_only", n) for n, (k, _) in request.per_rank.items()]
+        components += [component(n, s.kind, s.sharing, "json", n, s.group_size) for n, s in request.grouped.items()]
         replication = [
             ReplicationCheck(component=name, digests=[RankDigest(rank=r.rank, sha256=r.replica_digests[name]) for r in reports])
             for name in request.replicated

@@ -15,12 +15,15 @@ import torch.distributed as dist
 
 @dataclass(frozen=True)
 class DistContext:
-    """Where this process runs within the default process group."""
+    """Where this process runs within the default process group. ``local_world_size`` ranks run
+    on this rank's node; a launcher such as torchrun gives the ranks of a node consecutive global
+    ranks, so the node's index is ``rank // local_world_size``."""
 
     rank: int
     world_size: int
     local_rank: int
     device: torch.device
+    local_world_size: int = 1
 
 
 def select_device(preference: str, local_rank: int) -> torch.device:
@@ -61,7 +64,7 @@ def init_distributed(device_preference: str = "auto") -> DistContext:
             dist.init_process_group(backend, device_id=device if device.type == "cuda" else None)
         else:
             dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
-    return DistContext(dist.get_rank(), dist.get_world_size(), local_rank, device)
+    return DistContext(dist.get_rank(), dist.get_world_size(), local_rank, device, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
 def exit_process(status: int) -> NoReturn:

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from ckptspec.confined import sha256_file
+from ckptspec.file_digest import digest_file
 
 
 def fsync_path(path: str | os.PathLike[str]) -> None:
@@ -42,11 +42,11 @@ def write_atomic(path: Path, data: bytes) -> None:
     fsync_path(path.parent)
 
 
-def file_digest(path: Path) -> tuple[int, str]:
-    """The size in bytes and SHA-256 (hex) of the regular file at ``path``, hashed by the
-    validator's own reader (:func:`ckptspec.confined.sha256_file`)."""
+def file_digest(path: Path, algorithm: str) -> tuple[int, str]:
+    """The size in bytes and digest (``<algorithm>:<hex>``) of the regular file at ``path``,
+    hashed by the validator's own reader (:func:`ckptspec.file_digest.digest_file`)."""
     size = os.stat(path).st_size
-    return size, sha256_file(os.fspath(path), size)
+    return size, digest_file(os.fspath(path), algorithm, size)
 
 
 def try_lock_exclusive(path: Path) -> Optional[int]:

@@ -1,6 +1,6 @@
-"""A DCP ``FileSystemWriter`` that computes each file's size and SHA-256 while writing it.
+"""A DCP ``FileSystemWriter`` that computes each file's size and digest while writing it.
 
-The manifest needs the SHA-256 of every payload file; hashing the bytes on their way to disk
+The manifest needs the digest of every payload file; hashing the bytes on their way to disk
 saves reading the files back. A file is recorded only if it was written strictly sequentially
 from its start (no seek), so the recorded digest is the digest of its final contents; any other
 file is absent from :attr:`HashingFileSystem.digests` and the caller hashes it from disk.
@@ -13,7 +13,6 @@ behind the write.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Generator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +23,8 @@ from typing import Any
 from torch.distributed.checkpoint import FileSystemWriter
 from torch.distributed.checkpoint.filesystem import FileSystem
 
+from ckptspec.file_digest import format_digest, new_hasher
+
 
 CONCURRENT_HASH_BYTES = 1 << 20
 """Chunks at least this large are hashed on the helper thread while they are written."""
@@ -32,10 +33,10 @@ CONCURRENT_HASH_BYTES = 1 << 20
 class _HashingStream:
     """Forwards everything to the file; hashes what is written while writes stay sequential."""
 
-    def __init__(self, raw: Any, hasher: ThreadPoolExecutor) -> None:
+    def __init__(self, raw: Any, algorithm: str, hasher: ThreadPoolExecutor) -> None:
         self._raw = raw
         self._hasher = hasher
-        self.sha256 = hashlib.sha256()
+        self.hash = new_hasher(algorithm)
         self.size = 0
         self.sequential = True
 
@@ -43,9 +44,9 @@ class _HashingStream:
         view = memoryview(data).cast("B")
         if len(view) < CONCURRENT_HASH_BYTES:
             written = self._raw.write(view)
-            self.sha256.update(view[:written])
+            self.hash.update(view[:written])
         else:
-            hashed = self._hasher.submit(self.sha256.update, view)
+            hashed = self._hasher.submit(self.hash.update, view)
             try:
                 written = self._raw.write(view)
             finally:
@@ -64,12 +65,14 @@ class _HashingStream:
 
 
 class HashingFileSystem(FileSystem):
-    """DCP's local file system, recording ``digests[path] = (size, sha256)`` of written files."""
+    """DCP's local file system, recording ``digests[path] = (size, "<algorithm>:<hex>")`` of
+    written files."""
 
-    def __init__(self) -> None:
+    def __init__(self, algorithm: str) -> None:
         super().__init__()
+        self.algorithm = algorithm
         self.digests: dict[Path, tuple[int, str]] = {}
-        self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ckptspec-sha256")
+        self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ckptspec-file-digest")
 
     @contextmanager
     def create_stream(self, path: str | os.PathLike[str], mode: str) -> Generator[Any, None, None]:
@@ -77,10 +80,10 @@ class HashingFileSystem(FileSystem):
             if mode != "wb":
                 yield raw
                 return
-            stream = _HashingStream(raw, self._hasher)
+            stream = _HashingStream(raw, self.algorithm, self._hasher)
             yield stream
         if stream.sequential:
-            self.digests[Path(path)] = (stream.size, stream.sha256.hexdigest())
+            self.digests[Path(path)] = (stream.size, format_digest(self.algorithm, stream.hash.hexdigest()))
 
     def rename(self, path: str | os.PathLike[str], new_path: str | os.PathLike[str]) -> None:
         super().rename(path, new_path)
@@ -88,10 +91,10 @@ class HashingFileSystem(FileSystem):
             self.digests[Path(new_path)] = self.digests.pop(Path(path))
 
 
-def hashing_writer(path: Path, cache_staged_state_dict: bool = False) -> FileSystemWriter:
-    """A ``FileSystemWriter`` for ``path`` (fsyncing its files) whose ``fs.digests`` fills as it
-    writes. ``cache_staged_state_dict`` keeps the host buffers of an asynchronous save for the
+def hashing_writer(path: Path, algorithm: str, cache_staged_state_dict: bool = False) -> FileSystemWriter:
+    """A ``FileSystemWriter`` for ``path`` (fsyncing its files) whose ``fs.digests`` fills with
+    ``algorithm`` digests as it writes. ``cache_staged_state_dict`` keeps the host buffers of an asynchronous save for the
     next one (the writer must then be reused, one save at a time)."""
     writer = FileSystemWriter(path, sync_files=True, cache_staged_state_dict=cache_staged_state_dict)
-    writer.fs = HashingFileSystem()
+    writer.fs = HashingFileSystem(algorithm)
     return writer

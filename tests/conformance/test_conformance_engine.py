@@ -73,3 +73,26 @@ def test_an_injected_kill_is_not_a_crash(tmp_path: Path) -> None:
     spec = PhaseSpec(TOY, _config(tmp_path), 2, (Train(1), Save(Fault("kill", rank=0, at=1))))
     result = run_phase(spec, tmp_path / "phase")
     assert 0 in result.missing and not result.crashed
+
+
+def test_two_nodes_run_as_one_job_with_their_own_local_ranks(tmp_path: Path) -> None:
+    spec = PhaseSpec(TOY, _config(tmp_path), 2, (Train(2), FullState()), nodes=2)
+    result = run_phase(spec, tmp_path / "phase")
+    assert result.describe() == "ok"
+    assert result.value(1, 0)["model/weight"] == result.value(1, 1)["model/weight"]  # one process group over both nodes
+    # one launcher log folder per node, each holding its single rank as local rank 0
+    assert sorted(str(p.relative_to(tmp_path / "phase" / "logs")).split("/")[::3] for p in (tmp_path / "phase" / "logs").glob("*/*/attempt_0/*")) == [["agent-0", "0"], ["agent-1", "0"]]
+
+
+def test_a_crash_on_the_second_node_comes_back_with_that_ranks_output(tmp_path: Path) -> None:
+    config = _config(tmp_path, abort_in="train", abort_rank=1)
+    result = run_phase(PhaseSpec(TOY, config, 2, (Train(1),), timeout_s=30, nodes=2), tmp_path / "phase")
+    assert 1 in result.missing and list(result.crashed) == [1]
+    assert "died by SIGABRT" in result.crashed[1] and "toy rank 1 aborts in train" in result.crashed[1]
+    assert "toy rank 0" not in result.crashed[1]  # rank 1 is local rank 0 of its node: its own log, not rank 0's
+
+
+@pytest.mark.parametrize("nodes", [0, 3])
+def test_nodes_must_divide_the_world_size(tmp_path: Path, nodes: int) -> None:
+    with pytest.raises(ValueError, match=f"world size 4 cannot run on {nodes} node"):
+        PhaseSpec(TOY, _config(tmp_path), 4, (Train(1),), nodes=nodes)

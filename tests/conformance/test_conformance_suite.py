@@ -1,4 +1,5 @@
-"""The conformance suite's quick profile against the reference adapter, run as a user would.
+"""The conformance suite's quick profile against the reference adapter, run as a user would:
+with synchronous saves, and with asynchronous ones (the background commit path).
 
 One subprocess, started outside the repository: ``pytest --pyargs ckptspec.conformance.tests``
 with a JSON report and an xfails file naming an unknown test id.
@@ -19,20 +20,22 @@ from ckptspec.requirements import REQUIREMENTS
 pytestmark = pytest.mark.slow
 
 
-def test_quick_profile_passes_against_the_reference_adapter(tmp_path: Path) -> None:
+@pytest.mark.parametrize("adapter", ["ReferenceAdapter", "ReferenceAsyncAdapter"])
+def test_quick_profile_passes_against_the_reference_adapter(tmp_path: Path, adapter: str) -> None:
     report = tmp_path / "report.json"
     xfails = tmp_path / "xfails.txt"
     xfails.write_text("# expected failures\ntest_does_not_exist  # unknown on purpose\n")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("CKPTSPEC_ADAPTER", None)
+    chosen = [] if adapter == "ReferenceAdapter" else ["--ckptspec-adapter", f"ckptspec.reference_impl.adapter:{adapter}"]
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "--pyargs", "ckptspec.conformance.tests", "-p", "no:cacheprovider", "-q",
+        [sys.executable, "-m", "pytest", "--pyargs", "ckptspec.conformance.tests", "-p", "no:cacheprovider", "-q", *chosen,
          "--ckptspec-report", str(report), "--ckptspec-xfails", str(xfails), "--basetemp", str(tmp_path / "bt")],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
     )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-6000:]
-    assert "adapter: ckptspec.reference_impl.adapter:ReferenceAdapter" in output
+    assert f"adapter: ckptspec.reference_impl.adapter:{adapter}" in output
     assert "ckptspec conformance: requirement outcomes" in output
     assert "unknown test id 'test_does_not_exist'" in output
     document = json.loads(report.read_text())

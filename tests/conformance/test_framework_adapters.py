@@ -20,6 +20,7 @@ FRAMEWORKS = {"accelerate_trainer": "accelerate", "lightning_trainer": "lightnin
 
 
 @pytest.mark.slow
+@pytest.mark.frameworks
 @pytest.mark.parametrize("module", sorted(FRAMEWORKS))
 def test_adapter_trains_saves_and_resumes(module: str, tmp_path: Path) -> None:
     framework = FRAMEWORKS[module]

@@ -22,7 +22,7 @@ import pytest
 
 from ckptspec.requirements import REQUIREMENTS, ConformanceClass
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.frameworks]
 
 XFAILS = Path(__file__).resolve().parents[2] / "conformance" / "adapters" / "xfails"
 FRAMEWORKS = {

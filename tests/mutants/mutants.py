@@ -140,6 +140,14 @@ class Rank0RngLoader(CheckpointLoader):
         return per_rank_file(name, 0)
 
 
+@mutant("rng_keyed_by_local_rank", "RNG file keyed by the local rank", "RESUME-8")
+class LocalRankRngLoader(CheckpointLoader):
+    """Every rank restores the RNG file of the global rank equal to its LOCAL_RANK, so on a second node (local ranks from 0 again) ranks restore the RNG of ranks of the first node."""
+
+    def _per_rank_path(self, plan: LoadPlan, name: str) -> str:
+        return per_rank_file(name, self.ctx.local_rank)
+
+
 @mutant("rng_all_cuda_devices", "RNG saved for every visible CUDA device", "RESUME-8", gpu_only=True)
 class RngAllDevices(Trainer):
     """The RNG component stores the generator state of every visible CUDA device (get_rng_state_all), so the checkpoint depends on how many devices the node has."""
@@ -156,8 +164,8 @@ class RngAllDevices(Trainer):
 class Rank0OptimizerShard(Trainer):
     """After loading, every rank's local shard of the AdamW moments is overwritten with rank 0's shard, as when rank 0's optimizer state is saved once and restored everywhere."""
 
-    def _load_optimizer(self, plan: LoadPlan) -> None:
-        super()._load_optimizer(plan)
+    def _load_optimizer(self, state: dict[str, Any]) -> None:
+        super()._load_optimizer(state)
         for state in self.optimizer.state.values():
             for key in ("exp_avg", "exp_avg_sq"):
                 local = state[key].to_local()
@@ -307,10 +315,18 @@ class DriftIgnoresAccumulation(CheckpointLoader):
 
 @mutant("integrity_not_checked", "integrity not checked before load", "RESUME-6")
 class IntegrityNotChecked(CheckpointLoader):
-    """Listed files are not checked (existence, size, SHA-256) before loading, so a damaged checkpoint is loaded or fails half-way."""
+    """Listed files are not checked (existence, size, the small files' digests) before loading, so a damaged checkpoint is loaded or fails half-way."""
 
     def _checked_manifest(self, path: Path, components: Any = None) -> Manifest:
         return Manifest.model_validate_json((path / LAYOUT.manifest_file).read_bytes())
+
+
+@mutant("shard_digests_not_checked", "shard digests not verified while loading", "RESUME-6")
+class ShardDigestsNotChecked(CheckpointLoader):
+    """DCP files are read without checking their digests (sizes and the small files' digests are still checked), so a bit flip inside a model or optimizer shard is loaded."""
+
+    def _expected_files(self, plan: LoadPlan, name: str) -> None:
+        return None
 
 
 # --- run-level behaviour -----------------------------------------------------------------

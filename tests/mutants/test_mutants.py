@@ -129,6 +129,7 @@ def _outcome(data: dict[str, Any], label: str) -> catch_matrix.Outcome:
 
 
 @pytest.mark.slow
+@pytest.mark.catch_matrix
 def test_clean_reference_passes(fast_matrix: dict[str, Any]) -> None:
     expected = {r for m in CPU_MUTANTS for r in m.caught_by}
     problems = catch_matrix.clean_problems(_outcome(fast_matrix[catch_matrix.CLEAN], catch_matrix.CLEAN), expected)
@@ -136,6 +137,7 @@ def test_clean_reference_passes(fast_matrix: dict[str, Any]) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.catch_matrix
 @pytest.mark.parametrize(
     "m",
     [pytest.param(m, marks=[pytest.mark.xfail(strict=True, reason=KNOWN_MISSES[m.name])] if m.name in KNOWN_MISSES else [])

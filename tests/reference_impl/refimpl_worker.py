@@ -63,6 +63,7 @@ def reshard(params: dict[str, Any]) -> dict[str, Any]:
         result["integrity"] = refused(trainer, str(copy), IntegrityError)
     trainer.loader.elastic = True
     result["resumed_at"] = trainer.resume(params["checkpoint"])
+    result["ledgers"] = {name: ledger.state_dict() for name, (_, ledger) in trainer.ledgers.items()}
     state = digests(trainer)
     result["model_sha256"], result["optimizer_sha256"] = state["model"], state["optimizer"]
     trainer.train(1)

@@ -27,6 +27,26 @@ def assert_same_after(full: dict[int, dict], cut: dict[int, dict], first: int) -
         assert cut[step] == full[step], f"step {step} differs after the resume"
 
 
+RANK_LOCAL = ["node_ledger", "pair_ledger", "rng"]
+
+
+def assert_grouped(checkpoint: Path, node_size: int, pair_size: int, samples: int) -> None:
+    """The checkpoint lists the data ledgers as per_node/per_group components with a file for
+    every group, and each group's ledger counts the samples its ranks consumed."""
+    document = manifest(checkpoint)
+    world = document["topology"]["world_size"]
+    grouped = {c["name"]: c for c in document["components"] if c["sharing"] in ("per_node", "per_group")}
+    assert {n: (c["sharing"], c["group_size"], c["reshardable"]) for n, c in grouped.items()} == {
+        "node_ledger": ("per_node", node_size, False), "pair_ledger": ("per_group", pair_size, False)}
+    for name, component in grouped.items():
+        size = component["group_size"]
+        files = [(f["path"], f["group"], f["ranks"]) for f in component["files"]]
+        assert files == [(f"{name}/group-{g:05d}.json", g, list(range(g * size, (g + 1) * size))) for g in range(world // size)]
+        ledgers = [json.loads((checkpoint / path).read_text()) for path, _, _ in files]
+        assert [ledger["samples"] for ledger in ledgers] == [samples * size // world] * (world // size)
+        assert len({ledger["ids_digest"] for ledger in ledgers}) == world // size
+
+
 def eval_losses(stdout: str) -> dict[int, float]:
     return {int(m[1]): float(m[2]) for m in re.finditer(r"eval  step\s+(\d+) \| loss ([0-9.]+)", stdout)}
 
@@ -61,6 +81,7 @@ def test_two_ranks_crash_during_save_best_retention_reshard_integrity_and_eval(t
     assert_identical(tmp_path / "full" / "step-000000006", run / "step-000000006")
     final = manifest(run / "step-000000006")
     assert final["resumed_from"] == {"step": 2, "world_size": 2, "elastic": False, "rederived": []}
+    assert_grouped(run / "step-000000006", node_size=2, pair_size=2, samples=6 * 12)  # restored at step 2, then 4 steps
 
     # best (mode max over eval loss) survived the restarts; retention kept latest + best only
     best_step = max(sorted(evals), key=lambda s: evals[s])  # first step with the highest loss
@@ -83,13 +104,15 @@ def test_two_ranks_crash_during_save_best_retention_reshard_integrity_and_eval(t
                          evaluate={**common, "run_id": f"eval{nproc}", "checkpoint": checkpoint, "shardings": shardings})
         for r in results:
             strict = r["reshard"]["strict"]
-            assert strict["components"] == ["rng"] and "rng" in strict["error"] and strict["unchanged"]
+            assert strict["components"] == RANK_LOCAL and "pair_ledger" in strict["error"] and strict["unchanged"]
+            assert all(ledger["since_step"] == 2 and ledger["samples"] == 0 for ledger in r["reshard"]["ledgers"].values())
             if corrupt:
-                assert "SHA-256" in r["reshard"]["integrity"]["error"] and r["reshard"]["integrity"]["unchanged"]
+                assert "FILE_DIGEST_MISMATCH" in r["reshard"]["integrity"]["error"] and r["reshard"]["integrity"]["unchanged"]
             assert (r["reshard"]["model_sha256"], r["reshard"]["optimizer_sha256"]) == (expected["model_sha256"], expected["optimizer_sha256"])
             assert r["evaluate"]["metrics"] == results[0]["evaluate"]["metrics"], "eval metrics differ across ranks"
         saved = Path(results[0]["reshard"]["saved"])
-        assert manifest(saved)["resumed_from"] == {"step": 2, "world_size": 2, "elastic": True, "rederived": ["rng"]}
+        assert manifest(saved)["resumed_from"] == {"step": 2, "world_size": 2, "elastic": True, "rederived": RANK_LOCAL}
+        assert_grouped(saved, node_size=nproc, pair_size=1, samples=12)  # new ledgers from step 2, one step since
         assert_valid(saved.parent)
         metrics[nproc] = results[0]["evaluate"]["metrics"]
     on_five, on_four, on_five_split, empty = metrics[3]
@@ -107,6 +130,7 @@ def test_three_ranks_resume_reshard_to_two_and_deferred_sync(tmp_path: Path) -> 
     assert_same_after(full, step_log(tmp_path / "cut.jsonl"), first=3)
     assert_identical(tmp_path / "full" / "step-000000006", tmp_path / "cut" / "step-000000006")
     assert_valid(tmp_path / "full", tmp_path / "cut")
+    assert_grouped(tmp_path / "cut" / "step-000000006", node_size=3, pair_size=1, samples=6 * 12)
 
     # 3 -> 2 reshard; in the same processes, deferred vs per-micro-step gradient sync
     results = worker(2, tmp_path / "w2",
@@ -115,7 +139,7 @@ def test_three_ranks_resume_reshard_to_two_and_deferred_sync(tmp_path: Path) -> 
                      micro_steps={"output_dir": str(tmp_path), "run_id": "micro", "steps": 3, "accumulation_steps": 3})
     for r in results:
         strict = r["reshard"]["strict"]
-        assert strict["components"] == ["rng"] and strict["unchanged"]
+        assert strict["components"] == RANK_LOCAL and strict["unchanged"]
         assert (r["reshard"]["model_sha256"], r["reshard"]["optimizer_sha256"]) == (full[2]["model_sha256"], full[2]["optimizer_sha256"])
     assert_valid(Path(results[0]["reshard"]["saved"]).parent)
     acc = results[0]["accumulation"]

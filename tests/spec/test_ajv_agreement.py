@@ -18,7 +18,7 @@ from typing import Any, Optional
 
 import pytest
 from spec_cases import CASES, Case
-from test_schema_agreement import VALIDATORS, verdicts
+from test_schema_agreement import both_verdicts, schema_for
 
 from ckptspec.findings import CODES
 from ckptspec.jsonload import read_document
@@ -27,7 +27,6 @@ from ckptspec.schemas import SCHEMA_DIR
 HERE = Path(__file__).resolve().parent
 NODE_PREFIX = HERE.parents[1] / ".node"  # `npm install --prefix .node` (make node-deps)
 SCRIPT = HERE / "ajv_validate.mjs"
-SCHEMA_OF = {"manifest.json": "manifest.schema.json", "run.json": "run-index.schema.json"}
 
 NOT_COMPARED = {
     "invalid/json-duplicate-key": "JSON.parse keeps the last of two `step` keys, so ajv sees a valid manifest",
@@ -69,7 +68,7 @@ def ajv_verdicts() -> dict[Path, dict[str, Any]]:
     """ajv's verdict on every compared document, and on every shipped schema alone (compiled, strict)."""
     documents = [path for _, path in _compared_documents()]
     schemas = sorted(SCHEMA_DIR.glob("*.schema.json"))
-    answers = _ajv([{"schema": str(SCHEMA_DIR / SCHEMA_OF[p.name]), "document": str(p)} for p in documents]
+    answers = _ajv([{"schema": str(SCHEMA_DIR / schema_for(p.name, read_document(str(p))[0])), "document": str(p)} for p in documents]
                    + [{"schema": str(s)} for s in schemas])
     return dict(zip(documents + schemas, answers))
 
@@ -100,7 +99,7 @@ def test_ajv_agrees_with_jsonschema_and_pydantic(case: Case, ajv_verdicts: dict[
         assert not problems, f"{path}: the reader rejects it ({problems[0].code}); list the case in NOT_COMPARED, saying why"
         inexact = _not_exact_in_javascript(value)
         assert inexact is None, f"{path}: the integer at {inexact} is not exact as a JavaScript number; list the case in NOT_COMPARED"
-        by_pydantic, by_schema = verdicts(*VALIDATORS[path.name], value)
+        by_pydantic, by_schema = both_verdicts(path.name, value)
         by_ajv = ajv_verdicts[path]
         assert by_ajv.get("valid") == by_schema == by_pydantic, (
             f"{path}: ajv {by_ajv}, jsonschema {by_schema}, pydantic {by_pydantic}")

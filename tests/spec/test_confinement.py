@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from spec_cases import EXAMPLES
 
-from ckptspec import confined
+from ckptspec.file_digest import ALGORITHMS, HASH_CHUNK_BYTES, digest_bytes, digest_file
 from ckptspec.validator import validate_path
 
 CHECKPOINT = EXAMPLES / "valid" / "checkpoint-world2" / "step-000000100"
@@ -52,10 +52,13 @@ def test_a_fifo_is_not_opened(ckpt: Path) -> None:
     assert codes(ckpt) == ["FILE_NOT_REGULAR"]  # and the test does not hang
 
 
-def test_streamed_hash_matches_hashlib(tmp_path: Path) -> None:
-    data = os.urandom(confined.HASH_CHUNK_BYTES * 2 + 12345)
+@pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))
+def test_streamed_digest_matches_the_one_shot_digest(tmp_path: Path, algorithm: str) -> None:
+    data = os.urandom(HASH_CHUNK_BYTES * 2 + 12345)
     (tmp_path / "blob").write_bytes(data)
-    assert confined.sha256_file(str(tmp_path / "blob")) == hashlib.sha256(data).hexdigest()
+    assert digest_file(str(tmp_path / "blob"), algorithm) == digest_bytes(data, algorithm)
+    if algorithm == "sha256":
+        assert digest_file(str(tmp_path / "blob"), algorithm) == "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can read any file")

@@ -13,6 +13,7 @@ import pytest
 from ckptspec import docgen, schemas
 from ckptspec.cli import main
 from ckptspec.digest import canonical_json, json_digest, raw_tensor_digest
+from ckptspec.file_digest import ALGORITHMS, algorithm_of, digest_bytes
 from ckptspec.jsonload import parse_document
 from ckptspec.rules import check_manifest_rules, check_run_index_rules
 from ckptspec.structure import check_manifest, check_run_index
@@ -61,8 +62,9 @@ def _blocks() -> list[tuple[Path, str, str]]:
 
 def test_every_json_block_in_the_docs_names_what_it_is() -> None:
     blocks = _blocks()
-    assert {m for _, m, _ in blocks} >= {"manifest", "run-index", "digest-vectors"}
-    assert all(marker in ("manifest", "run-index", "digest-vectors") for _, marker, _ in blocks), [(str(p), m) for p, m, _ in blocks]
+    kinds = {"manifest", "run-index", "digest-vectors", "file-digest-vectors"}
+    assert {m for _, m, _ in blocks} >= kinds
+    assert all(marker in kinds for _, marker, _ in blocks), [(str(p), m) for p, m, _ in blocks]
 
 
 @pytest.mark.parametrize("page, marker, body", [b for b in _blocks() if b[1] in ("manifest", "run-index")], ids=lambda v: getattr(v, "name", ""))
@@ -75,6 +77,15 @@ def test_document_examples_in_the_docs_are_valid(page: Path, marker: str, body: 
     else:
         index, findings = check_run_index(value, str(page))
         assert index is not None and not findings + check_run_index_rules(index, str(page))
+
+
+def test_file_digest_test_vectors() -> None:
+    vectors = [json.loads(body) for _, marker, body in _blocks() if marker == "file-digest-vectors"]
+    assert len(vectors) == 1
+    for v in vectors[0]:
+        assert sorted(algorithm_of(d) for d in v["digests"]) == sorted(ALGORITHMS)
+        for expected in v["digests"]:
+            assert digest_bytes(bytes.fromhex(v["data_hex"]), algorithm_of(expected)) == expected
 
 
 def test_digest_test_vectors() -> None:

@@ -20,7 +20,7 @@ import pytest
 from jsonschema import Draft202012Validator
 from spec_cases import EXAMPLES, needs_torch
 
-from ckptspec.confined import sha256_file
+from ckptspec.file_digest import digest_file
 from ckptspec.schemas import load_schema
 
 CHECKPOINT = EXAMPLES / "valid" / "checkpoint-world2" / "step-000000100"
@@ -133,7 +133,7 @@ def test_sparse_file_is_hashed_only_up_to_its_listed_size(tmp_path: Path) -> Non
     with open(sparse, "wb") as f:
         f.truncate(1 << 40)  # 1 TiB of holes
     started = time.monotonic()
-    assert sha256_file(str(sparse), 16) == hashlib.sha256(b"\0" * 16).hexdigest()
+    assert digest_file(str(sparse), "sha256", 16) == "sha256:" + hashlib.sha256(b"\0" * 16).hexdigest()
     assert time.monotonic() - started < 5
     checkpoint = tmp_path / "step-000000100"
     checkpoint.mkdir()

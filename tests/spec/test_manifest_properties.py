@@ -16,7 +16,8 @@ from spec_cases import CASES
 
 from ckptspec.documents import load_manifest
 from ckptspec.jsonload import parse_document
-from ckptspec.manifest import Component, Manifest
+from ckptspec.file_digest import ALGORITHMS
+from ckptspec.manifest import SPEC_VERSION, Component, Manifest
 from ckptspec.rules import check_manifest_rules, check_run_index_rules
 from ckptspec.run_index import BestRecord, RunIndex
 from ckptspec.schemas import load_schema
@@ -46,8 +47,11 @@ def choices(model: type[BaseModel], field: str) -> st.SearchStrategy[str]:
     return st.sampled_from(get_args(model.model_fields[field].annotation))
 
 
+file_digest = st.sampled_from(sorted(ALGORITHMS)).flatmap(
+    lambda name: st.text("0123456789abcdef", min_size=ALGORITHMS[name][1], max_size=ALGORITHMS[name][1]).map(lambda hex_: f"{name}:{hex_}")
+)
 file_entry = st.fixed_dictionaries(
-    {"path": rel_path, "size": count, "sha256": sha, "ranks": st.lists(st.integers(0, 63), min_size=1, max_size=3)},
+    {"path": rel_path, "size": count, "digest": file_digest, "ranks": st.lists(st.integers(0, 63), min_size=1, max_size=3)},
     optional={"group": st.integers(0, 8)},
 )
 component = st.fixed_dictionaries(
@@ -63,7 +67,7 @@ component = st.fixed_dictionaries(
 )
 manifests = st.fixed_dictionaries(
     {
-        "spec_version": st.just("1.0"),
+        "spec_version": st.just(SPEC_VERSION),
         "producer": st.fixed_dictionaries({"name": st.text(min_size=1, max_size=16), "version": st.text(min_size=1, max_size=8)}, optional={"torch_version": st.one_of(st.none(), st.text(max_size=8))}),
         "run_id": st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,20}\Z"),
         "step": count,
