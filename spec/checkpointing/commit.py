@@ -363,10 +363,13 @@ class CommitProtocol:
             known = {path: digest for digests in pending.digests for path, digest in digests.items()}
             known.update({path: (len(data), digest_bytes(data, self.digest_algorithm)) for path, data in pending.local_files.items()})
             entries = []
-            for path in self._files_written_by_me(pending.staging, pending.request):
+            mine = self._files_written_by_me(pending.staging, pending.request)
+            for path in mine:
                 size, digest = known.get(path) or file_digest(path, self.digest_algorithm)
                 entries.append(WrittenFile(path.relative_to(pending.staging).as_posix(), size, digest))
-            for directory in sorted({p.parent for p in pending.staging.rglob("*")} | {pending.staging}):  # reproducible fault points
+            # the directories of this rank's own files, in a fixed order: never another rank's
+            # (which may or may not exist yet), so every run of a save has the same fault points
+            for directory in sorted({p.parent for p in mine} | {pending.staging}):
                 fsync_path(directory)
             return entries, None
         except Exception as exc:  # any failure here must still reach the agreement collective
