@@ -1,12 +1,15 @@
 """The interpreter matrix of ``make test`` (run by nox from the project's ``.venv``).
 
-``make test`` first runs the whole suite in ``.venv`` (the default ``python3``). These sessions
+``make test`` first runs the test tiers in ``.venv`` (the default ``python3``). These sessions
 add the other interpreters found on the machine:
 
-- ``torch``: the whole suite again on every *other* Python 3.11 (the pinned CPU torch wheel is
-  built for 3.11), e.g. a distribution's ``/usr/bin/python3`` beside pyenv's. Interpreters
-  differ in what they pickle (Python 3.11.2 reduces ``Enum`` members through ``getattr``), and
-  checkpoints written on one must be read on the others.
+- ``torch``: on every *other* Python 3.11 (the pinned CPU torch wheel is built for 3.11), e.g.
+  a distribution's ``/usr/bin/python3`` beside pyenv's, the tests whose outcome depends on the
+  interpreter: ``tests/spec`` and ``tests/reference_impl`` (checkpoints written, resumed,
+  validated and diffed by that interpreter) and the conformance suite's quick profile against
+  the reference. Interpreters differ in what they pickle (Python 3.11.2 reduces ``Enum`` members
+  through ``getattr``), and checkpoints written on one must be read on the others. The framework
+  and catch-matrix tiers do not depend on the interpreter and run once, in ``.venv``.
 - ``torch_free``: the parts that must work without torch (``validate``, ``inspect``, ``schema``,
   the example cases, the property tests: ``tests/spec``) on Python 3.10, 3.12 and 3.13.
 
@@ -78,13 +81,17 @@ print(f"nox matrix: torch suite on {TORCH_INTERPRETERS or 'no other Python ' + T
 
 @nox.session(python=TORCH_INTERPRETERS or None)
 def torch(session: nox.Session) -> None:
-    """The whole test suite on another Python 3.11, with the pinned CPU torch."""
+    """The interpreter-dependent tests on another Python 3.11, with the pinned CPU torch."""
     if not TORCH_INTERPRETERS:
         session.skip(f"no Python {TORCH_PYTHON} on this machine besides the one .venv was made from")
     session.install(f"torch=={TORCH_VERSION}")
     session.install("-e", ".[test]")
     session.run("ckptspec", "schema", "--check")
-    session.run("python", "-m", "pytest", "-n", "2", "-q", *session.posargs, env={"OMP_NUM_THREADS": "1"})
+    selection = session.posargs or [
+        "tests/spec", "tests/reference_impl",
+        "tests/conformance/test_conformance_suite.py::test_quick_profile_passes_against_the_reference_adapter[ReferenceAdapter]",
+    ]
+    session.run("python", "-m", "pytest", "-n", "2", "-q", *selection, env={"OMP_NUM_THREADS": "1"})
 
 
 @nox.session(python=TORCH_FREE_INTERPRETERS or None)
