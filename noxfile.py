@@ -5,11 +5,12 @@ add the other interpreters found on the machine:
 
 - ``torch``: on every *other* Python 3.11 (the pinned CPU torch wheel is built for 3.11), e.g.
   a distribution's ``/usr/bin/python3`` beside pyenv's, the tests whose outcome depends on the
-  interpreter: ``tests/spec`` and ``tests/reference_impl`` (checkpoints written, resumed,
-  validated and diffed by that interpreter) and the conformance suite's quick profile against
-  the reference. Interpreters differ in what they pickle (Python 3.11.2 reduces ``Enum`` members
-  through ``getattr``), and checkpoints written on one must be read on the others. The framework
-  and catch-matrix tiers do not depend on the interpreter and run once, in ``.venv``.
+  interpreter: ``tests/spec`` (the readers, the DCP metadata unpickler on hand-built pickles,
+  checkpoints written and diffed there) and the conformance suite's quick profile against the
+  reference (checkpoints written, resumed and validated by that interpreter). Interpreters differ
+  in what they pickle (Python 3.11.2 reduces ``Enum`` members through ``getattr``), and
+  checkpoints written on one must be read on the others. The other tiers do not depend on the
+  interpreter and run once, in ``.venv``.
 - ``torch_free``: the parts that must work without torch (``validate``, ``inspect``, ``schema``,
   the example cases, the property tests: ``tests/spec``) on Python 3.10, 3.12 and 3.13.
 
@@ -88,7 +89,7 @@ def torch(session: nox.Session) -> None:
     session.install("-e", ".[test]")
     session.run("ckptspec", "schema", "--check")
     selection = session.posargs or [
-        "tests/spec", "tests/reference_impl",
+        "tests/spec",
         "tests/conformance/test_conformance_suite.py::test_quick_profile_passes_against_the_reference_adapter[ReferenceAdapter]",
     ]
     session.run("python", "-m", "pytest", "-n", "2", "-q", *selection, env={"OMP_NUM_THREADS": "1"})

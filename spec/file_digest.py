@@ -112,7 +112,7 @@ def verified_file(path: str | os.PathLike[str], listed: Optional[tuple[int, str]
         actual = os.fstat(f.fileno()).st_size
         if actual != size:
             raise DigestMismatchError(name, f"has {actual} bytes, the manifest says {size}")
-        mapped = mmap.mmap(f.fileno(), size, prot=mmap.PROT_READ, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)) if size else None
+        mapped = mmap.mmap(f.fileno(), size, prot=mmap.PROT_READ, flags=mmap.MAP_SHARED) if size else None
     view = memoryview(mapped) if mapped is not None else memoryview(b"")
     try:
         found = digest_bytes(view, algorithm_of(expected))
