@@ -67,9 +67,11 @@ class RewindScenario:
 
 @dataclass(frozen=True)
 class IntegrityScenario:
-    """Damage one payload file of each of three checkpoints: ``damages[i]`` on the file that holds
-    the byte at fraction ``picks[i]`` of the checkpoint's bytes (files in path order). Damage
-    lands where the bytes are, as bit rot and torn copies do: mostly in the large shards."""
+    """Damage one payload file of each of three checkpoints: ``damages[i]`` on the file at
+    fraction ``picks[i]``. A ``flip`` lands where the bytes are, as bit rot does (the file holding
+    that fraction of the checkpoint's bytes: mostly a large shard); a ``truncate`` or ``delete``
+    hits any file alike, as a torn or partial copy does (that fraction of the files, in path
+    order)."""
 
     damages: tuple[str, ...]
     picks: tuple[float, ...]

@@ -20,14 +20,16 @@ from ckptspec.layout import LAYOUT, checkpoint_dir_name, staging_dir_name
 
 
 def _damage(checkpoint: Path, how: str, pick: float, native: bool) -> str:
-    """Damage the non-empty regular file of ``checkpoint`` (a directory, or a single file) that
-    holds the byte at fraction ``pick`` of its bytes; return what was done. Any payload file may
-    be picked, whatever the format, each as likely as its share of the bytes. A ckptspec manifest
-    is left alone: it is the commit marker, and a damaged one is LAYOUT-3's and the validator's."""
+    """Damage a non-empty regular file of ``checkpoint`` (a directory, or a single file); return
+    what was done. A flip hits the file holding the byte at fraction ``pick`` of the bytes, a
+    truncation or deletion the file at fraction ``pick`` of the files (see
+    :class:`IntegrityScenario`). Any payload file may be picked, whatever the format. A ckptspec
+    manifest is left alone: it is the commit marker, and a damaged one is LAYOUT-3's and the
+    validator's."""
     files = sorted(p for p in checkpoint.rglob("*") if p.is_file() and not p.is_symlink() and p.stat().st_size > 0
                    and (native or p.relative_to(checkpoint) != Path(LAYOUT.manifest_file))) \
         if checkpoint.is_dir() else [checkpoint]
-    ends = list(itertools.accumulate(p.stat().st_size for p in files))
+    ends = list(itertools.accumulate(p.stat().st_size if how == "flip" else 1 for p in files))
     target = files[min(bisect.bisect_right(ends, int(pick * ends[-1])), len(files) - 1)]
     data = target.read_bytes()
     if how == "truncate":
@@ -41,8 +43,9 @@ def _damage(checkpoint: Path, how: str, pick: float, native: bool) -> str:
 
 
 MIDDLE_BYTES = IntegrityScenario(("flip", "truncate", "delete"), (0.5, 0.5, 0.5))
-"""Damage to the file that holds the middle byte of each checkpoint: most often a large shard,
-where bit rot and torn copies land (a small or derandomized profile may draw only small files)."""
+"""A bit flip in the middle byte of a checkpoint (most often inside a large shard, where bit rot
+lands), and a truncated and a deleted file from the middle of the file list: run by every
+profile, since a small or derandomized one may draw only the first file."""
 
 
 @pytest.mark.requirement("RESUME-6")
