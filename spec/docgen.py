@@ -72,10 +72,14 @@ def _type(node: dict[str, Any]) -> str:
         return f"array of {_type(node.get('items', {}))}" + (f" (at least {node['minItems']})" if "minItems" in node else "")
     if kind == "object":
         values = node.get("additionalProperties", True)
-        return "object" if values is True else f"object of {_type(values)}"
+        entries = f" (at least {node['minProperties']} entry)" if node.get("minProperties") == 1 else (
+            f" (at least {node['minProperties']} entries)" if "minProperties" in node else "")
+        return ("object" if values is True else f"object of {_type(values)}") + entries
     bounds = [f"≥ {node['minimum']}"] if "minimum" in node else []
     if "pattern" in node:
         bounds.append(f"matching `{node['pattern']}`".replace("|", "\\|"))
+    if "minLength" in node:
+        bounds.append(f"at least {node['minLength']} character{'s' if node['minLength'] != 1 else ''}")
     if "maxLength" in node:
         bounds.append(f"at most {node['maxLength']} characters")
     return kind + (" " + ", ".join(bounds) if bounds else "")
