@@ -25,11 +25,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from ckptspec.diff_cmd import EXPORT_EXTENSION as EXTENSION_KEY
 from ckptspec.exit_codes import EXIT_ERROR, EXIT_FAIL, EXIT_OK
 from ckptspec.findings import is_conformant
-
-EXTENSION_KEY = "ckptspec.export"
-"""The manifest ``extensions`` key under which an export records its source checkpoint."""
 
 INDEX_FILE = "model.safetensors.index.json"
 """The tensor-to-file index that torch's Hugging Face writer puts next to the safetensors file."""

@@ -8,8 +8,14 @@ are read through :func:`ckptspec.safe_dcp.safe_reader` into tensors allocated fr
 metadata, after checking that every storage entry of the metadata is a regular file inside the
 directory and that the tensors fit in the bytes on disk; ``torch_weights_only`` files with
 ``torch.load(weights_only=True, mmap=True)``; JSON as JSON. Leaves are compared by their
-canonical digest (:mod:`ckptspec.digest`). A plain DCP directory without a manifest is read as
-one component.
+canonical digest (:mod:`ckptspec.digest`); ``safetensors`` files with the ``safetensors``
+package (a format without code). A plain DCP directory without a manifest is read as one
+component. When one side is a weights-only export (``ckptspec export``: its manifest records
+its source under ``extensions["ckptspec.export"]``), only the model components are compared, so
+``diff SOURCE EXPORT`` answers "are these the source's weights?".
+
+Errors are one line: torch's ``CheckpointException`` carries every rank's traceback in its
+text, and only the first line of the first rank's exception is reported.
 
 Exit status: 0 identical, 1 different, 2 could not compare (any failure to read, including
 torch's ``CheckpointException``, which is a ``BaseException``).
@@ -36,8 +42,12 @@ from ckptspec.jsonload import read_document
 from ckptspec.layout import LAYOUT
 from ckptspec.safe_dcp import DCP_METADATA_FILE
 
-DIFF_OUTPUT_VERSION = 1
-"""Version of the ``--format json`` output shape; raised whenever a field changes meaning or goes away."""
+DIFF_OUTPUT_VERSION = 2
+"""Version of the ``--format json`` output shape; raised whenever a field changes meaning or goes away
+(2: numbers as numbers: dtypes, shapes and the largest absolute difference as fields; ``compared``)."""
+
+EXPORT_EXTENSION = "ckptspec.export"
+"""The manifest ``extensions`` key under which an export records its source checkpoint."""
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -61,19 +71,26 @@ class Difference(BaseModel):
     name: str = Field(description="The leaf, as `component/key/...` (`state/...` for a plain DCP directory).")
     kind: Literal["only_in_a", "only_in_b", "different"] = Field(description="Whether the leaf is missing from one side or differs.")
     detail: str = Field(description="What differs, in words (dtype and shape, largest absolute difference, or both values).")
+    dtype_a: Optional[str] = Field(default=None, description="The tensor's dtype in A; null for a JSON value or a leaf only in B.")
+    dtype_b: Optional[str] = Field(default=None, description="The tensor's dtype in B; null for a JSON value or a leaf only in A.")
+    shape_a: Optional[list[int]] = Field(default=None, description="The tensor's shape in A; null for a JSON value or a leaf only in B.")
+    shape_b: Optional[list[int]] = Field(default=None, description="The tensor's shape in B; null for a JSON value or a leaf only in A.")
+    max_abs_difference: Optional[float] = Field(
+        default=None, description="The largest absolute elementwise difference of two tensors of one dtype and shape; null otherwise.")
 
 
 class DiffOutput(BaseModel):
-    """The document ``ckptspec diff --format json`` prints (output version 1)."""
+    """The document ``ckptspec diff --format json`` prints (output version 2)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     output: Literal["ckptspec-diff"] = Field(description="What this document is.")
-    output_version: Literal[1] = Field(description="Version of this output shape.")
+    output_version: Literal[2] = Field(description="Version of this output shape.")
     tool: str = Field(description="The tool and its version, e.g. `ckptspec 0.1.0`.")
     a: str = Field(description="The first checkpoint, as given.")
     b: str = Field(description="The second checkpoint, as given.")
-    ignored: list[str] = Field(description="Components skipped with `--ignore`.")
+    ignored: list[str] = Field(description="Components skipped with `--ignore`, or because one side is a weights-only export.")
+    compared: Literal["all", "model"] = Field(description="`model` when one side is an export and only model components were compared.")
     verdict: Literal["identical", "different", "not_compared"] = Field(description="Exit status 0, 1 and 2 respectively.")
     differences: list[Difference] = Field(description="Every difference, sorted by name (not cut by `--limit`).")
     error: Optional[str] = Field(description="Why the checkpoints could not be compared; null when they were.")
@@ -210,6 +227,10 @@ def load_leaves(path: str | Path, ignore: tuple[str, ...] = ()) -> dict[str, Any
                 value, problems = read_document(real)
                 if problems:
                     raise CannotCompare(problems[0].line())
+            elif component.format == "safetensors":
+                from safetensors.torch import load_file
+
+                value = load_file(real, device="cpu")
             elif component.format == "torch_weights_only":
                 value = torch.load(real, weights_only=True, map_location="cpu", mmap=True)
             else:
@@ -218,18 +239,32 @@ def load_leaves(path: str | Path, ignore: tuple[str, ...] = ()) -> dict[str, Any
     return found
 
 
-def _describe(a: Any, b: Any) -> str:
+def _tensor_fields(value: Any, side: str) -> dict[str, Any]:
     import torch
 
+    if not isinstance(value, torch.Tensor):
+        return {}
+    return {f"dtype_{side}": str(value.dtype).removeprefix("torch."), f"shape_{side}": list(value.shape)}
+
+
+def _different(name: str, a: Any, b: Any) -> Difference:
+    """The difference of two leaves that differ: in words, and as numbers where they are tensors."""
+    import torch
+
+    fields = {**_tensor_fields(a, "a"), **_tensor_fields(b, "b")}
     if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
         if a.shape != b.shape or a.dtype != b.dtype:
-            return f"{a.dtype} {tuple(a.shape)} vs {b.dtype} {tuple(b.shape)}"
-        if a.dtype.is_floating_point or a.dtype.is_complex:
-            diff = (a.double() - b.double()).abs().max().item() if a.numel() else 0.0
+            detail = f"{a.dtype} {tuple(a.shape)} vs {b.dtype} {tuple(b.shape)}"
         else:
-            diff = (a.long() - b.long()).abs().max().item() if a.numel() else 0
-        return f"{a.dtype} {tuple(a.shape)} max abs difference {diff:.6g}"
-    return f"{_short(a)} vs {_short(b)}"
+            if a.dtype.is_floating_point or a.dtype.is_complex:
+                diff = float((a.double() - b.double()).abs().max().item()) if a.numel() else 0.0
+            else:
+                diff = float((a.long() - b.long()).abs().max().item()) if a.numel() else 0.0
+            fields["max_abs_difference"] = diff
+            detail = f"{a.dtype} {tuple(a.shape)} max abs difference {diff:.6g}"
+    else:
+        detail = f"{_short(a)} vs {_short(b)}"
+    return Difference(name=name, kind="different", detail=detail, **fields)
 
 
 def _short(value: Any) -> str:
@@ -243,24 +278,66 @@ def _digest(value: Any) -> str:
     return tensor_digest(value) if isinstance(value, torch.Tensor) else json_digest(value)
 
 
+def one_line(exc: BaseException) -> str:
+    """``exc`` as one line: for torch's ``CheckpointException`` (whose text folds in every rank's
+    traceback) the first rank's exception; otherwise the first line of its text, at most 300 characters."""
+    failures = getattr(exc, "failures", None)
+    if isinstance(failures, dict) and failures:
+        first = next(iter(failures.values()))
+        inner = first[0] if isinstance(first, tuple) else first
+        if isinstance(inner, BaseException):
+            return one_line(inner)
+    text = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+    text = text if len(text) <= 300 else text[:297] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _components(root: str | Path) -> Optional[list[Any]]:
+    """The components of the checkpoint at ``root`` when it has a valid manifest, else None."""
+    from ckptspec.documents import load_manifest
+
+    try:
+        manifest, _ = load_manifest(os.path.join(os.fspath(root), LAYOUT.manifest_file))
+    except OSError:
+        return None
+    return list(manifest.components) if manifest else None
+
+
+def export_scope(a: str | Path, b: str | Path) -> tuple[str, ...]:
+    """The components not to compare because one side is a weights-only export: every component
+    of either side whose kind is not ``model``; empty when neither is an export."""
+    from ckptspec.documents import load_manifest
+
+    def is_export(root: str | Path) -> bool:
+        try:
+            manifest, _ = load_manifest(os.path.join(os.fspath(root), LAYOUT.manifest_file))
+        except OSError:
+            return False
+        return manifest is not None and EXPORT_EXTENSION in (manifest.extensions or {})
+
+    if not (is_export(a) or is_export(b)):
+        return ()
+    return tuple(sorted({c.name for root in (a, b) for c in _components(root) or () if c.kind != "model"}))
+
+
 def differences(a: str | Path, b: str | Path, ignore: tuple[str, ...] = ()) -> list[Difference]:
     """The differences between two checkpoints, sorted by leaf name; empty when identical.
-    Raises :class:`CannotCompare` when either cannot be read."""
+    Raises :class:`CannotCompare` (with a one-line message) when either cannot be read."""
     try:
         left, right = load_leaves(a, ignore), load_leaves(b, ignore)
         found = []
         for name in sorted(left.keys() | right.keys()):
             if name not in right:
-                found.append(Difference(name=name, kind="only_in_a", detail="only in A"))
+                found.append(Difference(name=name, kind="only_in_a", detail="only in A", **_tensor_fields(left[name], "a")))
             elif name not in left:
-                found.append(Difference(name=name, kind="only_in_b", detail="only in B"))
+                found.append(Difference(name=name, kind="only_in_b", detail="only in B", **_tensor_fields(right[name], "b")))
             elif _digest(left[name]) != _digest(right[name]):
-                found.append(Difference(name=name, kind="different", detail=_describe(left[name], right[name])))
+                found.append(_different(name, left[name], right[name]))
         return found
     except CannotCompare:
         raise
     except _checkpoint_exceptions() as exc:  # unreadable payloads: report, never a traceback
-        raise CannotCompare(f"{type(exc).__name__}: {str(exc)[:2000]}") from None
+        raise CannotCompare(one_line(exc)) from None
 
 
 def compare(a: str | Path, b: str | Path, ignore: tuple[str, ...] = ()) -> list[str]:
@@ -273,8 +350,10 @@ def run(args: argparse.Namespace) -> int:
     """Compare A and B; print the differences; return the exit status."""
     error: Optional[str] = None
     found: list[Difference] = []
+    scope = export_scope(args.a, args.b)
+    ignored = sorted(set(args.ignore) | set(scope))
     try:
-        found = differences(args.a, args.b, tuple(args.ignore))
+        found = differences(args.a, args.b, tuple(ignored))
     except CannotCompare as exc:
         error = str(exc)
     status = EXIT_ERROR if error is not None else (EXIT_FAIL if found else EXIT_OK)
@@ -282,13 +361,15 @@ def run(args: argparse.Namespace) -> int:
         verdict: Literal["identical", "different", "not_compared"] = {EXIT_OK: "identical", EXIT_FAIL: "different", EXIT_ERROR: "not_compared"}[status]  # type: ignore[assignment]
         document = DiffOutput(
             output="ckptspec-diff", output_version=DIFF_OUTPUT_VERSION, tool=f"ckptspec {__version__}", a=str(args.a), b=str(args.b),
-            ignored=list(args.ignore), verdict=verdict, differences=found, error=error,
+            ignored=ignored, compared="model" if scope else "all", verdict=verdict, differences=found, error=error,
         )
         print(document.model_dump_json(indent=2))
         return status
     if error is not None:
         print(printable(f"ckptspec diff: cannot compare: {error}"), file=sys.stderr)
         return status
+    if scope:
+        print(f"one side is a weights-only export: comparing the model only (not {', '.join(scope)})", file=sys.stderr)
     for d in found[: args.limit]:
         print(printable(f"{d.name}: {d.detail}"))
     if len(found) > args.limit:

@@ -163,6 +163,21 @@ def digest_bytes(data: bytes | memoryview, algorithm: str) -> str:
     return format_digest(algorithm, h.hexdigest())
 
 
+_observer: Optional[Callable[[int, bool], None]] = None
+
+
+@contextlib.contextmanager
+def observe_hashing(callback: Callable[[int, bool], None]) -> Iterator[None]:
+    """Within the block, :func:`digest_file` calls ``callback(bytes_read, False)`` after each chunk
+    it hashes and ``callback(0, True)`` after each file (``validate --deep``'s progress bar)."""
+    global _observer
+    previous, _observer = _observer, callback
+    try:
+        yield
+    finally:
+        _observer = previous
+
+
 def digest_file(real_path: str, algorithm: str, size: Optional[int] = None) -> str:
     """The digest string (``<algorithm>:<hex>``) of the regular file at ``real_path``, streamed;
     raises ``OSError`` if it cannot be read (a FIFO, device or final symlink included).
@@ -180,6 +195,10 @@ def digest_file(real_path: str, algorithm: str, size: Optional[int] = None) -> s
             if not n:
                 break
             h.update(view[:n])
+            if _observer is not None:
+                _observer(n, False)
             if left is not None:
                 left -= n
+    if _observer is not None:
+        _observer(0, True)
     return format_digest(algorithm, h.hexdigest())

@@ -2,7 +2,9 @@
 
 Generated files are the JSON Schemas and registries under ``spec/schemas/`` and the generated
 blocks of the ``docs/spec/`` pages. ``--check`` writes nothing and exits 1 naming each stale
-file. The docs are handled only in a source checkout, where ``docs/spec/`` exists.
+file. ``--print NAME`` prints one schema (e.g. ``manifest``, ``validate-output`` or a file name)
+from the installed package, writing nothing. The docs are handled only in a source checkout,
+where ``docs/spec/`` exists.
 """
 
 from __future__ import annotations
@@ -16,7 +18,37 @@ from ckptspec.exit_codes import EXIT_ERROR, EXIT_FAIL, EXIT_OK
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the options of ``schema``."""
-    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 naming every stale generated file")
+    action = parser.add_mutually_exclusive_group()
+    action.add_argument("--check", action="store_true", help="write nothing; exit 1 naming every stale generated file")
+    action.add_argument("--print", dest="print_name", metavar="NAME", help="print the schema NAME (e.g. manifest, validate-output); `--print list` names them")
+
+
+def schema_names() -> list[str]:
+    """The names ``--print`` accepts: every JSON file of ``spec/schemas/`` without ``.schema.json`` / ``.json``."""
+    from ckptspec.schemas import SCHEMA_DIR
+
+    return sorted(p.name.removesuffix(".json").removesuffix(".schema") for p in SCHEMA_DIR.glob("*.json"))
+
+
+def print_schema(name: str) -> int:
+    """Print the checked-in schema ``name``; exit 2 with the closest names when there is none."""
+    import difflib
+
+    from ckptspec.schemas import SCHEMA_DIR
+
+    names = schema_names()
+    if name == "list":
+        print("\n".join(names))
+        return EXIT_OK
+    short = name.removesuffix(".json").removesuffix(".schema")
+    if short not in names:
+        close = difflib.get_close_matches(short, names, n=3)
+        hint = f" (did you mean {' or '.join(close)}?)" if close else f"; schemas: {', '.join(names)}"
+        print(f"ckptspec schema: no schema {name!r}{hint}", file=sys.stderr)
+        return EXIT_ERROR
+    path = next(p for p in (SCHEMA_DIR / f"{short}.schema.json", SCHEMA_DIR / f"{short}.json") if p.is_file())
+    sys.stdout.write(path.read_text(encoding="utf-8"))
+    return EXIT_OK
 
 
 def expected_files() -> dict[Path, str]:
@@ -42,7 +74,9 @@ def _current(path: Path) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Write or check the generated files; return the exit status."""
+    """Write, check or print the generated files; return the exit status."""
+    if args.print_name is not None:
+        return print_schema(args.print_name)
     try:
         files = expected_files()
     except (ValueError, OSError) as exc:

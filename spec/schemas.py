@@ -22,6 +22,7 @@ from ckptspec.inspect_cmd import INSPECT_OUTPUT_VERSION, InspectOutput
 from ckptspec.manifest import SPEC_VERSION, Manifest
 from ckptspec.requirements import REQUIREMENTS
 from ckptspec.run_index import RunIndex
+from ckptspec.validate_cmd import VALIDATE_OUTPUT_VERSION, ValidateOutput
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 """Where the generated files live (shipped as package data)."""
@@ -33,10 +34,11 @@ SCHEMA_MODELS: dict[str, tuple[type[BaseModel], str]] = {
     "run-index.schema.json": (RunIndex, f"urn:ckptspec:schema:{_MAJOR}:run-index"),
     "inspect-output.schema.json": (InspectOutput, f"urn:ckptspec:output:{INSPECT_OUTPUT_VERSION}:inspect"),
     "diff-output.schema.json": (DiffOutput, f"urn:ckptspec:output:{DIFF_OUTPUT_VERSION}:diff"),
+    "validate-output.schema.json": (ValidateOutput, f"urn:ckptspec:output:{VALIDATE_OUTPUT_VERSION}:validate"),
     "example-case.schema.json": (ExampleCase, f"urn:ckptspec:schema:{_MAJOR}:example-case"),
 }
 """Schema file name -> (model, ``$id``): the two document schemas, and the versioned output
-shapes of ``inspect --format json`` and ``diff --format json``, and the ``case.json`` of the
+shapes of ``inspect``, ``diff`` and ``validate --format json``, and the ``case.json`` of the
 example cases."""
 
 

@@ -1,8 +1,12 @@
 """``ckptspec validate PATH...``: check checkpoints, run directories or manifests against the spec.
 
 Text output is one finding per line (``CODE REQ-ID path: severity: message``) and a summary on
-stderr; ``--format json`` prints one JSON document. Exit status: 0 conformant, 1 not
-conformant, 2 could not check (bad arguments, a path that does not exist or cannot be read).
+stderr; ``--format json`` prints one JSON document (:class:`ValidateOutput`, schema
+``validate-output.schema.json``); ``sarif``, ``junit`` and ``github`` print the same findings in
+the formats code scanning, CI test tabs and GitHub annotations read (:mod:`ckptspec.report_formats`).
+``--deep`` shows a progress bar on stderr when it is a terminal and the format is text. Exit
+status: 0 conformant, 1 not conformant, 2 could not check (bad arguments, a path that does not
+exist or cannot be read).
 """
 
 from __future__ import annotations
@@ -11,12 +15,48 @@ import argparse
 import json
 import os
 import sys
-from typing import Any
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from ckptspec import SPEC_VERSION, __version__
 from ckptspec.exit_codes import EXIT_ERROR, EXIT_FAIL, EXIT_OK
 from ckptspec.findings import Finding, Severity, is_conformant, strict
 from ckptspec.validator import CannotCheck, detect, validate_target
+
+VALIDATE_OUTPUT_VERSION = 1
+"""Version of the ``--format json`` output shape; raised whenever a field changes meaning or goes away."""
+
+FORMATS = ("text", "json", "sarif", "junit", "github")
+
+
+class Target(BaseModel):
+    """One path named on the command line."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str = Field(description="The path as given.")
+    kind: Optional[Literal["manifest", "run_index", "checkpoint", "run"]] = Field(description="What it was checked as; null when it could not be.")
+    checked: bool = Field(description="Whether it could be checked at all.")
+    skipped: bool = Field(default=False, description="A JSON file that is not a ckptspec document, left alone under `--only-documents`.")
+    error: Optional[str] = Field(description="Why it could not be checked; null when it was.")
+
+
+class ValidateOutput(BaseModel):
+    """The document ``ckptspec validate --format json`` prints (output version 1)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    output: Literal["ckptspec-validate"] = Field(description="What this document is.")
+    output_version: Literal[1] = Field(description="Version of this output shape.")
+    validator: str = Field(description="The tool and its version, e.g. `ckptspec 0.1.0`.")
+    spec_version: str = Field(description="The spec version the validator implements.")
+    deep: bool = Field(description="Whether every listed file's digest was verified.")
+    strict: bool = Field(description="Whether warnings counted as errors.")
+    targets: list[Target] = Field(description="Every path named, in order.")
+    findings: list[Finding] = Field(description="Every finding, in the order found.")
+    counts: dict[Literal["error", "warning"], int] = Field(description="Findings by severity.")
+    verdict: Literal["conformant", "not_conformant", "not_checked"] = Field(description="Exit status 0, 1 and 2 respectively.")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -24,7 +64,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="+", metavar="PATH", help="checkpoint directory, run directory, manifest.json or run.json")
     parser.add_argument("--deep", action="store_true", help="also verify the digest of every listed file (any algorithm of DIGEST-2)")
     parser.add_argument("--strict", action="store_true", help="treat warnings as errors")
-    parser.add_argument("--format", choices=("text", "json"), default="text", help="output format (default: text)")
+    parser.add_argument("--format", choices=FORMATS, default="text", help="output format (default: text)")
+    parser.add_argument("--only-documents", action="store_true",
+                        help="skip a JSON file without a top-level `spec_version` (what the pre-commit hook uses)")
 
 
 def named_file(path: str) -> str:
@@ -33,45 +75,81 @@ def named_file(path: str) -> str:
     return os.path.realpath(path) if os.path.islink(path) else path
 
 
-def _counts(findings: list[Finding]) -> dict[str, int]:
-    return {s.value: sum(1 for f in findings if f.severity is s) for s in Severity}
+def is_spec_document(path: str) -> bool:
+    """Whether the JSON file ``path`` is a ckptspec document: an object with a ``spec_version``
+    (manifests and run indexes have it; a web app's ``manifest.json`` does not). A file that
+    cannot be read or parsed counts as one, so that validating it reports why."""
+    try:
+        with open(path, "rb") as f:
+            document = json.loads(f.read(64 * 1024 * 1024))
+    except (OSError, ValueError, RecursionError):
+        return True
+    return not isinstance(document, dict) or "spec_version" in document
+
+
+def _counts(findings: list[Finding]) -> dict[Literal["error", "warning"], int]:
+    return {"error": sum(f.severity is Severity.ERROR for f in findings), "warning": sum(f.severity is Severity.WARNING for f in findings)}
+
+
+def check(paths: list[str], *, deep: bool = False, strict_mode: bool = False, only_documents: bool = False, progress: bool = False) -> ValidateOutput:
+    """Validate every path; the JSON document of the run."""
+    findings: list[Finding] = []
+    targets: list[Target] = []
+    for path in paths:
+        try:
+            kind = detect(path)
+            if only_documents and kind in ("manifest", "run_index") and not is_spec_document(named_file(path)):
+                targets.append(Target(path=path, kind=None, checked=False, skipped=True, error=None))
+                continue
+            target = named_file(path) if kind in ("manifest", "run_index") else path
+            if progress and deep and kind in ("checkpoint", "run"):
+                from ckptspec.deep_progress import hashing_progress
+
+                with hashing_progress(target, kind):
+                    found = validate_target(target, kind, deep=deep)
+            else:
+                found = validate_target(target, kind, deep=deep)
+        except CannotCheck as exc:
+            targets.append(Target(path=path, kind=None, checked=False, error=str(exc)))
+            continue
+        targets.append(Target(path=path, kind=kind, checked=True, error=None))
+        findings += strict(found) if strict_mode else found
+    unchecked = any(not t.checked and not t.skipped for t in targets)
+    status = EXIT_ERROR if unchecked else (EXIT_OK if is_conformant(findings) else EXIT_FAIL)
+    verdict = {EXIT_OK: "conformant", EXIT_FAIL: "not_conformant", EXIT_ERROR: "not_checked"}[status]
+    return ValidateOutput(
+        output="ckptspec-validate", output_version=VALIDATE_OUTPUT_VERSION, validator=f"ckptspec {__version__}",
+        spec_version=SPEC_VERSION, deep=deep, strict=strict_mode, targets=targets, findings=findings,
+        counts=_counts(findings), verdict=verdict,  # type: ignore[arg-type]
+    )
+
+
+EXIT_STATUS = {"conformant": EXIT_OK, "not_conformant": EXIT_FAIL, "not_checked": EXIT_ERROR}
 
 
 def run(args: argparse.Namespace) -> int:
     """Validate every path; print the findings; return the exit status."""
-    findings: list[Finding] = []
-    targets: list[dict[str, Any]] = []
-    problems: list[str] = []
-    for path in args.paths:
-        try:
-            kind = detect(path)
-            found = validate_target(named_file(path) if kind in ("manifest", "run_index") else path, kind, deep=args.deep)
-        except CannotCheck as exc:
-            problems.append(str(exc))
-            targets.append({"path": path, "kind": None, "checked": False, "error": str(exc)})
-            continue
-        targets.append({"path": path, "kind": kind, "checked": True, "error": None})
-        findings += strict(found) if args.strict else found
-    status = EXIT_ERROR if problems else (EXIT_OK if is_conformant(findings) else EXIT_FAIL)
-    verdict = {EXIT_OK: "conformant", EXIT_FAIL: "not_conformant", EXIT_ERROR: "not_checked"}[status]
-    counts = _counts(findings)
-    if args.format == "json":
-        document = {
-            "validator": f"ckptspec {__version__}",
-            "spec_version": SPEC_VERSION,
-            "deep": args.deep,
-            "strict": args.strict,
-            "targets": targets,
-            "findings": [f.model_dump(mode="json") for f in findings],
-            "counts": counts,
-            "verdict": verdict,
-        }
-        json.dump(document, sys.stdout, indent=2)
-        sys.stdout.write("\n")
-    else:
-        sys.stdout.writelines(f.line() + "\n" for f in findings)
-        for problem in problems:
-            print(f"ckptspec validate: cannot check {problem}", file=sys.stderr)
-        summary = f"{len(args.paths)} path(s): {counts['error']} error(s), {counts['warning']} warning(s): {verdict.replace('_', ' ')}"
+    progress = args.format == "text" and sys.stderr.isatty()
+    result = check(args.paths, deep=args.deep, strict_mode=args.strict, only_documents=args.only_documents, progress=progress)
+    if args.format == "text":
+        sys.stdout.writelines(f.line() + "\n" for f in result.findings)
+        for t in result.targets:
+            if not t.checked and not t.skipped:
+                print(f"ckptspec validate: cannot check {t.error}", file=sys.stderr)
+        checked = sum(not t.skipped for t in result.targets)
+        summary = f"{checked} path(s): {result.counts['error']} error(s), {result.counts['warning']} warning(s): {result.verdict.replace('_', ' ')}"
         print(summary, file=sys.stderr)
-    return status
+        return EXIT_STATUS[result.verdict]
+    document = result.model_dump(mode="json")
+    if args.format == "json":
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
+    else:
+        from ckptspec import report_formats
+
+        if args.format == "sarif":
+            sys.stdout.write(json.dumps(report_formats.sarif(document), indent=2) + "\n")
+        elif args.format == "junit":
+            sys.stdout.write(report_formats.junit(document))
+        else:
+            sys.stdout.write(report_formats.github(document))
+    return EXIT_STATUS[result.verdict]

@@ -62,6 +62,7 @@ def test_diff_json_when_it_cannot_compare(tmp_path: Path, capsys: pytest.Capture
 
 
 def test_schemas_reject_a_wrong_output_version() -> None:
-    document = {"output": "ckptspec-diff", "output_version": 2, "tool": "x", "a": "a", "b": "b", "ignored": [], "verdict": "identical", "differences": [], "error": None}
+    document = {"output": "ckptspec-diff", "output_version": 1, "tool": "x", "a": "a", "b": "b", "ignored": [], "compared": "all",
+                "verdict": "identical", "differences": [], "error": None}
     assert not DIFF.is_valid(document)
-    assert DIFF.is_valid({**document, "output_version": 1})
+    assert DIFF.is_valid({**document, "output_version": 2})
