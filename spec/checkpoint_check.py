@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from typing import Optional
@@ -13,18 +14,21 @@ from ckptspec.findings import Finding, finding, json_pointer
 from ckptspec.layout import LAYOUT, parse_checkpoint_dir
 from ckptspec.manifest import Manifest
 
+_CHANGED_WHILE_READ = {errno.ENOENT: "FILE_MISSING", errno.EINVAL: "FILE_NOT_REGULAR", errno.ELOOP: "FILE_NOT_REGULAR"}
+"""A listed file replaced after it was resolved (deleted; a FIFO or a link swapped in): a finding.
+Any other error reading it means the checkpoint cannot be checked."""
+
 _RESOLUTION_CODES = {"missing": "FILE_MISSING", "not_regular": "FILE_NOT_REGULAR", "escapes": "PATH_ESCAPES"}
 
 
 def _manifest_problem(directory: str, real_root: str) -> Optional[Finding]:
-    """A finding if ``manifest.json`` is absent, not a regular file, or a link leaving the directory."""
+    """A finding if ``manifest.json`` is absent, not a regular file, or a link leaving the directory;
+    raises ``OSError`` when it cannot be examined."""
     path = os.path.join(directory, LAYOUT.manifest_file)
     try:
         st = os.lstat(path)
     except FileNotFoundError:
         return finding("CHECKPOINT_NO_MANIFEST", directory, f"no {LAYOUT.manifest_file}: this directory is not a committed checkpoint")
-    except OSError as exc:
-        return finding("CHECKPOINT_NO_MANIFEST", directory, f"{LAYOUT.manifest_file} cannot be examined: {exc.strerror}")
     if stat.S_ISLNK(st.st_mode):
         real = os.path.realpath(path)
         if not is_inside(real_root, real):
@@ -46,6 +50,8 @@ def check_files(directory: str, manifest: Manifest, *, deep: bool) -> list[Findi
     manifest_path = os.path.join(directory, LAYOUT.manifest_file)
     for ci, component in enumerate(manifest.components):
         for fi, entry in enumerate(component.files):
+            if entry.path == LAYOUT.manifest_file:
+                continue  # the manifest listing itself is DUPLICATE_FILE (rule stage), not a payload to check
             listed.add(entry.path)
             r = resolve(directory, real_root, tree, entry.path)
             if r.status == "ok" and r.size == entry.size and not deep:
@@ -62,7 +68,10 @@ def check_files(directory: str, manifest: Manifest, *, deep: bool) -> list[Findi
                 try:
                     digest = digest_file(r.real_path, algorithm_of(entry.digest), entry.size)
                 except OSError as exc:
-                    findings.append(finding("FILE_MISSING", file_path, f"cannot be read: {exc.strerror}", where))
+                    changed = _CHANGED_WHILE_READ.get(exc.errno or 0)
+                    if changed is None:  # it is there but cannot be read: not a verdict on the checkpoint
+                        raise OSError(exc.errno, exc.strerror, file_path) from None
+                    findings.append(finding(changed, file_path, f"changed while it was checked: {exc.strerror}", where))
                     continue
                 if digest != entry.digest:
                     findings.append(finding("FILE_DIGEST_MISMATCH", file_path, f"has digest {digest}, the manifest says {entry.digest}", where))
@@ -79,16 +88,14 @@ def check_files(directory: str, manifest: Manifest, *, deep: bool) -> list[Findi
 def check_checkpoint(directory: str, *, deep: bool = False, run_id: Optional[str] = None) -> tuple[Optional[Manifest], list[Finding]]:
     """Validate the checkpoint directory ``directory``; return its manifest (None if unusable) and the findings.
 
-    ``run_id``, when given, is the run the checkpoint is stored in (LAYOUT-1).
+    ``run_id``, when given, is the run the checkpoint is stored in (LAYOUT-1). Raises ``OSError``
+    (naming the file) when the manifest, or under ``deep`` a listed file, exists but cannot be read.
     """
     problem = _manifest_problem(directory, os.path.realpath(directory))
     if problem is not None:
         return None, [problem]
     manifest_path = os.path.join(directory, LAYOUT.manifest_file)
-    try:
-        manifest, findings = load_manifest(manifest_path, follow_links=True)  # a link is confined by _manifest_problem
-    except OSError as exc:
-        return None, [finding("CHECKPOINT_NO_MANIFEST", manifest_path, f"cannot be read: {exc.strerror}")]
+    manifest, findings = load_manifest(manifest_path, follow_links=True)  # a link is confined by _manifest_problem
     if manifest is None:
         return None, findings
     name_step = parse_checkpoint_dir(os.path.basename(os.path.realpath(directory)))

@@ -16,11 +16,12 @@ import json
 import re
 from pathlib import Path
 
-from typing import Any
+from typing import Any, get_args
 
-from ckptspec.findings import CODES_LIST
+from ckptspec.findings import CODES_LIST, Stage
 from ckptspec.requirements import REQUIREMENTS, Section
 from ckptspec.schemas import SCHEMA_MODELS, json_schema
+from ckptspec.structure import SCHEMA_ERROR_CODES
 
 DOCS_DIR = Path(__file__).resolve().parent.parent / "docs" / "spec"
 """The spec pages in a source checkout (absent in an installed wheel)."""
@@ -31,6 +32,7 @@ PAGES: dict[str, tuple[str, ...]] = {
 }
 PAGES["manifest.md"] += ("fields manifest",)
 PAGES["run.md"] += ("fields run-index",)
+PAGES["validating.md"] = ("schema-codes", "stages")
 """Page file name -> the generated blocks it must contain."""
 
 _BLOCK_RE = re.compile(r"(<!-- BEGIN GENERATED: ([a-z0-9 _-]+) -->\n)(.*?)(<!-- END GENERATED -->)", re.DOTALL)
@@ -56,6 +58,21 @@ def codes_table() -> str:
         section = c.requirement.split("-")[0].lower()
         page = "versioning" if section == "version" else section
         rows.append(f"| `{c.code}` | [{c.requirement}]({page}.md#{c.requirement.lower()}) | {c.severity.value} | {c.stage} | {_cell(c.meaning)} |")
+    return "\n".join(rows) + "\n"
+
+
+def schema_codes_table() -> str:
+    """The Markdown table of the schema errors that get a code of their own (``SCHEMA_ERROR_CODES``)."""
+    rows = ["| Document | Location (JSON Pointer, `*` any index) | Code |", "|---|---|---|"]
+    rows += [f"| {r.document} | `{r.location}` | `{r.code}` |" for r in SCHEMA_ERROR_CODES]
+    return "\n".join(rows) + "\n"
+
+
+def stages_table() -> str:
+    """The Markdown table of the stages, in the order they run, with their codes in registry order."""
+    rows = ["| Stage | Codes |", "|---|---|"]
+    for stage in get_args(Stage):
+        rows.append(f"| `{stage}` | {', '.join(f'`{c.code}`' for c in CODES_LIST if c.stage == stage)} |")
     return "\n".join(rows) + "\n"
 
 
@@ -119,6 +136,10 @@ def block_content(name: str) -> str:
     kind, _, arg = name.partition(" ")
     if kind == "codes":
         return codes_table()
+    if kind == "schema-codes":
+        return schema_codes_table()
+    if kind == "stages":
+        return stages_table()
     if kind == "requirements":
         return requirements_table(Section(arg))
     if kind == "fields":

@@ -88,7 +88,7 @@ CODES_LIST: tuple[Code, ...] = (
     _c("CHECKPOINT_NO_MANIFEST", "LAYOUT-3", "error", "files", "The directory has no `manifest.json`, so it is not a checkpoint."),
     _c("DIR_STEP_MISMATCH", "LAYOUT-2", "error", "files", "The checkpoint directory's name encodes another step than its manifest."),
     _c("CHECKPOINT_RUN_ID", "LAYOUT-1", "error", "files", "The manifest's `run_id` differs from the run it is stored in."),
-    _c("FILE_MISSING", "LAYOUT-5", "error", "files", "A listed file does not exist or cannot be read."),
+    _c("FILE_MISSING", "LAYOUT-5", "error", "files", "A listed file does not exist, or is a symbolic link inside the directory that leads to nothing."),
     _c("FILE_NOT_REGULAR", "LAYOUT-5", "error", "files", "A listed path is a directory, device, socket or FIFO, not a regular file."),
     _c("FILE_SIZE_MISMATCH", "LAYOUT-5", "error", "files", "A listed file's size differs from the manifest."),
     _c("FILE_DIGEST_MISMATCH", "LAYOUT-5", "error", "files", "A listed file's digest differs from the manifest (checked with `--deep`, and by loaders as they read)."),
@@ -109,6 +109,13 @@ CODES_LIST: tuple[Code, ...] = (
 
 CODES: dict[str, Code] = {c.code: c for c in CODES_LIST}
 """Every finding code by name."""
+
+
+class CannotCheck(Exception):
+    """The path cannot be validated at all: it cannot be read, it is not a checkpoint, a run
+    directory, a manifest or a run index, or it needs a newer validator (a value of a newer minor
+    version). The message names the path and, where one is found, what the user probably meant.
+    The command line reports it with exit status 2, never as a finding."""
 
 
 class Finding(BaseModel):

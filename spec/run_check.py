@@ -120,7 +120,7 @@ def _check_rewind(directory: str, index_path: str, wi: int, rewind: Rewind, comm
 def check_run(directory: str, *, deep: bool = False) -> list[Finding]:
     """Validate the run directory ``directory``: each committed checkpoint, then `run.json` against them.
 
-    Raises ``OSError`` when the directory cannot be listed.
+    Raises ``OSError`` when the directory cannot be listed or a file it must read cannot be read.
     """
     run_id = os.path.basename(os.path.realpath(directory))
     committed, findings = _committed(directory, run_id, deep)
@@ -128,10 +128,7 @@ def check_run(directory: str, *, deep: bool = False) -> list[Finding]:
     if not os.path.isfile(index_path) or os.path.islink(index_path):
         findings.append(finding("RUN_INDEX_MISSING", index_path, f"the run directory has no regular {LAYOUT.run_index_file}"))
         return findings
-    try:
-        index, index_findings = load_run_index(index_path)
-    except OSError as exc:
-        return findings + [finding("RUN_INDEX_MISSING", index_path, f"cannot be read: {exc.strerror}")]
+    index, index_findings = load_run_index(index_path)
     findings += index_findings
     if index is not None:
         findings += _check_index(directory, index_path, index, run_id, committed)

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import copy
 import re
+from dataclasses import dataclass
 from typing import Any, Optional, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from ckptspec.findings import Finding, finding, json_pointer
+from ckptspec.file_digest import ALGORITHMS
+from ckptspec.findings import CannotCheck, Finding, finding, json_pointer
 from ckptspec.manifest import READABLE_VERSIONS, Manifest
 from ckptspec.run_index import RunIndex
 
@@ -25,16 +27,52 @@ M = TypeVar("M", bound=BaseModel)
 _VERSION_RE = re.compile(r"^([0-9]+)\.([0-9]+)$")
 
 
+@dataclass(frozen=True)
+class SchemaErrorCode:
+    """A schema error about the value of the member at ``location`` (a JSON Pointer in which
+    ``*`` stands for any array index) of a ``document`` is reported as ``code`` instead of the
+    document's schema code. A missing member and an unknown member keep the schema code."""
+
+    document: str
+    location: str
+    code: str
+
+
+SCHEMA_ERROR_CODES: tuple[SchemaErrorCode, ...] = (
+    SchemaErrorCode("manifest", "/components/*/files/*/path", "PATH_INVALID"),
+    SchemaErrorCode("manifest", "/components/*/files/*/digest", "DIGEST_INVALID"),
+    SchemaErrorCode("manifest", "/components/*/files/*/sha256", "DIGEST_INVALID"),
+    SchemaErrorCode("manifest", "/components/*/format", "FORMAT_UNSAFE"),
+    SchemaErrorCode("run-index", "/rewinds/*/moved_to", "PATH_INVALID"),
+)
+"""Which schema errors get a code of their own (the rest are ``MANIFEST_SCHEMA`` /
+``RUN_INDEX_SCHEMA``); ``docs/spec/validating.md`` renders this table."""
+
+
+def _matches(location: str, loc: tuple[Any, ...]) -> bool:
+    parts = location.split("/")[1:]
+    return len(parts) == len(loc) and all((p == "*" and isinstance(k, int)) or p == str(k) for p, k in zip(parts, loc))
+
+
 def _code_for(schema_code: str, error: dict[str, Any]) -> str:
     loc = tuple(error["loc"])
-    in_file_entry = len(loc) >= 3 and loc[-3] == "files"
-    if (in_file_entry and loc[-1] == "path") or loc[-1:] == ("moved_to",):
-        return "PATH_INVALID"
-    if in_file_entry and loc[-1] in ("digest", "sha256") and error["type"] not in ("extra_forbidden", "missing"):
-        return "DIGEST_INVALID"
-    if len(loc) == 3 and loc[0] == "components" and loc[2] == "format":
-        return "FORMAT_UNSAFE"
-    return schema_code
+    if error["type"] in ("missing", "extra_forbidden"):
+        return schema_code
+    document = "manifest" if schema_code == "MANIFEST_SCHEMA" else "run-index"
+    return next((r.code for r in SCHEMA_ERROR_CODES if r.document == document and _matches(r.location, loc)), schema_code)
+
+
+_WELL_FORMED_DIGEST = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}:[0-9a-f]{8,128}$")
+
+
+def _value_of_a_newer_minor(error: dict[str, Any]) -> bool:
+    """Whether a schema error may be a value a newer minor version added: a value outside an
+    enumeration, or a well-formed file digest naming an algorithm this package does not implement."""
+    if error["type"] in ("literal_error", "enum"):
+        return True
+    value, loc = error.get("input"), tuple(error["loc"])
+    return (_code_for("MANIFEST_SCHEMA", error) == "DIGEST_INVALID" and isinstance(value, str)
+            and _WELL_FORMED_DIGEST.match(value) is not None and value.split(":", 1)[0] not in ALGORITHMS and len(loc) == 5)
 
 
 def _describe(error: Any) -> str:
@@ -138,6 +176,12 @@ def check_structure(model: type[M], value: Any, path: str, schema_code: str) -> 
             instance, errors = _validate(model, value, version_1_manifest)
             if not errors and not misplaced:
                 return instance, findings
+        beyond = [e for e in misplaced + errors if _value_of_a_newer_minor(e)]
+        if beyond:
+            loc = tuple(beyond[0]["loc"])
+            raise CannotCheck(f"{path}: {json_pointer(*loc)} is {beyond[0].get('input')!r}, a value spec {major}.{READABLE_VERSIONS[major]} "
+                              f"does not define; the document declares spec {value.get('spec_version')} (a newer minor version): "
+                              f"a validator that implements it can check this document")
     for error in misplaced + errors:
         loc = tuple(error["loc"])
         findings.append(finding(_code_for(schema_code, error), path, _describe(error), json_pointer(*loc)))
