@@ -15,7 +15,7 @@ import argparse
 import json
 import os
 import sys
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -65,8 +65,28 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--deep", action="store_true", help="also verify the digest of every listed file (any algorithm of DIGEST-2)")
     parser.add_argument("--strict", action="store_true", help="treat warnings as errors")
     parser.add_argument("--format", choices=FORMATS, default="text", help="output format (default: text)")
+    parser.add_argument("--output", action="append", default=[], type=_output_spec, metavar="FORMAT:PATH",
+                        help="also write the findings as FORMAT (json, sarif, junit, github) to PATH, from the same run (repeatable)")
     parser.add_argument("--only-documents", action="store_true",
                         help="skip a JSON file without a top-level `spec_version` (what the pre-commit hook uses)")
+
+
+def _output_spec(text: str) -> tuple[str, str]:
+    fmt, sep, path = text.partition(":")
+    if not sep or fmt not in FORMATS[1:] or not path:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected FORMAT:PATH with FORMAT one of {', '.join(FORMATS[1:])}")
+    return fmt, path
+
+
+def render(document: dict[str, Any], fmt: str) -> str:
+    """The JSON document of a run in the machine-readable format ``fmt``."""
+    if fmt == "json":
+        return json.dumps(document, indent=2) + "\n"
+    from ckptspec import report_formats
+
+    if fmt == "sarif":
+        return json.dumps(report_formats.sarif(document), indent=2) + "\n"
+    return report_formats.junit(document) if fmt == "junit" else report_formats.github(document)
 
 
 def named_file(path: str) -> str:
@@ -96,11 +116,11 @@ def check(paths: list[str], *, deep: bool = False, strict_mode: bool = False, on
     findings: list[Finding] = []
     targets: list[Target] = []
     for path in paths:
+        if only_documents and os.path.isfile(path) and not is_spec_document(named_file(path)):
+            targets.append(Target(path=path, kind=None, checked=False, skipped=True, error=None))
+            continue
         try:
             kind = detect(path)
-            if only_documents and kind in ("manifest", "run_index") and not is_spec_document(named_file(path)):
-                targets.append(Target(path=path, kind=None, checked=False, skipped=True, error=None))
-                continue
             target = named_file(path) if kind in ("manifest", "run_index") else path
             if progress and deep and kind in ("checkpoint", "run"):
                 from ckptspec.deep_progress import hashing_progress
@@ -131,6 +151,14 @@ def run(args: argparse.Namespace) -> int:
     """Validate every path; print the findings; return the exit status."""
     progress = args.format == "text" and sys.stderr.isatty()
     result = check(args.paths, deep=args.deep, strict_mode=args.strict, only_documents=args.only_documents, progress=progress)
+    document = result.model_dump(mode="json")
+    for fmt, path in args.output:
+        try:
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(render(document, fmt))
+        except OSError as exc:
+            print(f"ckptspec validate: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
+            return EXIT_ERROR
     if args.format == "text":
         sys.stdout.writelines(f.line() + "\n" for f in result.findings)
         for t in result.targets:
@@ -140,16 +168,5 @@ def run(args: argparse.Namespace) -> int:
         summary = f"{checked} path(s): {result.counts['error']} error(s), {result.counts['warning']} warning(s): {result.verdict.replace('_', ' ')}"
         print(summary, file=sys.stderr)
         return EXIT_STATUS[result.verdict]
-    document = result.model_dump(mode="json")
-    if args.format == "json":
-        sys.stdout.write(json.dumps(document, indent=2) + "\n")
-    else:
-        from ckptspec import report_formats
-
-        if args.format == "sarif":
-            sys.stdout.write(json.dumps(report_formats.sarif(document), indent=2) + "\n")
-        elif args.format == "junit":
-            sys.stdout.write(report_formats.junit(document))
-        else:
-            sys.stdout.write(report_formats.github(document))
+    sys.stdout.write(render(document, args.format))
     return EXIT_STATUS[result.verdict]

@@ -145,6 +145,8 @@ def test_the_pre_commit_hook_passes_a_valid_manifest_and_fails_an_invalid_one(so
     (repo / "bad").mkdir()
     shutil.copy(examples / "invalid/schema-negative-size/manifest.json", repo / "bad/manifest.json")
     shutil.copy(examples / "invalid/schema-negative-size/manifest.json", repo / "not-a-manifest.json")
+    (repo / "web").mkdir()  # a web app's manifest: a JSON file of that name that is no ckptspec document
+    (repo / "web/manifest.json").write_text('{"name": "My App", "start_url": "/", "icons": []}')
     rev = _ok(["git", "rev-parse", "HEAD"], source_tree).strip()
     (repo / ".pre-commit-config.yaml").write_text(  # the README's snippet, with this clone as the hook repository
         f"repos:\n  - repo: {source_tree}\n    rev: {rev}\n    hooks:\n      - id: ckptspec-validate\n")
@@ -152,7 +154,7 @@ def test_the_pre_commit_hook_passes_a_valid_manifest_and_fails_an_invalid_one(so
     env = {**ENV, "PRE_COMMIT_HOME": str(tmp_path / "pre-commit-home")}
     run_hook = [sys.executable, "-m", "pre_commit", "run", "ckptspec-validate", "--files"]
 
-    good = _run(run_hook + ["manifest.json", "not-a-manifest.json"], repo, env=env)
+    good = _run(run_hook + ["manifest.json", "not-a-manifest.json", "web/manifest.json"], repo, env=env)
     assert good.returncode == 0, good.stdout + good.stderr
     assert "Passed" in good.stdout
 
