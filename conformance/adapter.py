@@ -9,38 +9,28 @@ must not create or destroy the default group itself.
 Every method marked *collective* is called on all ranks, in the same order. The suite computes
 every digest and comparison itself (with :mod:`ckptspec.digest`); adapters only expose state.
 
-Protocol v2 adds three optional class-level declarations for trainers that keep their own
-checkpoint format (a v1 adapter, which declares none of them, is a ckptspec writer):
-
-- ``checkpoint_format``: ``"ckptspec"`` (the trainer writes ckptspec's layout and manifest) or
-  ``"native"`` (the framework's own format; format requirements do not apply to it).
-- ``committed_checkpoints(config)``: a static method listing the checkpoints the trainer itself
-  would load for the run of ``config``, as ``{step: path}``, read from disk the way the trainer
-  discovers them; the suite uses it to find, damage and compare checkpoints without a manifest.
-- ``refusal_errors``: the exception types the trainer raises to refuse a resume (world-size
-  mismatch, config drift, failed integrity check), counted like a ``CheckpointError``.
-
-An adapter may also set ``framework`` (e.g. ``"accelerate 1.15.0"``), copied into the JSON report.
-
-Read them with :func:`checkpoint_format`, :func:`committed_checkpoints` and
-:func:`refusal_errors`, which supply the v1 defaults.
+An adapter subclasses :class:`TrainerAdapter`, whose class-level declarations have typed
+defaults: ``capabilities``, ``eval_set_size``, ``checkpoint_format``, ``refusal_errors``,
+``framework`` and the ``committed_checkpoints`` discovery hook. The suite reads them only
+through :func:`declarations`, which also accepts an older adapter that does not subclass
+:class:`TrainerAdapter` (protocol v1 or v2): what it does not declare takes the base class's default.
 """
 
 from __future__ import annotations
 
 import importlib
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, ClassVar, Literal, Optional, Protocol, Sequence, runtime_checkable
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Literal, Optional, Sequence, get_args
 
+from ckptspec.layout import checkpoint_dir_name, committed_steps
 from ckptspec.training import StepRecord
 
 Capability = Literal[
     "reshard", "elastic", "eval", "accumulation", "micro_steps", "grad_sync", "epochs", "best", "retention", "multi_node",
 ]
 
-CAPABILITIES: tuple[str, ...] = (
-    "reshard", "elastic", "eval", "accumulation", "micro_steps", "grad_sync", "epochs", "best", "retention", "multi_node",
-)
+CAPABILITIES: tuple[Capability, ...] = get_args(Capability)
 """Every capability an adapter may declare. A test that needs an undeclared one is skipped.
 
 - ``reshard``: sharded state (model, optimizer) loads at a different world size.
@@ -65,8 +55,10 @@ CAPABILITIES: tuple[str, ...] = (
 
 CheckpointFormat = Literal["ckptspec", "native"]
 
-CHECKPOINT_FORMATS: tuple[str, ...] = ("ckptspec", "native")
-"""The values of an adapter's ``checkpoint_format``; without the attribute it is ``"ckptspec"``."""
+CHECKPOINT_FORMATS: tuple[CheckpointFormat, ...] = get_args(CheckpointFormat)
+"""The values of an adapter's ``checkpoint_format``: ``"ckptspec"`` (the trainer writes ckptspec's
+layout and manifest; the default) or ``"native"`` (the framework's own format: the ckptspec-writer
+requirements do not apply to it, see :mod:`ckptspec.conformance.checks`)."""
 
 
 @dataclass(frozen=True)
@@ -112,31 +104,55 @@ class ScenarioConfig:
         return ScenarioConfig(**{**asdict(self), **changes})
 
 
-@runtime_checkable
-class TrainerAdapter(Protocol):
-    """A trainer as the conformance suite drives it. Construct as ``Adapter(config, ctx)``."""
+class TrainerAdapter:
+    """A trainer as the conformance suite drives it: subclass it and construct as ``Adapter(config, ctx)``.
 
-    capabilities: ClassVar[frozenset[str]]
-    eval_set_size: ClassVar[int]  # number of eval samples addressable by evaluate(); 0 without `eval`
+    The class attributes are the adapter's declarations; a subclass overrides the ones that
+    differ from these defaults. The adapter also exposes ``step``, the current global step
+    (optimizer steps completed), as an attribute or a property.
+    """
+
+    capabilities: ClassVar[frozenset[Capability]] = frozenset()
+    """What the trainer supports beyond the basics (see :data:`CAPABILITIES`); a test that needs
+    an undeclared one is skipped."""
+    eval_set_size: ClassVar[int] = 0
+    """Number of eval samples addressable by :meth:`evaluate`; 0 without ``eval``."""
+    checkpoint_format: ClassVar[CheckpointFormat] = "ckptspec"
+    """One of :data:`CHECKPOINT_FORMATS`."""
+    refusal_errors: ClassVar[tuple[type[BaseException], ...]] = ()
+    """The exception types, besides :class:`ckptspec.errors.CheckpointError`, with which the
+    trainer refuses a resume (world-size mismatch, config drift, failed integrity check)."""
+    framework: ClassVar[str] = ""
+    """The framework and its version (e.g. ``"accelerate 1.15.0"``), copied into the JSON report."""
+    step: int
+
+    @staticmethod
+    def committed_checkpoints(config: ScenarioConfig) -> dict[int, str]:
+        """The checkpoints the trainer itself would load for the run of ``config``, as ``{step:
+        path}``, found on disk the way the trainer discovers them; the suite uses it to find,
+        damage and compare checkpoints. Reads the disk only; no process group needed.
+
+        The default is ckptspec's discovery: the committed ``step-N`` directories of the run
+        directory. A native-format adapter overrides it."""
+        run_dir = Path(config.output_dir) / config.run_id
+        return {step: str(run_dir / checkpoint_dir_name(step)) for step in committed_steps(run_dir)}
 
     def __init__(self, config: ScenarioConfig, ctx: RankContext) -> None:
         """Build model, optimizer, scheduler, data and checkpoint manager at step 0. No I/O in the run directory."""
-
-    @property
-    def step(self) -> int:
-        """The current global step (optimizer steps completed)."""
 
     def resume(self, checkpoint: Optional[str] = None) -> int:
         """*Collective.* Load ``checkpoint`` (a committed checkpoint directory), or the run's
         latest when None; with no checkpoint at all, stay at step 0. Returns the step resumed at.
 
-        Must raise a :class:`ckptspec.errors.CheckpointError` subclass, before modifying any live
-        state, on world-size mismatch (RESUME-3), config drift (RESUME-5) or a failed integrity
-        check (RESUME-6).
+        Must raise a :class:`ckptspec.errors.CheckpointError` subclass (or one of
+        :attr:`refusal_errors`), before modifying any live state, on world-size mismatch
+        (RESUME-3), config drift (RESUME-5) or a failed integrity check (RESUME-6).
         """
+        raise NotImplementedError(f"{type(self).__name__}.resume")
 
     def train(self, steps: int) -> list[StepRecord]:
         """*Collective.* Run ``steps`` more optimizer steps; one record per step."""
+        raise NotImplementedError(f"{type(self).__name__}.train")
 
     def train_micro(self, count: int) -> None:
         """*Collective.* With ``micro_steps`` only: run the next ``count`` micro-batches
@@ -144,6 +160,7 @@ class TrainerAdapter(Protocol):
         optimizer. The next :meth:`train` completes that step first (it counts as one of its
         steps); a :meth:`save` before then must be refused with a
         :class:`ckptspec.errors.CheckpointError` or resume bit-exactly (RESUME-9)."""
+        raise NotImplementedError(f"{type(self).__name__}.train_micro (capability `micro_steps`)")
 
     def save(self) -> str:
         """*Collective.* Commit a checkpoint at the current step; return its directory.
@@ -151,53 +168,86 @@ class TrainerAdapter(Protocol):
         Metrics of an :meth:`evaluate` call made at the current step belong to this checkpoint
         (manifest ``eval``, best tracking).
         """
+        raise NotImplementedError(f"{type(self).__name__}.save")
 
     def fit(self) -> list[StepRecord]:
         """*Collective.* The trainer's own main loop: resume from latest, train to
         ``total_steps`` saving every ``save_every`` steps and at the end, evaluating every
         ``eval_every`` steps on the full eval set. Returns records of the steps it trained.
         """
+        raise NotImplementedError(f"{type(self).__name__}.fit")
 
     def evaluate(self, samples: Sequence[int]) -> Optional[dict[str, float]]:
-        """*Collective.* Evaluate the current model on this rank's shard ``samples`` (ids in
-        ``range(eval_set_size)``; possibly empty). Returns the global metrics, or None when the
-        union of all shards is empty."""
+        """*Collective.* With ``eval`` only: evaluate the current model on this rank's shard
+        ``samples`` (ids in ``range(eval_set_size)``; possibly empty). Returns the global
+        metrics, or None when the union of all shards is empty."""
+        raise NotImplementedError(f"{type(self).__name__}.evaluate (capability `eval`)")
 
     def full_state(self) -> dict[str, Any]:
         """*Collective.* The complete training state as this rank would restore it, unsharded:
         ``{"model": ..., "optimizer": ..., "lr_scheduler": ..., "rng": ..., "data_position": ...}``,
         nested mappings of full (not sharded) tensors and JSON values."""
+        raise NotImplementedError(f"{type(self).__name__}.full_state")
 
     def close(self) -> None:
-        """Release resources (not the default process group)."""
+        """Release resources (not the default process group). The default releases nothing."""
 
 
-def checkpoint_format(adapter: type) -> str:
-    """The checkpoint format ``adapter`` declares: ``"native"`` or ``"ckptspec"`` (the v1 default)."""
-    return str(getattr(adapter, "checkpoint_format", "ckptspec"))
+@dataclass(frozen=True)
+class Declarations:
+    """An adapter's declarations as the suite reads them (see :class:`TrainerAdapter`)."""
+
+    capabilities: frozenset[str]
+    eval_set_size: int
+    checkpoint_format: str
+    refusal_errors: tuple[type[BaseException], ...]
+    framework: str
+    committed_checkpoints: Callable[[ScenarioConfig], dict[int, str]]
+
+    @property
+    def native(self) -> bool:
+        """Whether the trainer keeps its own checkpoint format (writer requirements do not apply)."""
+        return self.checkpoint_format == "native"
+
+    def checkpoints(self, config: ScenarioConfig) -> dict[int, str]:
+        """``committed_checkpoints(config)`` in ascending steps, as ``{int: str}``."""
+        return {int(step): str(path) for step, path in sorted(self.committed_checkpoints(config).items())}
 
 
-def refusal_errors(adapter: type) -> tuple[type[BaseException], ...]:
-    """The exception types, besides ``CheckpointError``, with which ``adapter``'s trainer refuses a
-    resume; ``()`` when it declares none (v1)."""
-    return tuple(getattr(adapter, "refusal_errors", ()))
-
-
-def committed_checkpoints(adapter: type, config: ScenarioConfig) -> Optional[dict[int, str]]:
-    """The committed checkpoints of ``config``'s run as ``adapter``'s trainer would find them
-    (``{step: path}``, ascending steps), or None when the adapter has no discovery hook (v1: the
-    suite reads ckptspec's run directory instead). Reads the disk only; no process group needed."""
-    hook: Optional[Callable[[ScenarioConfig], dict[int, str]]] = getattr(adapter, "committed_checkpoints", None)
-    if hook is None:
-        return None
-    return {int(step): str(path) for step, path in sorted(hook(config).items())}
+def declarations(adapter: Any) -> Declarations:
+    """The declarations of ``adapter`` (a class or factory), each one it does not declare taken
+    from :class:`TrainerAdapter`: the one place the suite reads them, so an adapter that does not
+    subclass :class:`TrainerAdapter` keeps working. Raises ``ValueError`` naming a malformed one."""
+    values = {name: getattr(adapter, name, getattr(TrainerAdapter, name)) for name in
+              ("capabilities", "eval_set_size", "checkpoint_format", "refusal_errors", "framework", "committed_checkpoints")}
+    capabilities = values["capabilities"]
+    if not isinstance(capabilities, frozenset):
+        raise ValueError("`capabilities` must be a frozenset")
+    unknown = sorted(set(capabilities) - set(CAPABILITIES))
+    if unknown:
+        raise ValueError(f"unknown capabilities {unknown}; known: {list(CAPABILITIES)}")
+    if values["checkpoint_format"] not in CHECKPOINT_FORMATS:
+        raise ValueError(f"checkpoint_format {values['checkpoint_format']!r}; known: {list(CHECKPOINT_FORMATS)}")
+    errors = values["refusal_errors"]
+    if not isinstance(errors, tuple) or not all(isinstance(e, type) and issubclass(e, BaseException) for e in errors):
+        raise ValueError(f"`refusal_errors` must be a tuple of exception classes, got {errors!r}")
+    if not callable(values["committed_checkpoints"]):
+        raise ValueError("`committed_checkpoints` must be a static method (config) -> {step: path}")
+    return Declarations(
+        capabilities=frozenset(capabilities),
+        eval_set_size=int(values["eval_set_size"]),
+        checkpoint_format=str(values["checkpoint_format"]),
+        refusal_errors=errors,
+        framework=str(values["framework"]),
+        committed_checkpoints=values["committed_checkpoints"],
+    )
 
 
 def load_adapter(spec: str) -> type[TrainerAdapter]:
-    """Import ``module:object`` and check that it looks like a :class:`TrainerAdapter`.
+    """Import ``module:object`` and check its declarations (:func:`declarations`).
 
     Raises ``ValueError`` with a precise message for a malformed string, a missing module or
-    attribute, or undeclared/unknown capabilities.
+    attribute, or a malformed declaration (e.g. an unknown capability).
     """
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
@@ -212,19 +262,10 @@ def load_adapter(spec: str) -> type[TrainerAdapter]:
             obj = getattr(obj, part)
         except AttributeError:
             raise ValueError(f"module {module_name!r} has no attribute {attr!r}") from None
-    capabilities = getattr(obj, "capabilities", None)
-    if not isinstance(capabilities, frozenset):
+    if not isinstance(getattr(obj, "capabilities", None), frozenset):
         raise ValueError(f"adapter {spec!r} must declare `capabilities` as a frozenset")
-    unknown = sorted(set(capabilities) - set(CAPABILITIES))
-    if unknown:
-        raise ValueError(f"adapter {spec!r} declares unknown capabilities {unknown}; known: {list(CAPABILITIES)}")
-    if checkpoint_format(obj) not in CHECKPOINT_FORMATS:
-        raise ValueError(f"adapter {spec!r} declares checkpoint_format {checkpoint_format(obj)!r}; "
-                         f"known: {list(CHECKPOINT_FORMATS)}")
-    errors = getattr(obj, "refusal_errors", ())
-    if not isinstance(errors, tuple) or not all(isinstance(e, type) and issubclass(e, BaseException) for e in errors):
-        raise ValueError(f"adapter {spec!r} must declare `refusal_errors` as a tuple of exception classes, got {errors!r}")
-    hook = getattr(obj, "committed_checkpoints", None)
-    if hook is not None and not callable(hook):
-        raise ValueError(f"adapter {spec!r}: `committed_checkpoints` must be a static method (config) -> {{step: path}}")
+    try:
+        declarations(obj)
+    except ValueError as exc:
+        raise ValueError(f"adapter {spec!r}: {exc}") from None
     return obj

@@ -3,8 +3,14 @@
 A test records each comparison with :meth:`Verdict.check` under the requirement the comparison
 is about, marks a requirement :meth:`Verdict.blocked` when an earlier failure makes its checks
 meaningless (e.g. a trajectory compared after the RNG was not restored), or
-:meth:`Verdict.not_run` with the reason nothing could be checked (e.g. no crash point landed),
-or :meth:`Verdict.not_applicable` for a *ckptspec writer* requirement of a native-format adapter.
+:meth:`Verdict.not_run` with the reason nothing could be checked (e.g. no crash point landed).
+
+The one rule about conformance classes lives here, read from the registry
+(:mod:`ckptspec.requirements`): for an adapter that declares ``checkpoint_format = "native"``,
+every *ckptspec writer* requirement the test names is ``n/a`` from the start, with the reason,
+and recording anything else for it raises ``ValueError`` (a suite bug: it can never pass). A
+test asks :meth:`Verdict.applies` before reading ckptspec's format.
+
 At the end, :meth:`Verdict.conclude` raises one ``AssertionError`` listing the failed
 requirements, with the replay command, and raises :class:`UncheckedRequirement` (reported as a
 harness *error*) if a requirement the test names got none of these: a requirement is ``pass``
@@ -19,7 +25,8 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from ckptspec.conformance.phase import PhaseResult
-from ckptspec.conformance.report import NOT_APPLICABLE, worst
+from ckptspec.conformance.report import NOT_APPLICABLE, NOT_APPLICABLE_REASON, worst
+from ckptspec.requirements import ConformanceClass, get
 
 
 class UncheckedRequirement(Exception):
@@ -38,6 +45,25 @@ class Verdict:
     first_failure: str = ""
     native: bool = False  # the adapter declares checkpoint_format "native": writer requirements do not apply
 
+    def __post_init__(self) -> None:
+        self._mark_not_applicable()
+
+    def _mark_not_applicable(self) -> None:
+        for requirement in self.requirements:
+            if not self.applies(requirement):
+                self.outcomes[requirement] = NOT_APPLICABLE
+                self.messages[requirement] = [f"{NOT_APPLICABLE_REASON}: {requirement} is a ckptspec-writer requirement"]
+
+    def applies(self, requirement: str) -> bool:
+        """Whether ``requirement`` is judged for this adapter: False only for a *ckptspec writer*
+        requirement (about ckptspec's layout, manifest, commit protocol or run index) of a
+        native-format adapter, which is ``n/a``."""
+        return not (self.native and get(requirement).conformance_class is ConformanceClass.WRITER)
+
+    def applicable(self) -> list[str]:
+        """The test's requirements that are judged for this adapter, in marker order."""
+        return [r for r in self.requirements if self.applies(r)]
+
     def begin(self, replay: Optional[str]) -> None:
         """Start a new example (Hypothesis runs several per test). Earlier passes are forgotten;
         earlier failures are kept in :attr:`failed_before`, so that a failure that does not
@@ -45,6 +71,7 @@ class Verdict:
         self.failed_before.update(r for r, o in self.outcomes.items() if o == "fail")
         self.outcomes.clear()
         self.messages.clear()
+        self._mark_not_applicable()
         self.replay = replay
 
     def final_outcomes(self) -> dict[str, str]:
@@ -54,8 +81,9 @@ class Verdict:
     def _record(self, requirement: str, outcome: str, message: str = "") -> None:
         if requirement not in self.requirements:
             raise ValueError(f"check names {requirement}, which the test's requirement marker does not list")
-        if self.native and outcome == "pass" and _is_writer(requirement):
-            raise ValueError(f"{requirement} is a ckptspec-writer requirement: it cannot pass for a native-format adapter")
+        if not self.applies(requirement):
+            raise ValueError(f"{requirement} is a ckptspec-writer requirement, n/a for a native-format adapter: "
+                             f"it cannot be judged ({outcome}: {message})")
         self.outcomes[requirement] = worst([self.outcomes[requirement], outcome]) if requirement in self.outcomes else outcome
         if message:
             self.messages.setdefault(requirement, []).append(message)
@@ -83,18 +111,6 @@ class Verdict:
         """Nothing about ``requirement`` could be checked in this example (``reason`` says why).
         Another check of it in the same test, if any, decides its outcome."""
         self._record(requirement, "not-run", reason)
-
-    def not_applicable(self, requirement: str, reason: str) -> None:
-        """``requirement`` is about ckptspec's format and the adapter declares its own (``n/a``,
-        never a pass). Raises ``ValueError`` for a resume-class requirement or a ckptspec adapter:
-        those must be judged."""
-        if not self.native or not _is_writer(requirement):
-            raise ValueError(f"{requirement} applies to this adapter and must be judged, not marked n/a ({reason})")
-        self._record(requirement, NOT_APPLICABLE, reason)
-
-    def writer_requirements(self) -> list[str]:
-        """The test's requirements of the *ckptspec writer* class, in marker order."""
-        return [r for r in self.requirements if _is_writer(r)]
 
     def failed(self, requirement: str) -> bool:
         """Whether a check of ``requirement`` has failed so far."""
@@ -124,12 +140,6 @@ class Verdict:
         if self.replay:
             lines.append(f"replay: {self.replay}")
         raise AssertionError("\n".join(lines))
-
-
-def _is_writer(requirement: str) -> bool:
-    from ckptspec.requirements import ConformanceClass, get
-
-    return get(requirement).conformance_class is ConformanceClass.WRITER
 
 
 def diff_digests(expected: Mapping[str, str], actual: Mapping[str, str], limit: int = 5) -> list[str]:

@@ -41,7 +41,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from torch.distributed import TCPStore
+from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, Std
+from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
 from ckptspec.conformance.phase import PhaseResult, PhaseSpec, RankResult
+from ckptspec.conformance.worker import process_start_time, run_rank
 
 _PRELOAD = ["torch", "torch.distributed", "ckptspec.conformance.worker", "ckptspec.digest", "ckptspec.errors"]
 STRAGGLER_S = 30.0
@@ -76,8 +82,6 @@ def _rank_process(phase_dir: Path, rank: int) -> tuple[int, bool] | None:
     """``(pid, alive)`` of ``rank``'s process from its pid file, or None before it started;
     ``alive`` only while the pid still names that process (same start time), so a reused pid is
     never taken for it."""
-    from ckptspec.conformance.worker import process_start_time
-
     pid, _, started = _read_text(phase_dir / f"rank-{rank}.pid").strip().partition(" ")
     if not pid.isdigit():
         return None
@@ -112,11 +116,6 @@ def _output_tail(log_dir: Path, local_rank: int) -> str:
 def _launch_node(config: Any, args: tuple[Any, ...], outcome: dict[str, Any]) -> None:
     """Run one elastic agent to its end; record in ``outcome`` the ranks of its node that died by
     a signal (``died``: rank -> (signal number, local rank)) or why the launcher failed (``error``)."""
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.launcher.api import elastic_launch
-
-    from ckptspec.conformance.worker import run_rank
-
     try:
         elastic_launch(config, run_rank)(*args)
     except ChildFailedError as exc:  # a rank died (an injected kill, a crash, or the watchdog)
@@ -132,10 +131,6 @@ def run_phase(spec: PhaseSpec, phase_dir: str | os.PathLike[str]) -> PhaseResult
     ``phase_dir`` (created if needed) receives the ranks' pid, progress and result files and
     the launcher's logs; it must be private to this phase.
     """
-    from torch.distributed import TCPStore
-    from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, Std
-    from torch.distributed.launcher.api import LaunchConfig
-
     directory = Path(phase_dir)
     directory.mkdir(parents=True, exist_ok=True)
     # The rendezvous store, hosted here until every rank process has exited: then the watchdog

@@ -21,14 +21,16 @@ import shutil
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Optional, TypeVar
 
 from ckptspec.conformance import progress
-from ckptspec.conformance.adapter import ScenarioConfig
-from ckptspec.layout import committed_steps  # noqa: F401 - the suite's tests find checkpoints through the harness
+from ckptspec.conformance.adapter import ScenarioConfig, declarations, load_adapter
+from ckptspec.conformance.engine import run_phase
+from ckptspec.conformance.options import Profile
 from ckptspec.conformance.phase import Action, Evaluate, PhaseResult, PhaseSpec
+from ckptspec.layout import committed_steps  # noqa: F401 - the suite's tests find checkpoints through the harness
 
 T = TypeVar("T")
 
@@ -37,38 +39,17 @@ class HarnessError(Exception):
     """The suite itself could not run a scenario (reported as *error*, never as a trainer failure)."""
 
 
-@dataclass(frozen=True)
-class Profile:
-    """How much a run explores. ``quick`` is for every CI run, ``full`` for releases."""
-
-    name: str
-    max_examples: int
-    world_sizes: tuple[int, ...]  # sizes scenarios may save and load at
-    crash_points: Optional[int]  # drawn crash points besides the commit landmarks; None: every mutation
-    phase_timeout_s: float
-    eval_phase_timeout_s: float  # phases that only build the adapter and evaluate: a hang shows sooner
-
-
-PROFILES: dict[str, Profile] = {
-    "quick": Profile("quick", max_examples=1, world_sizes=(1, 2, 3), crash_points=1, phase_timeout_s=60.0,
-                     eval_phase_timeout_s=30.0),
-    "full": Profile("full", max_examples=3, world_sizes=(1, 2, 3, 4), crash_points=None, phase_timeout_s=120.0,
-                    eval_phase_timeout_s=60.0),
-}
-
-
 class Harness:
     """The adapter under test plus everything needed to run phases against it."""
 
     def __init__(self, adapter: str, profile: Profile, shared_root: Path, private_root: Path) -> None:
-        from ckptspec.conformance.adapter import checkpoint_format, load_adapter
-
         cls = load_adapter(adapter)
         self.adapter = adapter
         self.adapter_class = cls
-        self.native: bool = checkpoint_format(cls) == "native"
-        self.capabilities: frozenset[str] = frozenset(cls.capabilities)
-        self.eval_set_size: int = int(getattr(cls, "eval_set_size", 0))
+        self.declared = declarations(cls)
+        self.native: bool = self.declared.native
+        self.capabilities: frozenset[str] = self.declared.capabilities
+        self.eval_set_size: int = self.declared.eval_set_size
         self.profile = profile
         self.shared_root = shared_root
         self.private_root = private_root
@@ -93,17 +74,9 @@ class Harness:
 
     def checkpoints(self, config: ScenarioConfig) -> dict[int, Path]:
         """The committed checkpoints of ``config``'s run, ``{step: path}`` in ascending steps, as
-        the trainer itself would find them: the adapter's ``committed_checkpoints`` hook (protocol
-        v2), else ckptspec's discovery (``step-N`` directories with a manifest)."""
-        from ckptspec.conformance.adapter import committed_checkpoints
-
-        found = committed_checkpoints(self.adapter_class, config)
-        if found is not None:
-            return {step: Path(path) for step, path in found.items()}
-        from ckptspec.layout import checkpoint_dir_name
-
-        run_dir = self.run_dir(config)
-        return {step: run_dir / checkpoint_dir_name(step) for step in committed_steps(run_dir)}
+        the trainer itself would find them: the adapter's ``committed_checkpoints`` (by default
+        ckptspec's discovery of ``step-N`` directories with a manifest)."""
+        return {step: Path(path) for step, path in self.declared.checkpoints(config).items()}
 
     def moved(self, path: str, source: ScenarioConfig, fork: ScenarioConfig) -> str:
         """``path`` (inside ``source``'s run directory, e.g. what ``save()`` returned) in the
@@ -133,8 +106,6 @@ class Harness:
 
         The phase is given the profile's ``eval_phase_timeout_s`` when every action is an
         :class:`Evaluate`, else ``phase_timeout_s``."""
-        from ckptspec.conformance.engine import run_phase
-
         spec = PhaseSpec(
             adapter=self.adapter,
             config=config,
@@ -166,7 +137,7 @@ class Harness:
         self, config: ScenarioConfig, world_size: int, actions: Sequence[Action], *, may_fail: Iterable[int] = ()
     ) -> Future[PhaseResult]:
         """Start :meth:`phase` in a thread and return at once; the future holds its result (or
-        its :class:`HarnessError`). Used with a :class:`Gate` to run two jobs at the same time."""
+        its :class:`HarnessError`). Used with a :class:`~ckptspec.conformance.gate.Gate` to run two jobs at the same time."""
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ckptspec-phase")
         future = executor.submit(self.phase, config, world_size, actions, may_fail=may_fail)
         executor.shutdown(wait=False)
@@ -198,49 +169,6 @@ class Harness:
         if isinstance(value, HarnessError):
             raise value
         return value
-
-
-class Gate:
-    """The test's side of a :class:`~ckptspec.conformance.phase.Hold` action: two FIFOs in a
-    fresh directory. :meth:`reached` returns once the held phase's rank 0 arrived (True) or the
-    phase ended without arriving (False); :meth:`release` lets it go on. No polling, no sleeps:
-    each wait is a blocking read that the phase's engine deadline bounds."""
-
-    ARRIVED = "arrived"
-    RELEASE = "release"
-    ARRIVED_BYTE = b"A"
-    _ENDED_BYTE = b"E"
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        os.mkfifo(directory / self.ARRIVED)
-        os.mkfifo(directory / self.RELEASE)
-        # Read-write: rank 0's open for writing never blocks, and the phase's end can post too.
-        self._arrived = os.open(directory / self.ARRIVED, os.O_RDWR)
-
-    def watch(self, phase: "Future[PhaseResult]") -> None:
-        """Make :meth:`reached` return False if ``phase`` ends before arriving."""
-        phase.add_done_callback(lambda _: os.write(self._arrived, self._ENDED_BYTE))
-
-    def reached(self) -> bool:
-        """Block until the held phase arrives at the gate (True) or ends (False)."""
-        return os.read(self._arrived, 1) == self.ARRIVED_BYTE
-
-    def release(self) -> bool:
-        """Let the held phase continue; False if no rank waits at the gate any more."""
-        try:
-            fd = os.open(self.directory / self.RELEASE, os.O_WRONLY | os.O_NONBLOCK)
-        except OSError:  # ENXIO: no reader, the phase is gone
-            return False
-        try:
-            os.write(fd, b"R")
-        finally:
-            os.close(fd)
-        return True
-
-    def close(self) -> None:
-        """Close the test's end of the gate."""
-        os.close(self._arrived)
 
 
 def _jsonable(value: Any) -> Any:

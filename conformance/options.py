@@ -13,9 +13,27 @@ from dataclasses import dataclass
 from collections.abc import Sequence
 from typing import Any, Optional
 
-from ckptspec.conformance.harness import PROFILES, Profile
-
 DEFAULT_ADAPTER = "ckptspec.reference_impl.adapter:ReferenceAdapter"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How much a run explores. ``quick`` is for every CI run, ``full`` for releases."""
+
+    name: str
+    max_examples: int
+    world_sizes: tuple[int, ...]  # sizes scenarios may save and load at
+    crash_points: Optional[int]  # drawn crash points besides the commit landmarks; None: every mutation
+    phase_timeout_s: float
+    eval_phase_timeout_s: float  # phases that only build the adapter and evaluate: a hang shows sooner
+
+
+PROFILES: dict[str, Profile] = {
+    "quick": Profile("quick", max_examples=1, world_sizes=(1, 2, 3), crash_points=1, phase_timeout_s=60.0,
+                     eval_phase_timeout_s=30.0),
+    "full": Profile("full", max_examples=3, world_sizes=(1, 2, 3, 4), crash_points=None, phase_timeout_s=120.0,
+                    eval_phase_timeout_s=60.0),
+}
 
 
 @dataclass(frozen=True)

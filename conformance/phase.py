@@ -89,7 +89,7 @@ class Evaluate:
 @dataclass(frozen=True)
 class Hold:
     """Every rank waits here, between adapter calls, until the test opens the gate in the
-    directory ``gate`` (:class:`~ckptspec.conformance.harness.Gate`): rank 0 reports that it
+    directory ``gate`` (:class:`~ckptspec.conformance.gate.Gate`): rank 0 reports that it
     arrived, then blocks until released, and the other ranks wait for it in a barrier. Lets a
     test act while this phase's job is alive at a known point (e.g. start a second writer)."""
 

@@ -2,7 +2,8 @@
 
 Loaded in every pytest run of an environment where ckptspec is installed, so it is inert unless
 tests of :mod:`ckptspec.conformance.tests` are collected: importing it imports neither torch nor
-Hypothesis, its fixtures are only built when a suite test asks for them, and the header and the
+Hypothesis (the harness, which launches torch, and the Hypothesis profile are imported where
+first used), its fixtures are only built when a suite test asks for them, and the header and the
 report appear only when suite tests ran.
 
 One object owns the run: :func:`pytest_configure` resolves the options and registers a
@@ -34,6 +35,22 @@ from typing import Any, Optional
 
 import pytest
 
+from ckptspec import SPEC_VERSION, __version__
+from ckptspec.conformance import options
+from ckptspec.conformance.checks import Verdict
+from ckptspec.conformance.progress import PROGRESS_ENV
+from ckptspec.conformance.report import (
+    NOT_APPLICABLE,
+    NOT_APPLICABLE_REASON,
+    RecordedTest,
+    build_rows,
+    read_xfails,
+    requirement_outcomes,
+    summary_table,
+    write_json,
+    xfail_matches,
+)
+
 SUITE_PACKAGE = "ckptspec.conformance.tests"
 _REQS_KEY = "ckptspec.requirements"
 _VERDICT_KEY = "ckptspec.verdict"
@@ -62,8 +79,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    from ckptspec.conformance import options
-
     config.addinivalue_line("markers", "requirement(*ids): spec requirement IDs the test checks")
     config.addinivalue_line("markers", "needs(*capabilities): skip unless the adapter declares them")
     try:
@@ -138,18 +153,19 @@ class ConformancePlugin:
 
     @pytest.fixture
     def verdict(self, request: pytest.FixtureRequest) -> Any:
-        """Per-requirement checks of this test (see :mod:`ckptspec.conformance.checks`)."""
-        from ckptspec.conformance.checks import Verdict
-
-        return Verdict(requirements=tuple(requirements_of(request.node)), native=self.harness.native)
+        """Per-requirement checks of this test (see :mod:`ckptspec.conformance.checks`). A test
+        none of whose requirements applies to the adapter (the verdict says so) is not run:
+        it is recorded ``n/a``."""
+        verdict = Verdict(requirements=tuple(requirements_of(request.node)), native=self.harness.native)
+        if verdict.requirements and not verdict.applicable():
+            pytest.skip(f"{NOT_APPLICABLE_REASON}: {', '.join(verdict.requirements)} are ckptspec-writer requirements")
+        return verdict
 
     # ------------------------------------------------------------------ collection
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         self.session = session
 
     def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
-        from ckptspec.conformance.report import read_xfails, xfail_matches
-
         suite = [i for i in items if is_suite(i)]
         if not suite:
             return
@@ -178,13 +194,6 @@ class ConformancePlugin:
         missing = sorted(set(needed) - self.harness.capabilities)
         if missing:
             pytest.skip(f"adapter lacks capability {', '.join(missing)}")
-        if self.harness.native:
-            from ckptspec.conformance.report import NOT_APPLICABLE_REASON
-            from ckptspec.requirements import ConformanceClass, get
-
-            reqs = requirements_of(item)
-            if reqs and all(get(r).conformance_class is ConformanceClass.WRITER for r in reqs):
-                pytest.skip(f"{NOT_APPLICABLE_REASON}: {', '.join(reqs)} are ckptspec-writer requirements")
 
     # ------------------------------------------------------------------ results
     @pytest.hookimpl(hookwrapper=True)
@@ -213,8 +222,6 @@ class ConformancePlugin:
     def pytest_report_teststatus(self, report: pytest.TestReport, config: pytest.Config) -> Any:
         """Under ``ckptspec conformance``'s progress lines, no progress dots: they would share the line."""
         outcome = yield
-        from ckptspec.conformance.progress import PROGRESS_ENV
-
         category, letter, word = outcome.get_result()
         if letter and os.environ.get(PROGRESS_ENV):
             outcome.force_result((category, "", word))
@@ -223,8 +230,6 @@ class ConformancePlugin:
         props = dict(report.user_properties)
         if _REQS_KEY not in props or not (report.when == "call" or (report.when == "setup" and not report.passed)):
             return
-        from ckptspec.conformance.report import RecordedTest, requirement_outcomes
-
         info = props.get(_VERDICT_KEY, {"outcomes": {}, "replay": None, "harness_error": False})
         pytest_outcome = _pytest_outcome(report)
         message = ""
@@ -263,7 +268,6 @@ class ConformancePlugin:
         """The report header: adapter, capabilities, profile, spec, suite, torch and Python versions."""
         import torch
 
-        from ckptspec import SPEC_VERSION, __version__
         from ckptspec.conformance.strategies import hypothesis_profile
 
         opts, h = self.options, self.harness
@@ -277,8 +281,6 @@ class ConformancePlugin:
     def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
         if hasattr(config, "workerinput") or not self.records:
             return
-        from ckptspec.conformance.report import build_rows, read_xfails, summary_table, write_json, xfail_matches
-
         opts = self.options
         rows = build_rows(self.records)
         terminalreporter.write_sep("=", "ckptspec conformance: requirement outcomes")
@@ -297,15 +299,13 @@ class ConformancePlugin:
         """The JSON report's header: versions, adapter, format, capabilities, profile, duration."""
         import torch
 
-        from ckptspec import SPEC_VERSION, __version__
-
         h = self.harness
         return {
             "suite_version": __version__,
             "spec_version": SPEC_VERSION,
             "adapter": self.options.adapter,
-            "framework": str(getattr(h.adapter_class, "framework", "")),
-            "checkpoint_format": "native" if h.native else "ckptspec",
+            "framework": h.declared.framework,
+            "checkpoint_format": h.declared.checkpoint_format,
             "capabilities": sorted(h.capabilities),
             "profile": self.options.profile.name,
             "torch_version": torch.__version__,
@@ -326,8 +326,6 @@ def is_harness_error(exc: BaseException, harness_error: type) -> bool:
 
 
 def _pytest_outcome(report: pytest.TestReport) -> str:
-    from ckptspec.conformance.report import NOT_APPLICABLE, NOT_APPLICABLE_REASON
-
     if report.skipped and isinstance(report.longrepr, tuple) and NOT_APPLICABLE_REASON in str(report.longrepr[2]):
         return NOT_APPLICABLE
     if hasattr(report, "wasxfail"):

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ckptspec.exit_codes import EXIT_ERROR, EXIT_FAIL, EXIT_OK
+from ckptspec.requirements import REQUIREMENTS
 
 NOT_APPLICABLE = "n/a"
 NOT_APPLICABLE_REASON = "n/a: native format"
@@ -85,8 +86,6 @@ def requirement_outcomes(
 
 def build_rows(records: Iterable[RecordedTest], messages_per_requirement: int = 3) -> list[RequirementRow]:
     """One row per requirement of the spec, in registry order."""
-    from ckptspec.requirements import REQUIREMENTS
-
     records = list(records)
     rows = []
     for req in REQUIREMENTS:

@@ -20,7 +20,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Optional
 
+import torch
+import torch.distributed as dist
+
 from ckptspec.checkpointing.fsio import write_atomic
+from ckptspec.conformance.adapter import RankContext, declarations, load_adapter
+from ckptspec.conformance.faults import interpose
+from ckptspec.conformance.gate import arrive_and_wait
 from ckptspec.conformance.phase import (
     Action,
     ActionResult,
@@ -36,6 +42,8 @@ from ckptspec.conformance.phase import (
     Train,
     TrainMicro,
 )
+from ckptspec.digest import leaf_digests
+from ckptspec.errors import CheckpointError
 
 
 def error_info(exc: BaseException, *, harness: bool = False, refusals: tuple[type[BaseException], ...] = ()) -> ErrorInfo:
@@ -43,8 +51,6 @@ def error_info(exc: BaseException, *, harness: bool = False, refusals: tuple[typ
 
     ``is_checkpoint_error`` (a refusal) is true for a CheckpointError or one of ``refusals``, the
     adapter's declared ``refusal_errors``."""
-    from ckptspec.errors import CheckpointError
-
     details: dict[str, Any] = {}
     for attr in ("differences", "components", "problems", "saved", "current"):
         if hasattr(exc, attr):
@@ -97,8 +103,6 @@ class _Rank:
 
     @staticmethod
     def digest(state: Any) -> tuple[Any, Optional[ErrorInfo]]:
-        from ckptspec.digest import leaf_digests
-
         try:
             return leaf_digests(state), None
         except BaseException as exc:  # noqa: BLE001 - an undigestable state is the trainer's fault (DIGEST-1)
@@ -128,15 +132,11 @@ class _Rank:
     def save(self, action: Save) -> ActionResult:
         if action.fault is None:
             return self.call("save", lambda: str(self.adapter.save()))
-        from ckptspec.conformance.faults import interpose
-
         with interpose(self.spec.config.output_dir, action.fault, self.rank, self.progress) as log:
             result = self.call("save", lambda: str(self.adapter.save()))
         return ActionResult(result.name, result.value, result.error, result.step, tuple(log), result.seconds)
 
     def run(self) -> RankResult:
-        from ckptspec.conformance.adapter import RankContext, load_adapter, refusal_errors
-
         spec = self.spec
         local_rank = int(os.environ.get("LOCAL_RANK", self.rank))
         device = f"cuda:{local_rank}" if _cuda() else "cpu"
@@ -145,7 +145,7 @@ class _Rank:
                           local_world_size=local_world_size)
         self.progress("build")
         cls = load_adapter(spec.adapter)
-        self.refusals = refusal_errors(cls)
+        self.refusals = declarations(cls).refusal_errors
         build = self.call("build", lambda: cls(spec.config, ctx))
         if not build.ok:
             return RankResult(self.rank, build, ())
@@ -165,21 +165,9 @@ class _Rank:
 
 
 def _hold(gate: str, rank: int) -> None:
-    """Rank 0: say "arrived" through the gate's ``arrived`` FIFO, then block until the test writes
-    to its ``release`` FIFO (opened read-write, so that the read waits for data rather than
-    seeing end-of-file before the test opens it); then every rank leaves through a barrier."""
-    import torch.distributed as dist
-
+    """Rank 0 waits at the gate until the test releases it; then every rank leaves through a barrier."""
     if rank == 0:
-        from ckptspec.conformance.harness import Gate
-
-        release = os.open(os.path.join(gate, Gate.RELEASE), os.O_RDWR)
-        try:
-            with open(os.path.join(gate, Gate.ARRIVED), "wb") as arrived:
-                arrived.write(Gate.ARRIVED_BYTE)
-            os.read(release, 1)
-        finally:
-            os.close(release)
+        arrive_and_wait(gate)
     dist.barrier()
 
 
@@ -188,8 +176,6 @@ def _metrics(metrics: Any) -> Optional[dict[str, float]]:
 
 
 def _cuda() -> bool:
-    import torch
-
     return torch.cuda.is_available()
 
 
@@ -215,9 +201,6 @@ def run_rank(spec: PhaseSpec, phase_dir: str, sys_path: list[str]) -> None:
     write_atomic(Path(phase_dir, f"rank-{rank}.pid"), f"{os.getpid()} {process_start_time(os.getpid())}".encode())
     worker = _Rank(spec, phase_dir, rank)
     try:
-        import torch
-        import torch.distributed as dist
-
         torch.set_num_threads(1)
         if _cuda():
             torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
@@ -230,8 +213,6 @@ def run_rank(spec: PhaseSpec, phase_dir: str, sys_path: list[str]) -> None:
         result = RankResult(rank, failed, ())
     write_atomic(Path(phase_dir, f"rank-{rank}.pkl"), pickle.dumps(result))
     try:
-        import torch.distributed as dist
-
         if dist.is_initialized():
             dist.destroy_process_group()
     except BaseException:  # noqa: BLE001 - teardown problems do not change the result

@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Optional
 
 import torch
 
-from ckptspec.conformance.adapter import CAPABILITIES, RankContext, ScenarioConfig, StepRecord
+from ckptspec.conformance.adapter import CAPABILITIES, Capability, RankContext, ScenarioConfig, StepRecord, TrainerAdapter
 from ckptspec.checkpointing.distributed import DistContext
 from ckptspec.reference_impl.config import TrainConfig
 from ckptspec.reference_impl.trainer import Trainer
@@ -48,10 +48,10 @@ def train_config(config: ScenarioConfig, eval_set_size: int) -> TrainConfig:
     return TrainConfig(**values, eval_set_size=eval_set_size, **config.extra)
 
 
-class ReferenceAdapter:
-    """The reference trainer behind the :class:`~ckptspec.conformance.adapter.TrainerAdapter` protocol."""
+class ReferenceAdapter(TrainerAdapter):
+    """The reference trainer as a :class:`~ckptspec.conformance.adapter.TrainerAdapter` (a ckptspec writer)."""
 
-    capabilities: ClassVar[frozenset[str]] = frozenset(CAPABILITIES)  # every one the suite knows
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(CAPABILITIES)  # every one the suite knows
     eval_set_size: ClassVar[int] = 24
     trainer_class: ClassVar[type[Trainer]] = Trainer
 

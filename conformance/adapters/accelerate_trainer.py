@@ -32,7 +32,7 @@ from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 from torch.utils.data import DataLoader
 
-from ckptspec.conformance.adapter import RankContext, ScenarioConfig, StepRecord
+from ckptspec.conformance.adapter import Capability, RankContext, ScenarioConfig, StepRecord
 from ckptspec.conformance.adapters.common import (
     framework_version,
     SyntheticRegression,
@@ -48,9 +48,9 @@ CHECKPOINTS = "checkpoints"
 
 
 class Adapter(FrameworkAdapter):
-    """An Accelerate loop (DDP over gloo on CPU) behind the conformance adapter protocol (v2, native format)."""
+    """An Accelerate loop (DDP over gloo on CPU) as a conformance adapter (native format)."""
 
-    capabilities: ClassVar[frozenset[str]] = frozenset({"eval", "accumulation", "epochs", "retention"})
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({"eval", "accumulation", "epochs", "retention"})
     framework: ClassVar[str] = framework_version("accelerate")
 
     def __init__(self, config: ScenarioConfig, ctx: RankContext) -> None:

@@ -5,13 +5,14 @@ Shared so that the adapters differ only in how each framework trains and checkpo
 
 from __future__ import annotations
 
+from importlib.metadata import version
 from typing import Any, ClassVar, Optional, Sequence
 
 import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset
 
-from ckptspec.conformance.adapter import RankContext, ScenarioConfig, StepRecord
+from ckptspec.conformance.adapter import CheckpointFormat, RankContext, ScenarioConfig, StepRecord, TrainerAdapter
 from ckptspec.conformance.examples.ddp_trainer import sample
 
 STEPS_PER_EPOCH = 16  # without `epochs` in the scenario: the training set holds this many global batches
@@ -19,8 +20,6 @@ STEPS_PER_EPOCH = 16  # without `epochs` in the scenario: the training set holds
 
 def framework_version(distribution: str) -> str:
     """``"<distribution> <installed version>"``, for an adapter's ``framework`` (shown in reports)."""
-    from importlib.metadata import version
-
     return f"{distribution} {version(distribution)}"
 
 
@@ -84,15 +83,14 @@ def eval_sums(model: torch.nn.Module, seed: int, samples: Sequence[int]) -> torc
     return sums
 
 
-class FrameworkAdapter:
-    """What the framework adapters share: the v2 declarations, the step counter, evaluation
+class FrameworkAdapter(TrainerAdapter):
+    """What the framework adapters share: the native format, the step counter, evaluation
     (an all-reduce of ``[sum of squared errors, count]`` on every rank, even with an empty shard)
     and the main loop. Subclasses set ``self.config``, ``self.ctx``, ``self.state`` and
     ``self.model`` and implement ``train``, ``save`` and ``resume``."""
 
     eval_set_size: ClassVar[int] = 16
-    checkpoint_format: ClassVar[str] = "native"
-    refusal_errors: ClassVar[tuple[type[BaseException], ...]] = ()
+    checkpoint_format: ClassVar[CheckpointFormat] = "native"
     config: ScenarioConfig
     ctx: RankContext
     state: TrainState
@@ -102,18 +100,6 @@ class FrameworkAdapter:
     def step(self) -> int:
         """Optimizer steps completed."""
         return self.state.step
-
-    def train(self, steps: int) -> list[StepRecord]:
-        """Run ``steps`` optimizer steps (implemented by each framework's adapter)."""
-        raise NotImplementedError
-
-    def save(self) -> str:
-        """Commit a checkpoint with the framework; return its path (implemented by each adapter)."""
-        raise NotImplementedError
-
-    def resume(self, checkpoint: Optional[str] = None) -> int:
-        """Load ``checkpoint`` or the latest with the framework (implemented by each adapter)."""
-        raise NotImplementedError
 
     def evaluate(self, samples: Sequence[int]) -> Optional[dict[str, float]]:
         """Global mean squared error over every rank's ``samples``; None when all shards are empty."""
@@ -135,6 +121,3 @@ class FrameworkAdapter:
             if self.step == config.total_steps or (config.save_every and self.step % config.save_every == 0):
                 self.save()
         return records
-
-    def close(self) -> None:
-        """Nothing to release; the default process group is the suite's."""

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from lightning.fabric import Fabric
 from torch.utils.data import DataLoader
 
-from ckptspec.conformance.adapter import RankContext, ScenarioConfig, StepRecord
+from ckptspec.conformance.adapter import Capability, RankContext, ScenarioConfig, StepRecord
 from ckptspec.conformance.adapters.common import (
     framework_version,
     SyntheticRegression,
@@ -48,9 +48,9 @@ def _step_of(path: Path) -> int:
 
 
 class Adapter(FrameworkAdapter):
-    """A Fabric DDP loop (gloo on CPU) behind the conformance adapter protocol (v2, native format)."""
+    """A Fabric DDP loop (gloo on CPU) as a conformance adapter (native format)."""
 
-    capabilities: ClassVar[frozenset[str]] = frozenset({"eval", "accumulation", "grad_sync", "epochs"})
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({"eval", "accumulation", "grad_sync", "epochs"})
     framework: ClassVar[str] = framework_version("lightning")
 
     def __init__(self, config: ScenarioConfig, ctx: RankContext) -> None:

@@ -43,7 +43,7 @@ from torchtitan.components.dataloader import ParallelAwareDataloader
 from torchtitan.components.optimizer.lr_scheduler import LRSchedulersContainer
 from torchtitan.components.optimizer.optimizer import OptimizersContainer, ParamGroupConfig
 
-from ckptspec.conformance.adapter import RankContext, ScenarioConfig, StepRecord
+from ckptspec.conformance.adapter import Capability, RankContext, ScenarioConfig, StepRecord
 from ckptspec.conformance.adapters.common import (
     FrameworkAdapter,
     TrainState,
@@ -87,9 +87,9 @@ class ShardedStream(IterableDataset):
 
 
 class Adapter(FrameworkAdapter):
-    """torchtitan components over DDP (gloo on CPU) behind the conformance adapter protocol (v2, native format)."""
+    """torchtitan components over DDP (gloo on CPU) as a conformance adapter (native format)."""
 
-    capabilities: ClassVar[frozenset[str]] = frozenset({"eval", "accumulation", "epochs", "retention"})
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({"eval", "accumulation", "epochs", "retention"})
     framework: ClassVar[str] = framework_version("torchtitan")
     refusal_errors: ClassVar[tuple[type[BaseException], ...]] = (CheckpointException,)
 

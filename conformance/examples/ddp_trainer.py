@@ -21,7 +21,7 @@ from torch.distributed.checkpoint.state_dict import (
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from ckptspec.checkpointing import BestPolicy, CheckpointLoader, CommitProtocol, DistContext, RunPolicy, SaveRequest, fingerprint
-from ckptspec.conformance.adapter import RankContext, ScenarioConfig, StepRecord
+from ckptspec.conformance.adapter import Capability, RankContext, ScenarioConfig, StepRecord, TrainerAdapter
 from ckptspec.manifest import EvalResult, Progress, ResumeRecord
 
 DATASET_SIZE = 256
@@ -34,10 +34,10 @@ def sample(seed: int, index: int) -> tuple[torch.Tensor, torch.Tensor]:
     return x, (x[:4].sum() - x[4:].prod()).reshape(1)
 
 
-class DDPAdapter:
+class DDPAdapter(TrainerAdapter):
     """A small MLP trained with DDP, AdamW, linear warm-up and gradient accumulation."""
 
-    capabilities: ClassVar[frozenset[str]] = frozenset({"reshard", "eval", "accumulation", "grad_sync", "epochs", "best", "retention"})
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({"reshard", "eval", "accumulation", "grad_sync", "epochs", "best", "retention"})
     eval_set_size: ClassVar[int] = 16
 
     def __init__(self, config: ScenarioConfig, ctx: RankContext) -> None:

@@ -77,6 +77,6 @@ def test_eval_with_empty_shards(harness: Harness, verdict: Verdict, scenario: Ev
 
 def _eval_set_size() -> int:
     from ckptspec.conformance import options
-    from ckptspec.conformance.adapter import load_adapter
+    from ckptspec.conformance.adapter import declarations, load_adapter
 
-    return int(getattr(load_adapter(options.current().adapter), "eval_set_size", 0))
+    return declarations(load_adapter(options.current().adapter)).eval_set_size

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from ckptspec.conformance.checks import Verdict
-from ckptspec.conformance.harness import Gate, Harness, committed_steps, file_tree
+from ckptspec.conformance.gate import Gate
+from ckptspec.conformance.harness import Harness, committed_steps, file_tree
 from ckptspec.conformance.phase import Hold, Resume, Save, Train
 from ckptspec.layout import checkpoint_dir_name
 from ckptspec.run_check import check_run

@@ -4,11 +4,16 @@ adapters, and nothing imports the suite but adapters (see docs/architecture.md).
 Read statically (every ``import`` statement, at any depth), so a lazy import inside a function
 counts too. ``ckptspec.cli`` is the composition root: it names its subcommands' modules as
 strings and imports only the one that runs, so it is not an import of them here.
+
+Also: no import cycle among the project's modules, and ``ckptspec`` proper (spec/ without the
+checkpoint library) stays torch-free, read statically and checked by importing it.
 """
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,12 +29,15 @@ def _modules() -> list[Path]:
 
 
 def _imports(path: Path) -> set[str]:
+    """What ``path`` imports, at any depth; ``from package import name`` also gives
+    ``package.name`` (the module, when ``name`` is one)."""
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             found.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names)
     return found
 
 
@@ -56,3 +64,88 @@ def test_nothing_but_adapters_imports_the_suite() -> None:
     importers = {str(p.relative_to(REPO)) for p in _modules() if any(_under(m, SUITE) for m in _imports(p))}
     outside = {p for p in importers if not p.startswith("conformance/")} - ADAPTERS
     assert not outside, f"modules outside the suite that import it: {sorted(outside)}"
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(REPO).with_suffix("")
+    parts = [PACKAGES[rel.parts[0]], *rel.parts[1:]]
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def test_no_import_cycle() -> None:
+    """No project module reaches itself through imports, lazy ones (inside functions) included:
+    a cycle hidden behind a lazy import still ties the modules into one."""
+    paths = {_module_name(p): p for p in _modules()}
+    graph = {name: (_imports(path) & set(paths)) - {name} for name, path in paths.items()}
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    stack: list[str] = []
+
+    def visit(name: str) -> None:
+        state[name] = 1
+        stack.append(name)
+        for target in sorted(graph[name]):
+            if state.get(target) == 1:
+                cycle = stack[stack.index(target):] + [target]
+                pytest.fail(f"import cycle: {' -> '.join(cycle)}")
+            if target not in state:
+                visit(target)
+        stack.pop()
+        state[name] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name)
+
+
+def _torch_free_layer() -> list[Path]:
+    """``ckptspec`` proper: the spec/ folder without the checkpoint library (spec/checkpointing/)."""
+    return [p for p in sorted((REPO / "spec").rglob("*.py")) if not p.relative_to(REPO).parts[1:2] == ("checkpointing",)]
+
+
+def _module_level_imports(path: Path) -> set[str]:
+    """Modules imported when ``path`` is imported: every import outside function bodies."""
+    found: set[str] = set()
+    pending: list[ast.AST] = [ast.parse(path.read_text())]
+    while pending:
+        node = pending.pop()
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                continue
+            if isinstance(child, ast.Import):
+                found.update(a.name for a in child.names)
+            elif isinstance(child, ast.ImportFrom) and child.module and child.level == 0:
+                found.add(child.module)
+            pending.append(child)
+    return found
+
+
+@pytest.mark.parametrize("path", _torch_free_layer(), ids=lambda p: str(p.relative_to(REPO)))
+def test_torch_free_layer_imports_no_torch_when_loaded(path: Path) -> None:
+    """Statically: importing a module of ``ckptspec`` proper imports no torch (a deep check may
+    import it inside the function that needs it) and nothing of the library, trainer or suite."""
+    heavy = [m for m in _module_level_imports(path) if _under(m, "torch")]
+    assert not heavy, f"{path.relative_to(REPO)} imports {sorted(heavy)} when loaded; ckptspec proper is torch-free"
+
+
+def test_torch_free_layer_loads_without_torch() -> None:
+    """At run time: importing every module of ``ckptspec`` proper (the CLI and the validator
+    among them) leaves torch unloaded."""
+    names = sorted(_module_name(p) for p in _torch_free_layer() if p.name != "__main__.py")
+    code = f"import importlib, sys\nfor n in {names!r}: importlib.import_module(n)\n" \
+           "loaded = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))\n" \
+           "assert not loaded, loaded[:5]\n"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert {"ckptspec.cli", "ckptspec.validator"} <= set(names)
+
+
+def test_suite_plugin_loads_without_torch_or_hypothesis() -> None:
+    """The pytest plugin is loaded by every pytest run where ckptspec is installed: loading it
+    imports neither torch nor Hypothesis (the harness and the Hypothesis profile come on first use)."""
+    code = "import sys\nimport ckptspec.conformance.plugin\n" \
+           "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'hypothesis'))\n" \
+           "assert not loaded, loaded[:5]\n"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]

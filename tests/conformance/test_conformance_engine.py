@@ -56,7 +56,8 @@ def test_kill_fault_stops_the_rank_at_its_crash_point(tmp_path: Path) -> None:
 
 
 def test_a_rank_dying_by_a_signal_is_a_harness_error_with_its_output(tmp_path: Path) -> None:
-    from ckptspec.conformance.harness import PROFILES, Harness, HarnessError
+    from ckptspec.conformance.harness import Harness, HarnessError
+    from ckptspec.conformance.options import PROFILES
 
     config = _config(tmp_path, abort_in="train", abort_rank=1)
     result = run_phase(PhaseSpec(TOY, config, 2, (Train(1),), timeout_s=30), tmp_path / "phase")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ckptspec.conformance.adapter import ScenarioConfig, checkpoint_format, committed_checkpoints, load_adapter
+from ckptspec.conformance.adapter import ScenarioConfig, TrainerAdapter, declarations, load_adapter
 from ckptspec.conformance.engine import run_phase
 from ckptspec.conformance.phase import PhaseSpec, Resume, Save, Train
 
@@ -28,14 +28,15 @@ def test_adapter_trains_saves_and_resumes(module: str, tmp_path: Path) -> None:
         pytest.skip(f"{framework} is not installed (`make` installs it: the `frameworks` extra)")
     spec = f"ckptspec.conformance.adapters.{module}:Adapter"
     adapter = load_adapter(spec)
-    assert checkpoint_format(adapter) == "native"
+    declared = declarations(adapter)
+    assert issubclass(adapter, TrainerAdapter) and declared.native and declared.framework.startswith(framework)
     config = ScenarioConfig(output_dir=str(tmp_path / "out"), run_id="smoke", accumulation_steps=2)
 
     saved = run_phase(PhaseSpec(spec, config, 2, (Train(2), Save())), tmp_path / "save")
     assert not saved.missing and not saved.errors(), saved.describe()
     path = saved.value(1, rank=0)
     assert {saved.value(1, rank=r) for r in (0, 1)} == {path}, "ranks returned different checkpoint paths"
-    assert committed_checkpoints(adapter, config) == {2: path}
+    assert declared.checkpoints(config) == {2: path}
 
     resumed = run_phase(PhaseSpec(spec, config, 2, (Resume(None),)), tmp_path / "resume")
     assert not resumed.missing and not resumed.errors(), resumed.describe()

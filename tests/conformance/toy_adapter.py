@@ -14,12 +14,12 @@ from typing import Any, ClassVar, Optional, Sequence
 import torch
 import torch.distributed as dist
 
-from ckptspec.conformance.adapter import CAPABILITIES, RankContext, ScenarioConfig, StepRecord
+from ckptspec.conformance.adapter import CAPABILITIES, Capability, RankContext, ScenarioConfig, StepRecord, TrainerAdapter
 from ckptspec.errors import NoCheckpointError
 
 
-class ToyAdapter:
-    capabilities: ClassVar[frozenset[str]] = frozenset({"eval"})
+class ToyAdapter(TrainerAdapter):
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({"eval"})
     eval_set_size: ClassVar[int] = 10
 
     def __init__(self, config: ScenarioConfig, ctx: RankContext) -> None:
@@ -134,14 +134,11 @@ class ToyAdapter:
             "data_position": {"step": self._step},
         }
 
-    def close(self) -> None:
-        pass
-
 
 class UnbuildableAdapter(ToyAdapter):
     """Declares every capability but cannot even be built: nothing it does can be checked."""
 
-    capabilities: ClassVar[frozenset[str]] = frozenset(CAPABILITIES)
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(CAPABILITIES)
 
     def __init__(self, config: ScenarioConfig, ctx: RankContext) -> None:
         raise RuntimeError("this trainer cannot be built")
