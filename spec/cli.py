@@ -11,7 +11,6 @@ Exit codes: 0 success / conformant, 1 not conformant / different, 2 could not ch
 from __future__ import annotations
 
 import argparse
-import difflib
 import importlib
 import importlib.util
 import io
@@ -77,6 +76,8 @@ def needs_message(name: str, missing: Sequence[str]) -> str:
 
 def _suggestion(message: str, parser: argparse.ArgumentParser) -> str:
     """' (did you mean ...?)' for an unrecognised option or an invalid choice in argparse's ``message``."""
+    import difflib
+
     choice = re.search(r"invalid choice: '?([^' ]*)'? \(choose from (.*)\)", message)
     if choice:
         options = [c.strip(" '\"") for c in choice.group(2).split(",")]
@@ -123,6 +124,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
         return args
     parser = build_parser()
     if argv and not argv[0].startswith("-"):
+        import difflib
+
         close = difflib.get_close_matches(argv[0], list(COMMANDS), n=1)
         parser.error(f"unknown command {argv[0]!r}" + (f" (did you mean {close[0]}?)" if close else f"; commands: {', '.join(COMMANDS)}"))
     args = parser.parse_args(argv)

@@ -1,13 +1,14 @@
 """``validate --deep``'s progress bar on a terminal: bytes and files hashed, rate and ETA.
 
 The bar is tqdm's (imported only here, only when stderr is a terminal and the output is text);
-the totals come from the manifests of the checkpoints to be hashed, read before hashing starts.
+the width is the terminal's (80 x 24 where it reports none); the totals come from the manifests of the checkpoints to be hashed, read before hashing starts.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import sys
 from collections.abc import Iterator
 
@@ -37,9 +38,11 @@ def hashing_progress(path: str, kind: str) -> Iterator[None]:
     from tqdm import tqdm
 
     total, files = listed_totals(path, kind)
+    size = shutil.get_terminal_size()  # tqdm draws nothing on a terminal that reports 0 rows
     done = 0
     with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=f"hashing {os.path.basename(path.rstrip('/')) or path}",
-              file=sys.stderr, leave=False, dynamic_ncols=True, mininterval=0.2) as bar:
+              file=sys.stderr, leave=False, ncols=size.columns, nrows=size.lines, mininterval=0.2) as bar:
+        bar.set_postfix_str(f"0/{files} files")
         def advance(n: int, file_done: bool) -> None:
             nonlocal done
             if file_done:
