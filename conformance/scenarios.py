@@ -15,7 +15,7 @@ from typing import Any, Optional
 from ckptspec.conformance.adapter import ScenarioConfig
 from ckptspec.conformance.harness import Harness
 from ckptspec.conformance.phase import Evaluate, FullState, PhaseResult, Resume, Save, Train
-from ckptspec.conformance.strategies import ResumeScenario, batch_size
+from ckptspec.conformance.strategies import InvariantScenario, ResumeScenario, batch_size
 
 Records = dict[int, list[tuple[int, float, float, tuple[int, ...]]]]
 Digests = dict[int, dict[str, str]]
@@ -200,3 +200,47 @@ def stepped_run(h: Harness, saves: int, world_size: int = 2, **settings: Any) ->
 
 def _all_on_rank0(eval_set_size: int, world_size: int) -> Evaluate:
     return Evaluate((tuple(range(eval_set_size)),) + ((),) * (world_size - 1))
+
+
+# --- metamorphic invariants (RESUME-11, RESUME-12) -----------------------------------------
+def stepwise_scenario(s: InvariantScenario) -> ResumeScenario:
+    """The uninterrupted run of ``s`` with its full state taken after every step."""
+    return ResumeScenario(s.world_size, s.total_steps, tuple(range(1, s.total_steps)), 1, s.seed)
+
+
+@dataclass
+class SavingRun:
+    """The run of ``stepwise_scenario(s)`` with one save after ``s.save_step``, in one process:
+    full states right before and right after the save, then after every later step."""
+
+    config: ScenarioConfig
+    checkpoint: str
+    records: Records
+    before_save: Digests
+    after_save: Digests
+    states: dict[int, Digests]  # step -> rank -> digests, for every step after the save
+    failure: Optional[str] = None
+
+
+def saving_run(h: Harness, s: InvariantScenario) -> SavingRun:
+    """Train ``s.save_step``, save, train to the end, digesting the state around the save and
+    after each step (memoised). Shared: fork before writing."""
+
+    def compute(where: Path) -> SavingRun:
+        config = scenario_config(h, stepwise_scenario(s), where)
+        later = range(s.save_step + 1, s.total_steps + 1)
+        actions: list[Any] = [Train(s.save_step), FullState(), Save(), FullState()]
+        for _ in later:
+            actions += [Train(1), FullState()]
+        result = h.phase(config, s.world_size, actions)
+        save = result.results(2).get(0)
+        records: Records = {r: [] for r in range(s.world_size)}
+        _extend(records, _per_rank(result, 0))
+        states: dict[int, Digests] = {}
+        for i, step in enumerate(later):
+            _extend(records, _per_rank(result, 4 + 2 * i))
+            states[step] = _per_rank(result, 5 + 2 * i)
+        return SavingRun(config, save.value if save is not None and save.ok else "", records,
+                         _per_rank(result, 1), _per_rank(result, 3), states, _failed(result))
+
+    return h.memo("saving", astuple(s), compute)

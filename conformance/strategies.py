@@ -250,3 +250,67 @@ def scenario_test(
         return settings(profile, max_examples=examples)(test)
 
     return decorate
+
+
+# --- metamorphic invariants (RESUME-11, RESUME-12, RUN-9) ----------------------------------
+@dataclass(frozen=True)
+class InvariantScenario:
+    """Train ``total_steps`` at ``world_size`` uninterrupted, and again with one save after
+    ``save_step``; resume that checkpoint at ``world_size`` and, with an elastic policy, at
+    ``load_world_size``; every later step is compared with the uninterrupted run."""
+
+    world_size: int
+    total_steps: int
+    save_step: int
+    seed: int
+    load_world_size: int
+
+
+@dataclass(frozen=True)
+class RestartScenario:
+    """Interrupt a run (train, evaluate, save per step) after ``interrupted_at`` steps, first
+    resuming step ``rewind_to`` and saving the step after it when set (a rewind); damage its
+    index (``"intact"``, ``"lagging"``: ``latest_step`` one commit behind, ``"missing"``); then
+    restart its ``fit()`` to ``total_steps``, and restart it again. ``keep_last`` and
+    ``best`` (track the adapter's first metric, ``min``) are the run's policies."""
+
+    total_steps: int
+    interrupted_at: int
+    keep_last: Optional[int]
+    best: bool
+    index: str
+    rewind_to: Optional[int]
+
+
+@st.composite
+def invariant_scenarios(draw: Any) -> InvariantScenario:
+    """Quick: world size 2, 4-5 steps; full: any profile world size, 3-7 steps. The load world
+    size differs from the save one."""
+    sizes = options.current().profile.world_sizes
+    world_size = 2 if _quick() else draw(st.sampled_from(sizes))
+    total = draw(st.integers(4, 5) if _quick() else st.integers(3, 7))
+    save_step = draw(st.integers(1, total - 1))
+    load = draw(st.sampled_from([w for w in sizes if w != world_size]))
+    return InvariantScenario(world_size, total, save_step, draw(st.integers(0, 3)), load)
+
+
+@st.composite
+def restart_scenarios(draw: Any) -> RestartScenario:
+    """Policies the adapter under test declares (``retention``, ``best`` with ``eval``); index damage and
+    rewinds only for ckptspec writers (a native trainer has no ``run.json`` and no rewind rule);
+    a ``missing`` index only without best tracking and rewinds (their records live in
+    ``run.json`` only). The rewind target is a step that retention keeps."""
+    from ckptspec.conformance.adapter import load_adapter
+
+    adapter = load_adapter(options.current().adapter)
+    capabilities, native = frozenset(adapter.capabilities), getattr(adapter, "checkpoint_format", "ckptspec") == "native"
+    total = draw(st.integers(3, 4) if _quick() else st.integers(3, 6))
+    interrupted = draw(st.integers(1, total - 1))
+    keep_last = draw(st.sampled_from([None, 1, 2, 3])) if "retention" in capabilities else None
+    best = draw(st.booleans()) if {"best", "eval"} <= capabilities else False
+    low = max(1, interrupted - keep_last + 1) if keep_last else 1
+    targets = list(range(low, interrupted))
+    rewind = draw(st.sampled_from([None, *targets])) if targets and not native else None
+    kinds = ["intact", "lagging"] + (["missing"] if not best and rewind is None else [])
+    index = "intact" if native else draw(st.sampled_from(kinds))
+    return RestartScenario(total, interrupted, keep_last, best, index, rewind)

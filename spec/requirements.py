@@ -52,7 +52,7 @@ class ConformanceClass(str, Enum):
     WRITER = "writer"
 
 
-_RESUME_CLASS = frozenset({"COMMIT-2", "COMMIT-4", "RUN-4", "RUN-5", "DIGEST-1"})
+_RESUME_CLASS = frozenset({"COMMIT-2", "COMMIT-4", "RUN-4", "RUN-5", "RUN-9", "DIGEST-1"})
 _RESUME_SECTIONS = ("RESUME-", "EVAL-")
 
 
@@ -239,6 +239,14 @@ REQUIREMENTS: tuple[Requirement, ...] = (
        "long as it may write. A second writer MUST be refused with a typed error before it "
        "modifies anything, on every one of its ranks alike. The claim MUST be released by the "
        "writer's death without manual clean-up.", "validator", "conformance"),
+    _r("RUN-9", "MUST", R, "Restart is idempotent",
+       "Restarting a run with the same command MUST be idempotent across its policies (retention, "
+       "best, rewind, repair of a lagging or missing run index): a run interrupted at a step "
+       "boundary and restarted MUST end with the same committed steps, latest and best "
+       "checkpoints as the run never interrupted, training the same step records and keeping "
+       "the rewinds the interrupted run recorded; restarting the finished run again MUST train "
+       "nothing and change no committed checkpoint and, for a ckptspec writer, neither `run.json` "
+       "(beyond its `updated_at`) nor the `latest` and `best` links.", "conformance"),
     # --- resume invariants --------------------------------------------------------------
     _r("RESUME-1", "MUST", RS, "Bit-exact continuation",
        "Resumed in fresh processes at the same world size and config, a run saved at step K MUST "
@@ -279,6 +287,17 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     _r("RESUME-10", "SHOULD", RS, "Deferred gradient sync",
        "Gradient accumulation with deferred gradient synchronisation SHOULD produce the same "
        "parameters as synchronising on every micro-step.", "conformance"),
+    _r("RESUME-11", "MUST", RS, "Saving is invisible",
+       "Saving MUST NOT change training: a run that saves at step K, synchronously or "
+       "asynchronously, MUST leave the live state unchanged by the save and continue with bitwise "
+       "the same step records (loss, learning rate, samples) and full states as the same run "
+       "without the save.", "conformance"),
+    _r("RESUME-12", "MUST", RS, "Steps after a resume",
+       "Each step after a resume MUST train on the uninterrupted run's global batch (the same "
+       "sample ids over all ranks) with its learning rate; at the same world size it MUST also "
+       "draw from the same RNG state and report bitwise the same loss. After an elastic resume "
+       "at another world size only rank-local state (such as RNG) is re-derived: the global "
+       "batches and learning rates MUST still be the uninterrupted run's.", "conformance"),
     # --- evaluation ---------------------------------------------------------------------
     _r("EVAL-1", "MUST", E, "Symmetric collectives",
        "Ranks whose eval shard is empty MUST issue the same collectives as the other ranks, so "
