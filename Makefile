@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.ckptspec-installed
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: demo test test-fast test-core test-frameworks test-catch node-deps frameworks mutants mutation bench bench-record schema matrix clean
+.PHONY: demo test test-fast test-core test-frameworks test-catch node-deps frameworks mutants mutation mutation-ci bench bench-record schema matrix clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,11 +26,14 @@ $(FRAMEWORKS_STAMP): $(STAMP)
 
 frameworks: $(FRAMEWORKS_STAMP)
 
-# Automatic mutation testing with the suite as oracle (tests/mutation/mutation.py, docs/mutation.md):
-# runs the pending mutants for at most MUTATION_BUDGET minutes (resumable: run again to continue),
-# then regenerates docs/mutation.md. pyproject's `mutation` extra is installed with --no-deps so that
-# pip resolves nothing (torch stays the pinned CPU build). Fails only if it could not run (exit 2).
-MUTATION_BUDGET ?= 35
+# Mutation testing with the suite as oracle (tools/mutation/mutation.py, docs/mutation.md): judges
+# the pending mutants of the committed stratified sample for at most MUTATION_BUDGET minutes
+# (resumable: run again to continue), recording the coverage map first when it is stale, then
+# regenerates docs/mutation.md. `mutation-ci` re-judges, within 5 minutes, the killed sampled
+# mutants of the modules a change touches and fails when one now survives. pyproject's `mutation`
+# extra is installed with --no-deps so that pip resolves nothing (torch stays the pinned CPU build).
+# `mutation` fails only if it could not run (exit 2).
+MUTATION_BUDGET ?= 90
 MUTATION_STAMP := $(VENV)/.ckptspec-mutation-installed
 $(MUTATION_STAMP): $(STAMP)
 	$(BIN)/python -m pip install -q --no-deps $$($(BIN)/python -c "import tomllib; \
@@ -78,8 +81,11 @@ mutants: $(STAMP)
 	$(BIN)/python tests/mutants/catch_matrix.py -n 2
 
 mutation: $(MUTATION_STAMP)
-	rc=0; $(BIN)/python tests/mutation/mutation.py run --budget-minutes $(MUTATION_BUDGET) || rc=$$?; \
-		$(BIN)/python tests/mutation/mutation.py report && test $$rc -ne 2
+	rc=0; $(BIN)/python tools/mutation/mutation.py run --refresh-map --budget-minutes $(MUTATION_BUDGET) || rc=$$?; \
+		$(BIN)/python tools/mutation/mutation.py report && test $$rc -ne 2
+
+mutation-ci: $(MUTATION_STAMP)
+	$(BIN)/python tools/mutation/mutation.py ci --budget-minutes 5
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_validate.py
@@ -93,10 +99,11 @@ bench-record: $(STAMP)
 schema: $(STAMP)
 	$(BIN)/ckptspec schema
 
-# docs/matrix.md from the stored suite reports docs/matrix/*.json (refresh a report with the
+# docs/matrix.md and docs/matrix.html from the stored suite reports docs/matrix/*.json (refresh a report with the
 # command in docs/conformance.md, then regenerate; tests/conformance/test_matrix.py checks it).
 matrix: $(STAMP)
 	$(BIN)/python -m ckptspec.conformance.matrix
+	$(BIN)/python -m ckptspec.html_report docs/matrix docs/matrix.html
 
 clean:
 	rm -rf $(VENV) .nox .node build *.egg-info

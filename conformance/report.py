@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from ckptspec.conformance_output import CONFORMANCE_REPORT_VERSION
 from ckptspec.exit_codes import EXIT_ERROR, EXIT_FAIL, EXIT_OK
 from ckptspec.requirements import REQUIREMENTS
 
@@ -137,9 +138,11 @@ def write_json(
     records: Iterable[RecordedTest],
     unknown_xfails: Iterable[str],
 ) -> None:
-    """Write the JSON report: header, every requirement's row, every test's record."""
+    """Write the JSON report (``conformance-report.schema.json``): header, every requirement's row, every test's record."""
     rows = list(rows)
     document = {
+        "output": "ckptspec-conformance-report",
+        "output_version": CONFORMANCE_REPORT_VERSION,
         **header,
         "exit_status": exit_status(rows),
         "requirements": [asdict(r) for r in rows],

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode, JsonSchemaValue
 from pydantic_core import core_schema
 
+from ckptspec.conformance_output import CONFORMANCE_REPORT_VERSION, ConformanceReport
 from ckptspec.diff_cmd import DIFF_OUTPUT_VERSION, DiffOutput
 from ckptspec.example_cases import ExampleCase
 from ckptspec.findings import CODES_LIST
@@ -35,10 +36,11 @@ SCHEMA_MODELS: dict[str, tuple[type[BaseModel], str]] = {
     "inspect-output.schema.json": (InspectOutput, f"urn:ckptspec:output:{INSPECT_OUTPUT_VERSION}:inspect"),
     "diff-output.schema.json": (DiffOutput, f"urn:ckptspec:output:{DIFF_OUTPUT_VERSION}:diff"),
     "validate-output.schema.json": (ValidateOutput, f"urn:ckptspec:output:{VALIDATE_OUTPUT_VERSION}:validate"),
+    "conformance-report.schema.json": (ConformanceReport, f"urn:ckptspec:output:{CONFORMANCE_REPORT_VERSION}:conformance-report"),
     "example-case.schema.json": (ExampleCase, f"urn:ckptspec:schema:{_MAJOR}:example-case"),
 }
 """Schema file name -> (model, ``$id``): the two document schemas, and the versioned output
-shapes of ``inspect``, ``diff`` and ``validate --format json``, and the ``case.json`` of the
+shapes of ``inspect``, ``diff`` and ``validate --format json`` and of the suite's report, and the ``case.json`` of the
 example cases."""
 
 
