@@ -1,6 +1,7 @@
 """The ``case.json`` of a language-neutral example case in ``spec/examples/`` (checked data).
 
-Every case directory holds a ``case.json`` that this model (and the generated
+Cases live in ``valid/<case>``, ``invalid/<section>/<case>`` (the spec section of the requirement
+the case breaks) and ``not-checked/<case>`` (input a validator must refuse to judge). Every case directory holds a ``case.json`` that this model (and the generated
 ``spec/schemas/example-case.schema.json``) describes: what to validate, the verdict and finding
 codes a validator must report, and the one requirement an invalid case breaks.
 """
@@ -29,10 +30,11 @@ class ExampleCase(StrictModel):
     description: str = Field(min_length=1, description="What the case shows.")
     path: RelativePath = Field(description="What to validate, relative to the case directory: a checkpoint or run directory, a manifest or a run index.")
     deep: bool = Field(description="Whether file digests are checked as well as sizes.")
-    verdict: Literal["conformant", "not_conformant"] = Field(description="The verdict without `--strict`.")
+    verdict: Literal["conformant", "not_conformant", "not_checked"] = Field(
+        description="The verdict without `--strict`; `not_checked` when the path cannot be checked at all (exit status 2, no codes).")
     requirement: Optional[str] = Field(
         pattern=r"^[A-Z]+-[1-9][0-9]*$",
-        description="The requirement the case breaks (the one its codes name); null for a valid case.",
+        description="The requirement the case breaks (the one its codes name); null for a valid or a not_checked case.",
     )
-    codes: list[str] = Field(description="The sorted set of finding codes a validator must report; empty for a valid case.")
+    codes: list[str] = Field(description="The sorted set of finding codes a validator must report; empty for a valid or a not_checked case.")
     materialize: Optional[Materialize] = Field(default=None, description="Only for data too large to check in.")

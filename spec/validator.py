@@ -52,7 +52,7 @@ def _enclosing_checkpoint(path: str) -> Optional[str]:
     current = os.path.dirname(os.path.abspath(path))
     for _ in range(MAX_ANCESTORS_EXAMINED):
         if os.path.isfile(os.path.join(current, LAYOUT.manifest_file)):
-            return current
+            return current if os.path.isabs(path) else os.path.relpath(current)
         parent = os.path.dirname(current)
         if parent == current:
             return None

@@ -25,8 +25,8 @@ needs_torch = pytest.mark.skipif(
 
 @dataclass(frozen=True)
 class Case:
-    kind: str  # "valid" or "invalid"
-    name: str
+    kind: str  # "valid", "invalid" or "not-checked"
+    name: str  # the case's path below its kind: "<case>", or "<section>/<case>" for an invalid case
     directory: Path
     spec: dict[str, Any]
 
@@ -55,12 +55,18 @@ class Case:
 
 
 def load_cases() -> list[Case]:
+    """Every case: each directory below ``spec/examples`` that holds a ``case.json``."""
     cases = []
-    for kind in ("valid", "invalid"):
-        for entry in sorted((EXAMPLES / kind).iterdir()):
-            spec = json.loads((entry / "case.json").read_text(encoding="utf-8"))
-            cases.append(Case(kind, entry.name, entry, spec))
+    for case_file in sorted(EXAMPLES.rglob("case.json")):
+        kind, *name = case_file.parent.relative_to(EXAMPLES).parts
+        spec = json.loads(case_file.read_text(encoding="utf-8"))
+        cases.append(Case(kind, "/".join(name), case_file.parent, spec))
     return cases
+
+
+def case(case_id: str) -> Case:
+    """The case of ``case_id`` (``kind/name``)."""
+    return next(c for c in CASES if c.id == case_id)
 
 
 CASES = load_cases()

@@ -29,16 +29,20 @@ NODE_PREFIX = HERE.parents[1] / ".node"  # `npm install --prefix .node` (make no
 SCRIPT = HERE / "ajv_validate.mjs"
 
 NOT_COMPARED = {
-    "invalid/json-duplicate-key": "JSON.parse keeps the last of two `step` keys, so ajv sees a valid manifest",
-    "invalid/json-encoding": "Node's UTF-8 decoding replaces the invalid byte with U+FFFD, so ajv sees a valid manifest",
-    "invalid/json-integer-digits": "JSON.parse turns the 5000-digit integer into Infinity",
-    "invalid/json-integer-overflow": "JSON.parse turns the 309-digit integer into Infinity",
-    "invalid/json-lone-surrogate": "JavaScript strings are UTF-16 and hold the lone surrogate \\ud800 as it is",
-    "invalid/json-nan": "NaN is not JSON for JSON.parse either (a parse error, not a schema verdict)",
-    "invalid/json-overflow": "JSON.parse turns 1e400 into Infinity",
-    "invalid/json-syntax": "not JSON for JSON.parse either (a parse error, not a schema verdict)",
-    "invalid/json-too-deep": "JSON.parse has no depth limit, so ajv sees a valid manifest",
-    "invalid/json-too-deep-for-parser": "JSON.parse has no depth limit; the document is an array, not a manifest",
+    "invalid/manifest/json-duplicate-key": "JSON.parse keeps the last of two `step` keys, so ajv sees a valid manifest",
+    "invalid/manifest/json-encoding": "Node's UTF-8 decoding replaces the invalid byte with U+FFFD, so ajv sees a valid manifest",
+    "invalid/manifest/json-integer-digits": "JSON.parse turns the 5000-digit integer into Infinity",
+    "invalid/manifest/json-integer-overflow": "JSON.parse turns the 309-digit integer into Infinity",
+    "invalid/manifest/json-lone-surrogate": "JavaScript strings are UTF-16 and hold the lone surrogate \\ud800 as it is",
+    "invalid/manifest/json-nan": "NaN is not JSON for JSON.parse either (a parse error, not a schema verdict)",
+    "invalid/manifest/json-overflow": "JSON.parse turns 1e400 into Infinity",
+    "invalid/manifest/json-syntax": "not JSON for JSON.parse either (a parse error, not a schema verdict)",
+    "invalid/manifest/json-too-deep": "JSON.parse has no depth limit, so ajv sees a valid manifest",
+    "invalid/manifest/json-too-deep-for-parser": "JSON.parse has no depth limit; the document is an array, not a manifest",
+    "invalid/manifest/json-bom": "JSON.parse refuses the byte order mark (a parse error, not a schema verdict)",
+    "invalid/manifest/json-depth-65": "JSON.parse has no depth limit, so ajv sees a valid manifest",
+    "invalid/manifest/json-integer-rounds-to-infinity": "JSON.parse turns 2^1024 - 2^970 into Infinity",
+    "invalid/manifest/json-nan-and-duplicate-key": "NaN is not JSON for JSON.parse either (a parse error, not a schema verdict)",
 }
 """Cases whose document the reader rejects at the *document* stage (MANIFEST-2), before any schema
 validator sees it, and why ajv's view of the same bytes is not comparable. None is a structure case."""

@@ -1,20 +1,26 @@
 """The example cases of spec/examples: every case gives exactly its expected codes and verdict,
-every registered code is exercised, and the data is self-consistent."""
+every registered code is exercised, the cases are grouped by spec section, and the data is
+self-consistent."""
 
 from __future__ import annotations
 
 import pytest
 from jsonschema import Draft202012Validator
-from spec_cases import CASES, Case
+from spec_cases import CASES, EXAMPLES, Case
 
+from ckptspec import requirements
 from ckptspec.example_cases import ExampleCase
-from ckptspec.findings import CODES, Severity, is_conformant, strict
+from ckptspec.findings import CODES, CannotCheck, Severity, is_conformant, strict
 from ckptspec.schemas import load_schema
 from ckptspec.validator import validate_path
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 def test_case_gives_its_codes_and_verdict(case: Case, tmp_path) -> None:
+    if case.spec["verdict"] == "not_checked":
+        with pytest.raises(CannotCheck):
+            validate_path(case.target(tmp_path), deep=case.spec["deep"])
+        return
     findings = validate_path(case.target(tmp_path), deep=case.spec["deep"])
     assert sorted({f.code for f in findings}) == case.spec["codes"], [f.line() for f in findings]
     verdict = "conformant" if is_conformant(findings) else "not_conformant"
@@ -37,10 +43,26 @@ def test_case_file_is_checked_data(case: Case) -> None:
     assert spec.codes == sorted(set(spec.codes)) and set(spec.codes) <= set(CODES)
     if case.kind == "valid":
         assert spec.codes == [] and spec.verdict == "conformant" and spec.requirement is None
+    elif case.kind == "not-checked":
+        assert spec.codes == [] and spec.verdict == "not_checked" and spec.requirement is None
     else:
         assert spec.codes, "an invalid case names the code(s) it must produce"
+        assert spec.verdict != "not_checked"
         # one broken rule per case: every code it expects belongs to the requirement it names
         assert {CODES[c].requirement for c in spec.codes} == {spec.requirement}
+
+
+def test_cases_are_grouped_by_spec_section() -> None:
+    """``valid/<case>``, ``not-checked/<case>``, ``invalid/<section>/<case>`` where the section is
+    the one that defines the requirement the case breaks; nothing else holds a case."""
+    assert {c.kind for c in CASES} == {"valid", "invalid", "not-checked"}
+    for case in CASES:
+        parts = case.name.split("/")
+        if case.kind == "invalid":
+            assert len(parts) == 2 and parts[0] == requirements.get(case.spec["requirement"]).section.value, case.id
+        else:
+            assert len(parts) == 1, case.id
+    assert {p.name for p in EXAMPLES.iterdir() if p.is_dir()} == {"valid", "invalid", "not-checked"}
 
 
 def test_case_schema_rejects_a_malformed_case() -> None:

@@ -275,7 +275,7 @@ def test_diff_refuses_what_validate_refuses(dcp_pair: Path, name: str, change: A
 
 @needs_torch
 def test_diff_refuses_an_escaping_checkpoint(tmp_path: Path) -> None:
-    case = EXAMPLES / "invalid" / "path-escapes" / "step-000000100"
+    case = EXAMPLES / "invalid" / "layout" / "path-escapes" / "step-000000100"
     result = ckptspec("diff", case, case, memory=TORCH_MEMORY_CAP, timeout=120)
     no_crash(result)
     assert result.returncode == 2 and "PATH_ESCAPES" in result.stderr

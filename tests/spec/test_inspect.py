@@ -38,7 +38,7 @@ def test_run_summary(capsys) -> None:
 
 
 def test_invalid_manifest_and_missing_path(capsys) -> None:
-    assert inspect(capsys, EXAMPLES / "invalid" / "json-syntax" / "manifest.json")[0] == 1
+    assert inspect(capsys, EXAMPLES / "invalid" / "manifest" / "json-syntax" / "manifest.json")[0] == 1
     assert inspect(capsys, "/nonexistent/ckptspec")[0] == 2
 
 

@@ -29,7 +29,7 @@ def run_json(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int
         (EXAMPLES / "valid" / "manifest-world2" / "manifest.json", 0, "manifest"),
         (EXAMPLES / "valid" / "run-complete" / "demo-run", 0, "run"),
         (EXAMPLES / "valid" / "run-complete" / "demo-run" / "run.json", 0, "run_index"),
-        (EXAMPLES / "invalid" / "json-syntax" / "manifest.json", 1, "manifest"),
+        (EXAMPLES / "invalid" / "manifest" / "json-syntax" / "manifest.json", 1, "manifest"),
         (Path("/nonexistent/ckptspec"), 2, None),
     ],
     ids=lambda v: str(v).rsplit("/", 2)[-2] if isinstance(v, Path) else str(v),

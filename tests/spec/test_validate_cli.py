@@ -16,8 +16,8 @@ from spec_cases import EXAMPLES
 from ckptspec.cli import main
 
 VALID_RUN = EXAMPLES / "valid" / "run-complete" / "demo-run"
-INVALID_CKPT = EXAMPLES / "invalid" / "file-size-mismatch" / "step-000000100"
-WARNING_CKPT = EXAMPLES / "invalid" / "unlisted-file" / "step-000000100"
+INVALID_CKPT = EXAMPLES / "invalid" / "layout" / "file-size-mismatch" / "step-000000100"
+WARNING_CKPT = EXAMPLES / "invalid" / "layout" / "unlisted-file" / "step-000000100"
 
 
 def validate(capsys, *args: str) -> tuple[int, str, str]:
@@ -103,7 +103,7 @@ def test_validate_writes_nothing(tmp_path: Path, capsys) -> None:
     shutil.copytree(EXAMPLES, tree, symlinks=True)
     _garbage(tree)
     before = _snapshot(tree)
-    targets = [tree / "valid" / "run-complete" / "demo-run", *sorted((tree / "invalid").glob("*/step-*")), tree / "junk", tree / "binary.bin"]
+    targets = [tree / "valid" / "run-complete" / "demo-run", *sorted((tree / "invalid").glob("*/*/step-*")), tree / "junk", tree / "binary.bin"]
     validate(capsys, *targets, "--deep")
     assert _snapshot(tree) == before
 

@@ -32,7 +32,7 @@ def action(tmp_path: Path, paths: str, **inputs: str) -> tuple[subprocess.Comple
 def _workspace(tmp_path: Path) -> Path:
     runs = tmp_path / "runs"
     shutil.copytree(EXAMPLES / "valid/checkpoint-xxh3/step-000000100", runs / "good/step-000000100", symlinks=True)
-    shutil.copytree(EXAMPLES / "invalid/file-size-mismatch/step-000000100", runs / "bad/step-000000100", symlinks=True)
+    shutil.copytree(EXAMPLES / "invalid/layout/file-size-mismatch/step-000000100", runs / "bad/step-000000100", symlinks=True)
     return runs
 
 
@@ -79,7 +79,7 @@ def test_the_pre_commit_hook_leaves_a_web_manifest_alone_and_fails_a_bad_one(tmp
     (tmp_path / "web/manifest.json").write_text('{"name": "My App", "start_url": "/", "icons": []}')
     shutil.copy(EXAMPLES / "valid/manifest-weights-only/manifest.json", tmp_path / "manifest.json")
     (tmp_path / "bad").mkdir()
-    shutil.copy(EXAMPLES / "invalid/schema-negative-size/manifest.json", tmp_path / "bad/manifest.json")
+    shutil.copy(EXAMPLES / "invalid/manifest/schema-negative-size/manifest.json", tmp_path / "bad/manifest.json")
     (tmp_path / "package.json").write_text("{}")
     files = [p for p in ("web/manifest.json", "manifest.json", "package.json") if re.search(hook["files"], p)]
     assert files == ["web/manifest.json", "manifest.json"]

@@ -76,15 +76,15 @@ def _case_target(case: Path) -> Path:
 
 def _symlink_cases(examples: Path) -> set[str]:
     """Cases that hold a symbolic link: a wheel cannot carry links, so it ships them unfaithfully."""
-    return {f"{case.parent.name}/{case.name}" for case in examples.glob("*/*")
-            if any(p.is_symlink() for p in case.rglob("*"))}
+    return {case.parent.relative_to(examples).as_posix() for case in examples.rglob("case.json")
+            if any(p.is_symlink() for p in case.parent.rglob("*"))}
 
 
 def _case_verdicts(examples: Path, leave_out: set[str]) -> dict[Path, dict]:
     cases = {}
-    for case in sorted(examples.glob("*/*/case.json")):
+    for case in sorted(examples.rglob("case.json")):
         spec = json.loads(case.read_text())
-        if "materialize" not in spec and f"{case.parent.parent.name}/{case.parent.name}" not in leave_out:
+        if "materialize" not in spec and case.parent.relative_to(examples).as_posix() not in leave_out:
             cases[case.parent / spec["path"]] = spec
     return cases
 
@@ -93,7 +93,7 @@ def test_the_action_and_the_wheel_work_without_torch(wheel: Path, source_tree: P
     # The action's own steps: install the wheel into a fresh venv, validate, write report and outputs.
     outputs = tmp_path / "github_output"
     valid = _case_target(source_tree / "spec/examples/valid/checkpoint-world2")
-    invalid = _case_target(source_tree / "spec/examples/invalid/file-digest-mismatch")
+    invalid = _case_target(source_tree / "spec/examples/invalid/layout/file-digest-mismatch")
     env = {**ENV, "CKPTSPEC_INSTALL": str(wheel), "CKPTSPEC_VENV": str(tmp_path / "venv"), "CKPTSPEC_DEEP": "true",
            "CKPTSPEC_PATHS": f"{valid}\n{invalid}", "CKPTSPEC_REPORT": str(tmp_path / "findings.json"), "GITHUB_OUTPUT": str(outputs)}
     done = _run(["bash", str(source_tree / ACTION_SCRIPT)], tmp_path, env=env)
@@ -143,8 +143,8 @@ def test_the_pre_commit_hook_passes_a_valid_manifest_and_fails_an_invalid_one(so
     examples = source_tree / "spec/examples"
     shutil.copy(examples / "valid/manifest-weights-only/manifest.json", repo / "manifest.json")
     (repo / "bad").mkdir()
-    shutil.copy(examples / "invalid/schema-negative-size/manifest.json", repo / "bad/manifest.json")
-    shutil.copy(examples / "invalid/schema-negative-size/manifest.json", repo / "not-a-manifest.json")
+    shutil.copy(examples / "invalid/manifest/schema-negative-size/manifest.json", repo / "bad/manifest.json")
+    shutil.copy(examples / "invalid/manifest/schema-negative-size/manifest.json", repo / "not-a-manifest.json")
     (repo / "web").mkdir()  # a web app's manifest: a JSON file of that name that is no ckptspec document
     (repo / "web/manifest.json").write_text('{"name": "My App", "start_url": "/", "icons": []}')
     rev = _ok(["git", "rev-parse", "HEAD"], source_tree).strip()
@@ -160,7 +160,7 @@ def test_the_pre_commit_hook_passes_a_valid_manifest_and_fails_an_invalid_one(so
 
     bad = _run(run_hook + ["bad/manifest.json"], repo, env=env)
     assert bad.returncode == 1 and "Failed" in bad.stdout
-    code = json.loads((examples / "invalid/schema-negative-size/case.json").read_text())["codes"][0]
+    code = json.loads((examples / "invalid/manifest/schema-negative-size/case.json").read_text())["codes"][0]
     assert code in bad.stdout and "bad/manifest.json" in bad.stdout
     (hook_env,) = (tmp_path / "pre-commit-home").glob("repo*/py_env-*")
     assert "torch" not in _installed(hook_env / "bin")
