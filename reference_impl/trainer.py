@@ -8,7 +8,9 @@ RNG, data order).
 Every behaviour the spec constrains is one small method, and the collaborating classes are
 class attributes (``policy_class``, ``commit_class``, ``loader_class``, ``evaluator_class``), so
 that a single behaviour can be replaced by a subclass. Checkpoints are written, found and read
-by the public library :mod:`ckptspec.checkpointing`; the trainer is one client of it.
+by the library's front door, :class:`~ckptspec.checkpointing.Checkpointer`, built from those
+classes; the trainer is one client of it, restoring its small components itself from the
+checkpoint the front door checked and verified.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from torch.distributed.checkpoint.state_dict import (
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor, Shard
 
+from ckptspec.checkpointing.checkpointer import Checkpointer, Sharded
 from ckptspec.checkpointing.commit import CommitProtocol, GroupState, SaveRequest
 from ckptspec.checkpointing.distributed import DistContext, configure_determinism
 from ckptspec.checkpointing.fingerprint import fingerprint
@@ -128,12 +131,15 @@ class Trainer:
             self.fingerprint_values["init_from"] = source_record(config.init_from)
         best = BestPolicy(config.best_metric, config.best_mode, config.best_min_delta) if config.best_metric else None
         async_groups = {name: dist.new_group(backend="gloo") for name in ("model", "optimizer", "commit")} if config.async_save else None
-        self.policy = self.policy_class(Path(config.output_dir) / config.run_id, config.run_id, ctx, keep_last=config.keep_last, best=best)
-        self.commit = self.commit_class(self.policy, async_groups=async_groups, digest_algorithm=config.digest_algorithm)
-        self.loader = self.loader_class(ctx, self.fingerprint_values, elastic=config.elastic, verify=config.verify,
-                                        group_sizes={name: ledger.group_size for name, (_, ledger) in self.ledgers.items()})
+        self.checkpointer = Checkpointer(
+            Path(config.output_dir) / config.run_id, ctx, self.fingerprint_values, run_id=config.run_id, best=best,
+            keep_last=config.keep_last, elastic=config.elastic, verify=config.verify,
+            group_sizes={name: ledger.group_size for name, (_, ledger) in self.ledgers.items()},
+            digest_algorithm=config.digest_algorithm, async_groups=async_groups,
+            policy_class=self.policy_class, commit_class=self.commit_class, loader_class=self.loader_class,
+        )
+        self.policy, self.commit, self.loader = self.checkpointer.policy, self.checkpointer.commit, self.checkpointer.loader
         self.global_step = 0
-        self.resumed_from: Optional[ResumeRecord] = None
         self.last_eval: Optional[tuple[int, EvalResult]] = None
         self.cycle: Optional[AccumulationCycle] = None  # set between micro-batches of one optimizer step
         self.step_callback: Optional[Callable[[StepRecord], None]] = None  # called by fit() after each step
@@ -266,16 +272,16 @@ class Trainer:
         """*Collective.* Checkpoint the current step (asynchronously with ``async_save``: it is
         committed by the next save or by :meth:`finish_saves`). Returns the checkpoint directory."""
         self._ensure_boundary()
-        request = self.save_request()
-        if self.config.async_save:
-            self.commit.save_async(request)
-            return self.policy.checkpoint_path(self.global_step)
-        return self.commit.save(request)
+        return self.checkpointer.write(self.save_request(), async_save=self.config.async_save)
 
     def finish_saves(self) -> None:
         """*Collective.* Commit a pending asynchronous save, if any."""
-        if self.commit.save_in_progress:
-            self.commit.wait()
+        self.checkpointer.wait()
+
+    @property
+    def resumed_from(self) -> Optional[ResumeRecord]:
+        """The checkpoint this run resumed from, if any."""
+        return self.checkpointer.resumed_from
 
     def _ensure_boundary(self) -> None:
         """Refuse a save between the micro-batches of one optimizer step (RESUME-9)."""
@@ -319,29 +325,17 @@ class Trainer:
 
     def resume(self, checkpoint: Optional[str | os.PathLike[str]] = None) -> int:
         """*Collective.* Load ``checkpoint``, or the run's latest when None; with none at all stay
-        at step 0. Every check runs before any live state changes. Returns the step resumed at."""
-        self.policy.startup()
-        path = Path(checkpoint) if checkpoint is not None else self.policy.latest()
-        if path is None:
-            return self.global_step
-        plan = self.loader.plan(path, required=self.RESTORED_COMPONENTS)
-        self._load(plan)
-        self.resumed_from = ResumeRecord(
-            step=plan.manifest.step,
-            world_size=plan.manifest.topology.world_size,
-            elastic=bool(plan.rederived),
-            rederived=list(plan.rederived),
-        )
+        at step 0. Every check runs, and the model and optimizer are read and verified on every
+        rank, before any live state changes (:meth:`Checkpointer.resume`). Returns the step resumed at."""
+        sharded = {
+            "model": Sharded(lambda: get_model_state_dict(self.model), self._load_model),
+            "optimizer": Sharded(lambda: get_optimizer_state_dict(self.model, self.optimizer), self._load_optimizer),
+        }
+        self.checkpointer.resume(sharded, checkpoint, restore=self._restore, required=self.RESTORED_COMPONENTS)
         return self.global_step
 
-    def _load(self, plan: LoadPlan) -> None:
-        model, optimizer = get_model_state_dict(self.model), get_optimizer_state_dict(self.model, self.optimizer)
-        staged = [self.loader.read_sharded(plan, "model", model), self.loader.read_sharded(plan, "optimizer", optimizer)]
-        # every sharded payload was read and verified on every rank: live state changes from here on (RESUME-6)
-        for read in staged:
-            read.apply()
-        self._load_model(model)
-        self._load_optimizer(optimizer)
+    def _restore(self, plan: LoadPlan) -> None:
+        """Restore the small components from ``plan``, once the model and optimizer are loaded."""
         self._load_scheduler(plan)
         self._load_trainer_state(plan)
         self._load_data_position(plan)

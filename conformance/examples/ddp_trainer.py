@@ -12,17 +12,12 @@ from typing import Any, ClassVar, Optional, Sequence
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch.distributed.checkpoint.state_dict import (
-    get_model_state_dict,
-    get_optimizer_state_dict,
-    set_model_state_dict,
-    set_optimizer_state_dict,
-)
+from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from ckptspec.checkpointing import BestPolicy, CheckpointLoader, CommitProtocol, DistContext, RunPolicy, SaveRequest, fingerprint
+from ckptspec.checkpointing import BestPolicy, Checkpointer, DistContext, PerRank, Replicated, model_component, optimizer_component
 from ckptspec.conformance.adapter import Capability, RankContext, ScenarioConfig, StepRecord, TrainerAdapter
-from ckptspec.manifest import EvalResult, Progress, ResumeRecord
+from ckptspec.manifest import EvalResult, Progress
 
 DATASET_SIZE = 256
 
@@ -52,23 +47,30 @@ class DDPAdapter(TrainerAdapter):
         self.dataset_size = config.steps_per_epoch * config.global_batch_size if config.steps_per_epoch else DATASET_SIZE
         self._step = 0
         self.last_eval: Optional[tuple[int, EvalResult]] = None
-        self.resumed_from: Optional[ResumeRecord] = None
         dist_ctx = DistContext(ctx.rank, ctx.world_size, ctx.local_rank, torch.device(ctx.device))
         best = BestPolicy(config.best_metric, config.best_mode, config.best_min_delta) if config.best_metric else None
-        run_dir = Path(config.output_dir) / config.run_id
-        self.run = RunPolicy(run_dir, config.run_id, dist_ctx, keep_last=config.keep_last, best=best)
-        self.commits = CommitProtocol(self.run)
-        self.fingerprint = {
+        fingerprint = {  # the settings a resume must not change
             "accumulation_steps": config.accumulation_steps,
             "global_batch_size": config.global_batch_size,
             "dataset": {"seed": config.seed, "size": self.dataset_size},
             "model": "mlp-8-32-1",
         }
-        self.loader = CheckpointLoader(dist_ctx, self.fingerprint)
+        run_dir = Path(config.output_dir) / config.run_id
+        self.checkpointer = Checkpointer(run_dir, dist_ctx, fingerprint, best=best, keep_last=config.keep_last)
+        self.state = {  # what a checkpoint holds, and how each part is restored
+            "model": model_component(self.model),
+            "optimizer": optimizer_component(self.model, self.optimizer),
+            "lr_scheduler": Replicated(self.scheduler.state_dict, self.scheduler.load_state_dict),
+            "data_position": Replicated(lambda: {"samples_seen": self.samples_seen, "step": self._step}, self._set_position),
+            "rng": PerRank(lambda: {"cpu": torch.get_rng_state()}, lambda saved: torch.set_rng_state(saved["cpu"])),
+        }
 
     @property
     def step(self) -> int:
         return self._step
+
+    def _set_position(self, position: dict[str, int]) -> None:
+        self.samples_seen, self._step = position["samples_seen"], position["step"]
 
     def _order(self, epoch: int) -> list[int]:
         return torch.randperm(self.dataset_size, generator=torch.Generator().manual_seed(self.config.seed + epoch)).tolist()
@@ -122,38 +124,13 @@ class DDPAdapter(TrainerAdapter):
 
     def save(self) -> str:
         epoch, offset = divmod(self.samples_seen, self.dataset_size)
-        request = SaveRequest(
-            progress=Progress(global_step=self._step, epoch=epoch, batches_in_epoch=offset // self.config.global_batch_size,
-                              samples_in_epoch=offset, samples_seen=self.samples_seen,
-                              accumulation_steps=self.config.accumulation_steps),
-            config=fingerprint(self.fingerprint),
-            sharded={"model": ("model", get_model_state_dict(self.model)),
-                     "optimizer": ("optimizer", get_optimizer_state_dict(self.model, self.optimizer))},
-            replicated={"lr_scheduler": ("lr_scheduler", self.scheduler.state_dict()),
-                        "data_position": ("data_position", {"samples_seen": self.samples_seen, "step": self._step})},
-            per_rank={"rng": ("rng", {"cpu": torch.get_rng_state()})},
-            eval=self.last_eval[1] if self.last_eval and self.last_eval[0] == self._step else None,
-            resumed_from=self.resumed_from,
-        )
-        return str(self.commits.save(request))
+        progress = Progress(global_step=self._step, epoch=epoch, batches_in_epoch=offset // self.config.global_batch_size,
+                            samples_in_epoch=offset, samples_seen=self.samples_seen, accumulation_steps=self.config.accumulation_steps)
+        eval_result = self.last_eval[1] if self.last_eval and self.last_eval[0] == self._step else None
+        return str(self.checkpointer.save(self._step, self.state, progress=progress, eval=eval_result))
 
     def resume(self, checkpoint: Optional[str] = None) -> int:
-        self.run.startup()
-        path = Path(checkpoint) if checkpoint is not None else self.run.latest()
-        if path is None:
-            return self._step
-        plan = self.loader.plan(path)  # integrity, config drift and world size: before any change
-        model, optim = get_model_state_dict(self.model), get_optimizer_state_dict(self.model, self.optimizer)
-        staged = [self.loader.read_sharded(plan, "model", model), self.loader.read_sharded(plan, "optimizer", optim)]
-        for read in staged:  # every payload was read and verified on every rank: now change live state
-            read.apply()
-        set_model_state_dict(self.model, model)
-        set_optimizer_state_dict(self.model, self.optimizer, optim)
-        self.scheduler.load_state_dict(self.loader.load_json(plan, "lr_scheduler"))
-        position = self.loader.load_json(plan, "data_position")
-        self.samples_seen, self._step = position["samples_seen"], position["step"]
-        torch.set_rng_state(self.loader.load_per_rank(plan, "rng")["cpu"])
-        self.resumed_from = ResumeRecord(step=plan.manifest.step, world_size=plan.manifest.topology.world_size, elastic=False)
+        self.checkpointer.resume(self.state, checkpoint)  # every check, then every part read and verified, then applied
         return self._step
 
     def fit(self) -> list[StepRecord]:
@@ -177,4 +154,4 @@ class DDPAdapter(TrainerAdapter):
         }
 
     def close(self) -> None:
-        pass
+        self.checkpointer.close()

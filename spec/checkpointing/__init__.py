@@ -1,7 +1,12 @@
 """ckptspec's checkpoint library for PyTorch trainers (DDP, FSDP2): write, find and read
 conformant checkpoints. Needs torch; ``ckptspec validate`` never imports it.
 
-A trainer builds, on every rank of its process group:
+The front door is :class:`Checkpointer`: built on every rank from its :class:`DistContext`, run
+directory, fingerprinted settings and run policy, it saves a trainer's state, named once as
+components (:class:`Sharded` — :func:`model_component`, :func:`optimizer_component` —,
+:class:`Replicated`, :class:`PerRank`, :class:`Grouped`), resumes it (discovery, every pre-load
+check, every component read and verified before any is applied) and releases the run at
+:meth:`~Checkpointer.close`. It is built from these parts, public for trainers that need them:
 
 - a :class:`RunPolicy` for its run directory: the single-writer claim, discovery of committed
   checkpoints and ``latest``, best, retention, rewind and ``run.json``;
@@ -18,6 +23,16 @@ drift; :class:`DistContext` says where the rank runs. ``conformance/examples/ddp
 is a complete trainer written against this API only.
 """
 
+from ckptspec.checkpointing.checkpointer import (
+    Checkpointer,
+    Component,
+    Grouped,
+    PerRank,
+    Replicated,
+    Sharded,
+    model_component,
+    optimizer_component,
+)
 from ckptspec.checkpointing.commit import CommitProtocol, GroupState, SaveError, SaveRequest, per_group_file, per_rank_file
 from ckptspec.checkpointing.distributed import DistContext, init_distributed
 from ckptspec.checkpointing.fingerprint import differences, fingerprint
@@ -27,17 +42,25 @@ from ckptspec.checkpointing.run_policy import BestPolicy, CommittedWithWarning, 
 __all__ = [
     "BestPolicy",
     "CheckpointLoader",
+    "Checkpointer",
     "CommitProtocol",
     "CommittedWithWarning",
+    "Component",
     "DistContext",
     "GroupState",
+    "Grouped",
     "LoadPlan",
+    "PerRank",
+    "Replicated",
     "RunPolicy",
     "SaveError",
     "SaveRequest",
+    "Sharded",
     "differences",
     "fingerprint",
     "init_distributed",
+    "model_component",
+    "optimizer_component",
     "per_group_file",
     "per_rank_file",
 ]

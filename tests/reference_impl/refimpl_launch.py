@@ -21,12 +21,12 @@ def _launcher(nproc: int) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "--monitor-interval=0.1"]
 
 
-def _run(command: list[str]) -> subprocess.CompletedProcess[str]:
-    """Run a phase; once more if the launcher lost a race for its free port to another process
-    (the phase then never started, so repeating it is safe)."""
-    proc = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=240)
+def _run(command: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a phase (in ``cwd``); once more if the launcher lost a race for its free port to another
+    process (the phase then never started, so repeating it is safe)."""
+    proc = subprocess.run(command, env=ENV, cwd=cwd, capture_output=True, text=True, timeout=240)
     if proc.returncode != 0 and any(s in proc.stderr + proc.stdout for s in ("EADDRINUSE", "Address already in use")):
-        proc = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=240)
+        proc = subprocess.run(command, env=ENV, cwd=cwd, capture_output=True, text=True, timeout=240)
     return proc
 
 
@@ -39,6 +39,11 @@ def train(nproc: int, output_dir: Path, run_id: str, *args: str, expect: int | N
     ok = proc.returncode != 0 if expect is None else proc.returncode == expect
     assert ok, f"exit {proc.returncode}, expected {expect if expect is not None else 'non-zero'}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     return proc
+
+
+def program(nproc: int, script: Path) -> subprocess.CompletedProcess[str]:
+    """Run the Python program ``script`` on ``nproc`` ranks, in its own directory."""
+    return _run([*_launcher(nproc), str(script)], cwd=script.parent)
 
 
 def worker(nproc: int, out: Path, **scenarios: dict[str, Any]) -> list[dict[str, Any]]:
