@@ -92,7 +92,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_checkpoint.py
 	$(BIN)/python benchmarks/bench_conformance.py
 
-# Every benchmark, then README's figures table rewritten from what they printed (benchmarks/record.py).
+# Every benchmark, then the figures table of docs/benchmarks.md rewritten from what they printed (benchmarks/record.py).
 bench-record: $(STAMP)
 	$(BIN)/python benchmarks/record.py
 

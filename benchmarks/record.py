@@ -1,4 +1,4 @@
-"""Run every benchmark and rewrite README's figures table from what they printed.
+"""Run every benchmark and rewrite the figures table of docs/benchmarks.md from what they printed.
 
     .venv/bin/python benchmarks/record.py            # or: make bench-record
     .venv/bin/python benchmarks/record.py --tiers    # also time the test tiers (make test-fast, ...)
@@ -6,7 +6,7 @@
 Each benchmark prints, as its last line, ``RECORD {json}`` with its figures (ratios against a
 baseline measured in the same run). This script runs them one after another, notes the load
 average (``/proc/loadavg``, 1-minute) around each, and replaces the block between
-``<!-- BEGIN GENERATED: benchmarks -->`` and ``<!-- END GENERATED -->`` in README.md. With
+``<!-- BEGIN GENERATED: benchmarks -->`` and ``<!-- END GENERATED -->`` in docs/benchmarks.md. With
 ``--tiers`` it also times the test tiers with ``make`` (the core tier alone takes minutes);
 without it the tier rows keep their last recorded figures.
 """
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-README = ROOT / "README.md"
+PAGE = ROOT / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- BEGIN GENERATED: benchmarks -->", "<!-- END GENERATED -->"
 TIERS = {"test-fast": "≤ 60 s", "test-core": "≤ 300 s", "test-frameworks": "—", "test-catch": "—"}
 
@@ -56,7 +56,7 @@ def time_tier(target: str) -> tuple[float, str]:
 
 def previous_tier_rows() -> dict[str, str]:
     """The tier rows of the current table, by make target (kept when tiers are not re-timed)."""
-    text = README.read_text()
+    text = PAGE.read_text()
     block = text.split(BEGIN, 1)[1].split(END, 1)[0] if BEGIN in text else ""
     return {m.group(1): line for line in block.splitlines() if (m := re.search(r"`make (test-[a-z]+)`", line))}
 
@@ -96,13 +96,13 @@ def main() -> int:
         for target, bar in TIERS.items():
             seconds, load = time_tier(target)
             tiers[target] = f"| test tier `{target}` | `make {target}` | {seconds:.0f} s [{load}] | {bar} |"
-    text = README.read_text()
+    text = PAGE.read_text()
     if BEGIN not in text or END not in text.split(BEGIN, 1)[1]:
-        raise SystemExit(f"README.md lacks the {BEGIN} ... {END} block")
+        raise SystemExit(f"docs/benchmarks.md lacks the {BEGIN} ... {END} block")
     head, rest = text.split(BEGIN, 1)
     tail = rest.split(END, 1)[1]
-    README.write_text(f"{head}{BEGIN}\n{table(validate, checkpoint, conformance, validate_load, tiers)}\n{END}{tail}")
-    print(f"README.md: figures table rewritten ({'with' if args.tiers else 'without'} the test tiers)")
+    PAGE.write_text(f"{head}{BEGIN}\n{table(validate, checkpoint, conformance, validate_load, tiers)}\n{END}{tail}")
+    print(f"docs/benchmarks.md: figures table rewritten ({'with' if args.tiers else 'without'} the test tiers)")
     return 0
 
 
