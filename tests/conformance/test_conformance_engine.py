@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from ckptspec.conformance.adapter import ScenarioConfig
 from ckptspec.conformance.engine import run_phase
-from ckptspec.conformance.phase import Evaluate, Fault, FullState, PhaseSpec, Resume, Save, Train
+from ckptspec.conformance.gate import Gate
+from ckptspec.conformance.phase import Evaluate, Fault, FullState, Hold, PhaseSpec, Resume, Save, Train
 
 TOY = "toy_adapter:ToyAdapter"
 
@@ -97,3 +99,24 @@ def test_a_crash_on_the_second_node_comes_back_with_that_ranks_output(tmp_path: 
 def test_nodes_must_divide_the_world_size(tmp_path: Path, nodes: int) -> None:
     with pytest.raises(ValueError, match=f"world size 4 cannot run on {nodes} node"):
         PhaseSpec(TOY, _config(tmp_path), 4, (Train(1),), nodes=nodes)
+
+
+def test_a_held_phase_waits_at_the_gate_until_released(tmp_path: Path) -> None:
+    """Both sides of a Hold: rank 0 arrives, every rank waits until the test releases the gate,
+    then the phase goes on; a gate whose phase has ended can no longer be released."""
+    (tmp_path / "gate").mkdir()
+    gate = Gate(tmp_path / "gate")
+    spec = PhaseSpec(TOY, _config(tmp_path), 2, (Train(1), Hold(str(gate.directory)), Train(1)), timeout_s=120)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        phase = pool.submit(run_phase, spec, tmp_path / "phase")
+        gate.watch(phase)
+        try:
+            assert gate.reached(), phase.result().describe()
+            assert not phase.done()  # held: nothing returns before the release
+            assert gate.release()
+            result = phase.result()
+        finally:
+            gate.close()
+    assert not result.missing and not result.errors(), result.describe()
+    assert [result.results(2)[r].step for r in (0, 1)] == [2, 2]
+    assert not gate.release()  # no rank waits at the gate any more
