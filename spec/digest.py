@@ -7,9 +7,11 @@ Tensor digest, byte for byte::
             + shape as comma-separated decimal sizes (b"" for a scalar) + b"\\n"
             + the elements in row-major (C) order, each in little-endian byte order )
 
-JSON digest: ``sha256(b"ckptspec-json-v1\\n" + canonical JSON)``, where canonical JSON is UTF-8
-with keys sorted, separators ``,`` and ``:``, no insignificant whitespace, non-ASCII characters
-unescaped, and no NaN or infinities.
+JSON digest: ``sha256(b"ckptspec-json-v2\\n" + JCS)``, where JCS is the JSON Canonicalization
+Scheme of RFC 8785 (through the ``rfc8785`` package): every number written as the IEEE 754
+double it denotes, in ECMAScript's shortest form, keys sorted by UTF-16 code units. Manifests of
+spec 2.0 and 1.x carry the legacy form, ``sha256(b"ckptspec-json-v1\\n" + Python json)``
+(:func:`json_digest_v1`), which readers keep checking for them.
 
 State digest of a nested mapping: leaves are addressed by the ``/``-joined path of their keys
 (list items by position); each leaf gets its tensor digest (tensors) or JSON digest (anything
@@ -28,20 +30,56 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import rfc8785
+
 TENSOR_HEADER = b"ckptspec-tensor-v1\n"
-JSON_HEADER = b"ckptspec-json-v1\n"
+JSON_HEADER = b"ckptspec-json-v2\n"
+JSON_HEADER_V1 = b"ckptspec-json-v1\n"
+_SAFE_INTEGER = 2**53 - 1
+
+
+def _as_doubles(value: Any) -> Any:
+    """``value`` with every integer beyond +-(2^53 - 1) replaced by the double it denotes, as a JSON
+    number is in RFC 8785 (the ``rfc8785`` package refuses such integers instead of rounding them)."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        if -_SAFE_INTEGER <= value <= _SAFE_INTEGER:
+            return value
+        try:
+            return float(value)
+        except OverflowError:
+            raise ValueError(f"an integer of {len(str(abs(value)))} digits is not a finite double") from None
+    if isinstance(value, Mapping):
+        return {key: _as_doubles(v) for key, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_as_doubles(v) for v in value]
+    return value
 
 
 def canonical_json(value: Any) -> bytes:
-    """The canonical JSON encoding of ``value``; raises ``ValueError`` on NaN or infinity."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode(
-        "utf-8"
-    )
+    """The RFC 8785 (JCS) encoding of ``value``; raises ``ValueError`` on NaN, infinity, a
+    non-string key or a string that is not Unicode text (a lone surrogate)."""
+    try:
+        return bytes(rfc8785.dumps(_as_doubles(value)))
+    except (rfc8785.CanonicalizationError, UnicodeEncodeError) as exc:
+        raise ValueError(str(exc)) from None
 
 
 def json_digest(value: Any) -> str:
-    """The JSON digest of ``value`` as 64 hex digits."""
+    """The JSON digest of ``value`` as 64 hex digits: ``sha256("ckptspec-json-v2\\n" + JCS)``."""
     return hashlib.sha256(JSON_HEADER + canonical_json(value)).hexdigest()
+
+
+def canonical_json_v1(value: Any) -> bytes:
+    """The legacy canonical form of spec 2.0 and 1.x: Python's ``json`` with sorted keys and no
+    whitespace; raises ``ValueError`` on NaN or infinity."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+
+
+def json_digest_v1(value: Any) -> str:
+    """The legacy JSON digest of spec 2.0 and 1.x fingerprints: ``sha256("ckptspec-json-v1\\n" + canonical_json_v1)``."""
+    return hashlib.sha256(JSON_HEADER_V1 + canonical_json_v1(value)).hexdigest()
 
 
 def raw_tensor_digest(dtype: str, shape: Sequence[int], data: bytes | memoryview) -> str:

@@ -29,10 +29,10 @@ from ckptspec.types import (
     Timestamp,
 )
 
-SPEC_VERSION = "2.0"
+SPEC_VERSION = "2.1"
 """The spec version this package writes; it reads every major version in :data:`READABLE_VERSIONS`."""
 
-READABLE_VERSIONS: dict[int, int] = {1: 0, 2: 0}
+READABLE_VERSIONS: dict[int, int] = {1: 0, 2: 1}
 """Each major version this package reads, and the newest minor version of it that it knows."""
 
 ComponentKind = Literal[
@@ -100,7 +100,7 @@ class ConfigFingerprint(_Model):
     """The settings that must not change across a resume, and their canonical digest."""
 
     values: dict[str, JSONValue] = Field(description="Fingerprinted settings by name; must include `accumulation_steps`, `global_batch_size`, `dataset` and `model`.")
-    sha256: Sha256Hex = Field(description="`json_digest(values)` as defined in the digest section.")
+    sha256: Sha256Hex = Field(description="The JSON digest of `values` as defined in the digest section (spec 2.0 and 1.x: the legacy version 1 JSON digest).")
 
 
 class FileEntry(_Model):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterator
 
-from ckptspec.digest import json_digest
+from ckptspec.digest import json_digest, json_digest_v1
 from ckptspec.findings import Finding, finding, json_pointer
 from ckptspec.layout import LAYOUT
 from ckptspec.manifest import (
@@ -159,10 +159,20 @@ def fingerprint_has_required_keys(m: Manifest, path: str) -> Iterator[Finding]:
         yield finding("FINGERPRINT_KEYS", path, f"config fingerprint lacks {', '.join(missing)}", json_pointer("config", "values"))
 
 
+def uses_legacy_json_digest(spec_version: str) -> bool:
+    """Whether a document of ``spec_version`` (``MAJOR.MINOR``) carries the version 1 JSON digest:
+    spec 1.x and 2.0 did; 2.1 and later carry the RFC 8785 one (compared as digit strings, so a
+    version of any length is never converted)."""
+    major, _, minor = (part.lstrip("0") or "0" for part in spec_version.partition("."))
+    return major == "1" or (major == "2" and minor == "0")
+
+
 def fingerprint_digest_matches(m: Manifest, path: str) -> Iterator[Finding]:
-    """MANIFEST-9: the fingerprint's ``sha256`` is the JSON digest of its values."""
+    """MANIFEST-9: the fingerprint's ``sha256`` is the JSON digest of its values, in the canonical
+    form of the manifest's version."""
+    digest = json_digest_v1 if uses_legacy_json_digest(m.spec_version) else json_digest
     try:
-        expected = json_digest(m.config.values)
+        expected = digest(m.config.values)
     except ValueError as exc:  # NaN or infinity in a model built in Python
         yield finding("FINGERPRINT_DIGEST", path, f"config values have no canonical digest: {exc}", json_pointer("config", "values"))
         return

@@ -12,7 +12,7 @@ import pytest
 
 from ckptspec import docgen, schemas
 from ckptspec.cli import main
-from ckptspec.digest import canonical_json, json_digest, raw_tensor_digest
+from ckptspec.digest import canonical_json, canonical_json_v1, json_digest, json_digest_v1, raw_tensor_digest
 from ckptspec.file_digest import ALGORITHMS, algorithm_of, digest_bytes
 from ckptspec.jsonload import parse_document
 from ckptspec.rules import check_manifest_rules, check_run_index_rules
@@ -62,7 +62,7 @@ def _blocks() -> list[tuple[Path, str, str]]:
 
 def test_every_json_block_in_the_docs_names_what_it_is() -> None:
     blocks = _blocks()
-    kinds = {"manifest", "run-index", "digest-vectors", "file-digest-vectors"}
+    kinds = {"manifest", "run-index", "digest-vectors", "legacy-json-digest-vectors", "file-digest-vectors"}
     assert {m for _, m, _ in blocks} >= kinds
     assert all(marker in kinds for _, marker, _ in blocks), [(str(p), m) for p, m, _ in blocks]
 
@@ -97,3 +97,22 @@ def test_digest_test_vectors() -> None:
             assert json_digest(v["value"]) == v["sha256"]
         else:
             assert raw_tensor_digest(v["dtype"], v["shape"], bytes.fromhex(v["data_hex"])) == v["sha256"]
+
+
+def test_json_digest_vectors_cover_what_other_languages_get_wrong() -> None:
+    """Floats, integers beyond 2^53, escapes and non-ASCII keys (sorted by UTF-16 code units)."""
+    (vectors,) = [json.loads(body) for _, marker, body in _blocks() if marker == "digest-vectors"]
+    canonical = [v["canonical"] for v in vectors if v["kind"] == "json"]
+    assert "[1,2.5,1e+21,1e-7,0,5e-324,1.7976931348623157e+308]" in canonical
+    assert "[9007199254740991,9007199254740992,1152921504606847000]" in canonical
+    assert any("\\u0000" in c and "\\u001f" in c and "\u2028" in c for c in canonical)
+    assert any(c.index("\U0001F600") < c.index("\uFB01") for c in canonical if "\uFB01" in c)
+
+
+def test_version_1_json_digest_vectors() -> None:
+    (vectors,) = [json.loads(body) for _, marker, body in _blocks() if marker == "legacy-json-digest-vectors"]
+    assert len(vectors) >= 4
+    for v in vectors:
+        assert canonical_json_v1(v["value"]).decode() == v["canonical"]
+        assert json_digest_v1(v["value"]) == v["sha256"]
+        assert json_digest(v["value"]) != v["sha256"]  # the header alone tells the two forms apart

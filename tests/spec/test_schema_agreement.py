@@ -74,6 +74,8 @@ def test_pydantic_and_jsonschema_agree(case: Case) -> None:
         by_pydantic, by_schema = both_verdicts(path.name, value)
         assert by_pydantic == by_schema, f"{path}: pydantic {by_pydantic}, jsonschema {by_schema}"
         codes = case.spec["codes"]
+        if case.spec["verdict"] == "not_checked":  # detection or a newer minor's value: no schema verdict is pinned
+            continue
         if not codes or all(CODES[c].stage in ("rule", "files", "run") for c in codes):
             assert by_schema, f"{path}: a cross-field or valid case must be schema-valid"
         elif _structure_only(case) and path.name == Path(case.spec["path"]).name:
