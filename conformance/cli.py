@@ -8,7 +8,10 @@ could not run or a ``--requirement`` names no requirement the suite checks, 130 
 
 The first Ctrl-C stops the run after the test in progress (whose ranks the terminal's SIGINT
 reaches too): pytest's session is told to stop, the partial report is written, and the exit
-status is 130. Without ``--report`` the JSON report is kept in a temporary file whose path is
+status is 130. (torch's elastic launcher, which starts every phase's ranks, installs its own
+SIGINT handler unless its ``LaunchConfig.signals_to_handle`` leaves SIGINT out; where it is
+installed, Ctrl-C during a phase becomes a failed launch, and pytest's INTERRUPTED status is
+what remains to recognise it by.) Without ``--report`` the JSON report is kept in a temporary file whose path is
 printed, so the path is real after the command ends. ``--html PATH`` also writes the report as
 one self-contained HTML page (:mod:`ckptspec.html_report`).
 """
@@ -142,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
 
         Path(args.html).write_text(conformance_html(json.loads(Path(report).read_text())), encoding="utf-8")
         print(f"ckptspec conformance: HTML report written to {args.html}", file=sys.stderr)
-    if stopper.interrupted:
+    if stopper.interrupted or code == pytest.ExitCode.INTERRUPTED:
         kept = f"; partial report in {report}" if Path(report).is_file() else ""
         print(f"ckptspec conformance: interrupted{kept}", file=sys.stderr)
         return EXIT_INTERRUPTED
