@@ -23,6 +23,15 @@ every call of that rank that changes something under the root raises it. (A one-
 absorbed by fallbacks such as ``shutil.move``'s copy after a failed ``rename``, and the save then
 rightly succeeds; it would test nothing about COMMIT-4.)
 
+With a ``journal`` directory in the fault (on every rank, whatever the fault's kind), each
+completed mutation is also appended to ``<journal>/rank-<r>.jsonl`` as a :class:`JournalEntry`
+for :mod:`ckptspec.conformance.crash_states`: ``create`` (a file, directory or link that did not
+exist), ``write`` (a file opened for writing, ``trunc`` when its old content was discarded),
+``sync`` (an fsync; for a file, its size and SHA-256 then, its bytes stored once under
+``<journal>/blobs/<sha256>``), ``rename``, ``unlink`` and ``rmdir``. An entry is written after
+its call returned, so a call that failed, or was stopped by the fault, has none; a file moved in
+from outside the root is a ``create`` and a ``write`` of its destination.
+
 The interposition is adapter-agnostic and exact: with the same code and the same state, a save
 makes the same sequence of calls, so crash point *k* of a dry run is crash point *k* of a
 faulted run.
@@ -33,12 +42,17 @@ from __future__ import annotations
 import builtins
 import contextlib
 import errno
+import hashlib
 import io
+import json
 import os
+import stat
 import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Optional
 
 from ckptspec.conformance.phase import Fault, Mutation
@@ -52,12 +66,101 @@ OUTSIDE_ROOT = "<outside the output directory>"
 name there would make reports differ from run to run."""
 
 
+@dataclass(frozen=True)
+class JournalEntry:
+    """One completed file-system operation of a rank, for building power-loss states.
+
+    ``op`` is ``create`` (``kind``: ``file``, ``dir`` or ``link``), ``write`` (``trunc``: the old
+    content was discarded), ``sync`` (``kind`` ``file`` with its ``size`` and ``sha256`` at that
+    moment, or ``dir``), ``rename`` (to ``dst``), ``unlink`` or ``rmdir``. Paths are relative to
+    the root; ``time`` is ``time.monotonic()`` (one clock for the ranks of one machine) and
+    ``seq`` the rank's own order."""
+
+    time: float
+    rank: int
+    seq: int
+    op: str
+    path: str
+    dst: str = ""
+    kind: str = ""
+    trunc: bool = False
+    size: int = 0
+    sha256: str = ""
+
+
+BLOBS = "blobs"
+"""The subdirectory of a journal holding file contents seen at fsync, named by SHA-256."""
+
+
+def read_journal(directory: str | os.PathLike[str]) -> list[JournalEntry]:
+    """Every rank's entries in ``directory``, in time order (ties by rank, then order)."""
+    entries = []
+    for path in sorted(Path(directory).glob("rank-*.jsonl")):
+        for line in path.read_text().splitlines():
+            if line.strip():
+                entries.append(JournalEntry(**json.loads(line)))
+    return sorted(entries, key=lambda e: (e.time, e.rank, e.seq))
+
+
+class _Journal:
+    """Appends a rank's :class:`JournalEntry` lines; each line is one ``write`` to an
+    ``O_APPEND`` file, so a rank killed between calls leaves whole lines."""
+
+    def __init__(self, directory: str, rank: int) -> None:
+        self.rank = rank
+        self.blobs = os.path.join(directory, BLOBS)
+        os.makedirs(self.blobs, exist_ok=True)
+        self.fd = os.open(os.path.join(directory, f"rank-{rank}.jsonl"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self.seq = 0
+        self._open, self._replace, self._write = io.open, os.replace, os.write  # before they are patched
+
+    def add(self, op: str, path: str, at: Optional[float] = None, **fields: Any) -> None:
+        self.seq += 1
+        entry = JournalEntry(time.monotonic() if at is None else at, self.rank, self.seq, op, path, **fields)
+        self._write(self.fd, (json.dumps(asdict(entry)) + "\n").encode())
+
+    def sync(self, rel: str, real_path: str, started: float) -> None:
+        """Record an fsync of ``real_path``: a directory, or a file with its bytes stored. Its
+        time is when it ``started``: it persists only what was done before that."""
+        if stat.S_ISDIR(os.stat(real_path).st_mode):
+            self.add("sync", rel, at=started, kind="dir")
+            return
+        with self._open(real_path, "rb") as f:
+            data = f.read()
+        sha = hashlib.sha256(data).hexdigest()
+        blob = os.path.join(self.blobs, sha)
+        if not os.path.exists(blob):
+            tmp = f"{blob}.{os.getpid()}.tmp"
+            with self._open(tmp, "wb") as f:
+                f.write(data)
+            self._replace(tmp, blob)
+        self.add("sync", rel, at=started, kind="file", size=len(data), sha256=sha)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
 class _Counter:
     def __init__(self, root: str, fault: Optional[Fault], rank: int, on_kill: Callable[[str], None]) -> None:
         self.root = os.path.realpath(root)
         self.fault = fault if fault is not None and fault.rank == rank and fault.kind != "count" else None
         self.on_kill = on_kill
         self.log: list[Mutation] = []
+        self.journal = _Journal(fault.journal, rank) if fault is not None and fault.journal else None
+
+    def record(self, op: str, path: Any, dst: Any = None, **fields: Any) -> None:
+        """Journal a completed operation (when journaling); a move from outside the root is the
+        creation and writing of its destination, a move out of it an unlink of its source."""
+        if self.journal is None:
+            return
+        rel, rel_dst = self.entry(path), self.entry(dst) if dst is not None else ""
+        if op == "rename" and rel == OUTSIDE_ROOT:
+            self.journal.add("create", rel_dst, kind="file")
+            self.journal.add("write", rel_dst, trunc=True)
+        elif op == "rename" and rel_dst == OUTSIDE_ROOT:
+            self.journal.add("unlink", rel)
+        else:
+            self.journal.add(op, rel, dst=rel_dst, **fields)
 
     def under_root(self, path: Any) -> bool:
         if isinstance(path, int):
@@ -85,6 +188,19 @@ class _Counter:
             self.on_kill(f"SIGKILL before {where}: {entry}")
             os.kill(os.getpid(), signal.SIGKILL)
         raise OSError(errno.EIO, f"ckptspec fault injection: EIO at {where} ({entry})")
+
+    def entry(self, path: Any) -> str:
+        """Like :meth:`rel`, but a link names itself, not what it points at."""
+        if isinstance(path, int):
+            return self.rel(path)
+        try:
+            text = os.path.abspath(os.fsdecode(path))
+        except (TypeError, ValueError):
+            return repr(path)
+        parent = os.path.realpath(os.path.dirname(text))
+        if parent != self.root and not parent.startswith(self.root + os.sep):
+            return OUTSIDE_ROOT
+        return os.path.relpath(os.path.join(parent, os.path.basename(text)), self.root)
 
     def rel(self, path: Any) -> str:
         """``path`` relative to the root, for reports."""
@@ -118,17 +234,25 @@ def interpose(root: str, fault: Optional[Fault], rank: int, on_kill: Callable[[s
     real_open = io.open
 
     def open_(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
-        if isinstance(mode, str) and any(c in mode for c in "wax+") and counter.under_root(_parent_or_self(file)):
-            counter.mutation("open", file)
-        return real_open(file, mode, *args, **kwargs)
+        if not (isinstance(mode, str) and any(c in mode for c in "wax+") and counter.under_root(_parent_or_self(file))):
+            return real_open(file, mode, *args, **kwargs)
+        counter.mutation("open", file)
+        new = not _exists(file)
+        f = real_open(file, mode, *args, **kwargs)
+        _record_write(counter, file, new, trunc=new or "w" in mode)
+        return f
 
     real_os_open = os.open
 
     def os_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
         full = _resolve(path, kwargs.get("dir_fd"))
-        if flags & _WRITE_FLAGS and counter.under_root(_parent_or_self(full)):
-            counter.mutation("os.open", full)
-        return real_os_open(path, flags, *args, **kwargs)
+        if not (flags & _WRITE_FLAGS and counter.under_root(_parent_or_self(full))):
+            return real_os_open(path, flags, *args, **kwargs)
+        counter.mutation("os.open", full)
+        new = not _exists(full)
+        fd = real_os_open(path, flags, *args, **kwargs)
+        _record_write(counter, full, new, trunc=new or bool(flags & os.O_TRUNC))
+        return fd
 
     def path_call(name: str) -> Callable[..., Any]:
         real = getattr(os, name)
@@ -143,9 +267,12 @@ def interpose(root: str, fault: Optional[Fault], rank: int, on_kill: Callable[[s
             # mutation under the root too.
             inside = target is not None and counter.under_root(_parent_or_self(target))
             moved_in = name != "symlink" and dst is not None and counter.under_root(_parent_or_self(dst))
-            if inside or moved_in:
-                counter.mutation(name, target, dst, _changes(name, target))
-            return real(*args, **kwargs)
+            if not (inside or moved_in):
+                return real(*args, **kwargs)
+            counter.mutation(name, target, dst, _changes(name, target))
+            result = real(*args, **kwargs)
+            _record_path_call(counter, name, target, dst)
+            return result
 
         return wrapper
 
@@ -154,18 +281,30 @@ def interpose(root: str, fault: Optional[Fault], rank: int, on_kill: Callable[[s
 
         def wrapper(fd: Any, *args: Any) -> Any:
             fileno = fd if isinstance(fd, int) else fd.fileno()
-            if counter.under_root(fileno):
-                counter.mutation(name, fileno)
-            return real(fd, *args)
+            if not counter.under_root(fileno):
+                return real(fd, *args)
+            counter.mutation(name, fileno)
+            started = time.monotonic()
+            result = real(fd, *args)
+            if counter.journal is not None:
+                if name == "ftruncate":
+                    counter.record("write", fileno, trunc=bool(args) and args[0] == 0)
+                else:
+                    counter.journal.sync(counter.rel(fileno), os.readlink(f"/proc/self/fd/{fileno}"), started)
+            return result
 
         return wrapper
 
     def native_writer(op: str, real: Callable[..., Any], path_arg: int) -> Callable[..., Any]:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             path = args[path_arg] if len(args) > path_arg else None
-            if isinstance(path, (str, os.PathLike)) and counter.under_root(_parent_or_self(path)):
-                counter.mutation(op, path)
-            return real(*args, **kwargs)
+            if not (isinstance(path, (str, os.PathLike)) and counter.under_root(_parent_or_self(path))):
+                return real(*args, **kwargs)
+            counter.mutation(op, path)
+            new = not _exists(path)
+            result = real(*args, **kwargs)
+            _record_write(counter, path, new, trunc=True)
+            return result
 
         return wrapper
 
@@ -187,6 +326,42 @@ def interpose(root: str, fault: Optional[Fault], rank: int, on_kill: Callable[[s
     finally:
         for owner, name, original in reversed(saved):
             setattr(owner, name, original)
+        if counter.journal is not None:
+            counter.journal.close()
+
+
+def _exists(path: Any) -> bool:
+    if isinstance(path, int):  # an open descriptor
+        return True
+    try:
+        return os.path.lexists(os.fsdecode(path))
+    except (TypeError, ValueError):
+        return False
+
+
+def _record_write(counter: _Counter, path: Any, new: bool, trunc: bool) -> None:
+    """Journal an open for writing: the creation of ``path`` when ``new``, then its write."""
+    if new:
+        counter.record("create", path, kind="file")
+    counter.record("write", path, trunc=trunc)
+
+
+def _record_path_call(counter: _Counter, name: str, target: Any, dst: Any) -> None:
+    """Journal a completed path call (``target`` is the link for a symlink)."""
+    if name in ("rename", "replace"):
+        counter.record("rename", target, dst)
+    elif name in ("unlink", "remove"):
+        counter.record("unlink", target)
+    elif name == "rmdir":
+        counter.record("rmdir", target)
+    elif name == "mkdir":
+        counter.record("create", target, kind="dir")
+    elif name == "symlink":
+        counter.record("create", target, kind="link")
+    elif name == "link":
+        _record_write(counter, dst, True, True)
+    elif name == "truncate":
+        counter.record("write", target, trunc=True)
 
 
 def _changes(name: str, target: Any) -> bool:

@@ -25,11 +25,17 @@ class Fault:
     - ``count``: inject nothing, only record the mutations (the dry run);
     - ``kill``: SIGKILL the rank just before mutation ``at`` executes;
     - ``oserror``: make mutation ``at`` raise ``OSError(EIO)`` instead of executing.
+
+    ``journal``, when set, is a directory outside the run where every rank appends the
+    operations it completed, with the content of each file at each of its fsyncs
+    (:mod:`ckptspec.conformance.faults`); :mod:`ckptspec.conformance.crash_states` builds the
+    states a power loss may leave from it.
     """
 
     kind: Literal["count", "kill", "oserror"]
     rank: int = 0
     at: int = 0
+    journal: str = ""
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ class ConformanceClass(str, Enum):
     WRITER = "writer"
 
 
-_RESUME_CLASS = frozenset({"COMMIT-2", "COMMIT-4", "RUN-4", "RUN-5", "RUN-9", "DIGEST-1"})
+_RESUME_CLASS = frozenset({"COMMIT-2", "COMMIT-4", "COMMIT-5", "RUN-4", "RUN-5", "RUN-9", "DIGEST-1"})
 _RESUME_SECTIONS = ("RESUME-", "EVAL-")
 
 
@@ -203,6 +203,14 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     _r("COMMIT-4", "MUST", C, "One rank fails, all fail",
        "A save that fails on any rank MUST fail on every rank, with no rank left blocked in a "
        "collective, and MUST NOT commit.", "conformance"),
+    _r("COMMIT-5", "MUST", C, "Durable across power loss",
+       "A save MUST survive a power loss once it has returned, and a power loss at any point of "
+       "a save MUST leave the newest durably committed checkpoint and everything committed "
+       "before it intact: a writer MUST fsync each file's data before the commit marker that "
+       "names it, fsync the parent directory after every create, rename or unlink the commit "
+       "depends on, before the save returns, and MUST NOT rewrite a committed file or a pointer "
+       "file (run index, `latest`, best) in place. The crash model is that of `docs/spec/commit.md`.",
+       "conformance"),
     # --- run directory ------------------------------------------------------------------
     _r("RUN-1", "MUST", R, "Run index schema",
        "A run directory MUST contain `run.json` valid against the run-index schema, whose "
