@@ -84,3 +84,16 @@ def test_export_refuses_an_existing_target_and_a_corrupt_source(source: Path, tm
     captured = capsys.readouterr()
     assert "not a conformant checkpoint" in captured.err and "model/" in captured.out
     assert not (tmp_path / "from-broken").exists()
+
+
+def test_diff_of_an_export_against_its_source_compares_the_weights(source: Path, tmp_path: Path) -> None:
+    out = tmp_path / "export"
+    assert main(["export", str(source), str(out)]) == 0
+    done = subprocess.run([sys.executable, "-m", "ckptspec", "diff", "--format", "json", str(source), str(out)],
+                          env=ENV, capture_output=True, text=True, timeout=300)
+    document = json.loads(done.stdout)
+    assert done.returncode == 0 and document["verdict"] == "identical" and document["compared"] == "model", done.stderr
+    assert set(document["ignored"]) == set(not_model(source)) | {"model_index"}
+    # not vacuous: a run that did not start from the source has other weights, and diff says which
+    fresh = _train(tmp_path / "runs", "fresh", "--steps", "1", "--lr", "0")
+    assert main(["diff", str(fresh), str(out)]) == 1
