@@ -43,6 +43,7 @@ class Verdict:
     replay: Optional[str] = None
     failed_before: set[str] = field(default_factory=set)
     first_failure: str = ""
+    failures: dict[str, str] = field(default_factory=dict)  # requirement -> its first failure, across examples
     native: bool = False  # the adapter declares checkpoint_format "native": writer requirements do not apply
 
     def __post_init__(self) -> None:
@@ -87,8 +88,9 @@ class Verdict:
         self.outcomes[requirement] = worst([self.outcomes[requirement], outcome]) if requirement in self.outcomes else outcome
         if message:
             self.messages.setdefault(requirement, []).append(message)
-        if outcome == "fail" and not self.first_failure:  # later re-executions must not hide it
-            self.first_failure = f"{requirement}: {message}" + (f"\nreplay: {self.replay}" if self.replay else "")
+        if outcome == "fail" and requirement not in self.failures:  # later re-executions must not hide it
+            self.failures[requirement] = f"{requirement}: {message}" + (f"\nreplay: {self.replay}" if self.replay else "")
+            self.first_failure = self.first_failure or self.failures[requirement]
 
     def check(self, requirement: str, ok: bool, message: str) -> bool:
         """Record one comparison for ``requirement``; ``message`` says what failed. Returns ``ok``."""

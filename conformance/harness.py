@@ -39,6 +39,13 @@ class HarnessError(Exception):
     """The suite itself could not run a scenario (reported as *error*, never as a trainer failure)."""
 
 
+class TrainerCrashed(AssertionError):
+    """A rank died by a signal the suite did not send (SIGABRT, SIGSEGV, ...), and again when the
+    phase was rerun from the same state: the trainer crashed. It fails the requirements of the
+    test that ran the phase; its message holds the signal and the rank's last output (with the
+    Python stack faulthandler wrote)."""
+
+
 class Harness:
     """The adapter under test plus everything needed to run phases against it."""
 
@@ -101,8 +108,12 @@ class Harness:
         nodes: int = 1,
     ) -> PhaseResult:
         """Run one phase on ``nodes`` nodes; raise :class:`HarnessError` if the launcher or the
-        harness broke, or a rank died by a signal the suite did not send (a crash is never judged
-        as the trainer's conformance failure).
+        harness broke.
+
+        A rank that died by a signal the suite did not send is attributed by a rerun: the run's
+        ``output_dir`` is copied before the phase and put back, and the phase runs once more. If
+        a rank crashes again, :class:`TrainerCrashed` (a failure of the requirements under
+        test); if not, :class:`HarnessError` (a flaky environment, never a verdict on the trainer).
 
         The phase is given the profile's ``eval_phase_timeout_s`` when every action is an
         :class:`Evaluate`, else ``phase_timeout_s``."""
@@ -116,8 +127,28 @@ class Harness:
             else self.profile.phase_timeout_s,
             nodes=nodes,
         )
+        before = self._snapshot(config)
+        try:
+            result = self._run(spec, config)
+            if result.crashed and not result.harness_error:
+                self._restore(config, before)
+                again = self._run(spec, config)
+                if again.crashed:
+                    raise TrainerCrashed(f"the trainer crashed (reproduced by a rerun from the same state):\n{again.describe()}")
+                raise HarnessError("flaky environment: a rank died by a signal the suite did not send, and the rerun "
+                                   f"from the same state did not:\n{result.describe()}")
+        finally:
+            if before is not None:
+                shutil.rmtree(before, ignore_errors=True)
+        harness_failures = [e for _, _, e in result.errors() if e.harness]
+        if result.harness_error or harness_failures:
+            raise HarnessError(result.describe() + "".join(f"\n{e.traceback}" for e in harness_failures))
+        return result
+
+    def _run(self, spec: PhaseSpec, config: ScenarioConfig) -> PhaseResult:
         self._phase_count += 1
         phase_dir = Path(config.output_dir).parent / "phases" / f"{self._phase_count:03d}"
+        world_size = spec.world_size
         started = progress.phase_started(world_size, spec.actions)
         try:
             result = run_phase(spec, phase_dir)
@@ -128,10 +159,23 @@ class Harness:
         with open(self.shared_root / "phases.log", "a") as log:
             names = ",".join(type(a).__name__ for a in spec.actions)
             log.write(f"{result.seconds:7.2f}s ws={world_size} {names} missing={list(result.missing)}\n")
-        harness_failures = [e for _, _, e in result.errors() if e.harness]
-        if result.harness_error or harness_failures or result.crashed:
-            raise HarnessError(result.describe() + "".join(f"\n{e.traceback}" for e in harness_failures))
         return result
+
+    def _snapshot(self, config: ScenarioConfig) -> Optional[Path]:
+        """A copy of ``config.output_dir`` (symlinks kept), for rerunning a phase that crashed; None if it does not exist."""
+        source = Path(config.output_dir)
+        if not source.exists():
+            return None
+        target = source.parent / f"before-phase-{uuid.uuid4().hex[:8]}"
+        shutil.copytree(source, target, symlinks=True)
+        return target
+
+    @staticmethod
+    def _restore(config: ScenarioConfig, snapshot: Optional[Path]) -> None:
+        """Put ``config.output_dir`` back as :meth:`_snapshot` copied it."""
+        shutil.rmtree(config.output_dir, ignore_errors=True)
+        if snapshot is not None:
+            shutil.copytree(snapshot, config.output_dir, symlinks=True)
 
     def phase_in_background(
         self, config: ScenarioConfig, world_size: int, actions: Sequence[Action], *, may_fail: Iterable[int] = ()
@@ -147,8 +191,8 @@ class Harness:
     def memo(self, name: str, key: Any, compute: Callable[[Path], T]) -> T:
         """``compute(fresh_dir)`` once per (adapter, ``name``, ``key``) across all xdist workers.
 
-        The value is pickled; a :class:`HarnessError` is cached too and re-raised, so that one
-        broken set-up does not cost every test that shares it another launch.
+        The value is pickled; a :class:`HarnessError` or :class:`TrainerCrashed` is cached too and
+        re-raised, so that one broken set-up does not cost every test that shares it another launch.
         """
         digest = hashlib.sha256(json.dumps([self.adapter, name, _jsonable(key)], sort_keys=True).encode()).hexdigest()[:16]
         entry = self.shared_root / "memo" / f"{name}-{digest}"
@@ -162,11 +206,11 @@ class Harness:
                 work.mkdir()
                 try:
                     value: Any = compute(work)
-                except HarnessError as exc:
+                except (HarnessError, TrainerCrashed) as exc:
                     value = exc
                 value_file.write_bytes(pickle.dumps(value))
             value = pickle.loads(value_file.read_bytes())
-        if isinstance(value, HarnessError):
+        if isinstance(value, (HarnessError, TrainerCrashed)):
             raise value
         return value
 

@@ -214,6 +214,7 @@ class ConformancePlugin:
                     "outcomes": verdict.final_outcomes() if verdict is not None else {},
                     "replay": verdict.replay if verdict is not None else None,
                     "first_failure": verdict.first_failure if verdict is not None else "",
+                    "failures": dict(verdict.failures) if verdict is not None else {},
                     "harness_error": harness_error and call.when == "call",
                 })
             )
@@ -245,6 +246,7 @@ class ConformancePlugin:
             requirements=requirement_outcomes(pytest_outcome, props[_REQS_KEY], info["outcomes"], info["harness_error"]),
             message=message,
             replay=info["replay"],
+            messages=info.get("failures", {}),
         )
         self.records.append(recorded)
         self._stop_if_selected_requirement_failed(recorded)

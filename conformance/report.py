@@ -45,6 +45,7 @@ class RecordedTest:
     requirements: dict[str, str]  # requirement ID -> outcome in this test
     message: str = ""
     replay: Optional[str] = None
+    messages: dict[str, str] = field(default_factory=dict)  # requirement ID -> its own first failure message
 
 
 @dataclass
@@ -81,12 +82,16 @@ def requirement_outcomes(
     if pytest_outcome == "xfailed":
         return {r: "xfail" if verdict.get(r, "fail") == "fail" else verdict[r] for r in reqs}
     if pytest_outcome == "failed" and not any(v == "fail" for v in verdict.values()):
-        return {r: "fail" for r in reqs}
+        # e.g. the trainer crashed (reproduced by a rerun) before any check: every requirement
+        # under test fails, except those that do not apply to the adapter's format
+        return {r: NOT_APPLICABLE if verdict.get(r) == NOT_APPLICABLE else "fail" for r in reqs}
     return {r: verdict.get(r, "not-run") for r in reqs}
 
 
 def build_rows(records: Iterable[RecordedTest], messages_per_requirement: int = 3) -> list[RequirementRow]:
-    """One row per requirement of the spec, in registry order."""
+    """One row per requirement of the spec, in registry order. A row's messages are each failing
+    test's message for that requirement (another requirement of the same test that failed first
+    never stands in for it); the test's message when it recorded none of its own."""
     records = list(records)
     rows = []
     for req in REQUIREMENTS:
@@ -101,7 +106,7 @@ def build_rows(records: Iterable[RecordedTest], messages_per_requirement: int = 
                 verified_by=list(req.verified_by),
                 outcome=outcome,
                 tests=[t.nodeid for t in named],
-                messages=[f"{t.nodeid}: {t.message}" for t in bad][:messages_per_requirement],
+                messages=[f"{t.nodeid}: {t.messages.get(req.id, t.message)}" for t in bad][:messages_per_requirement],
                 replay=[t.replay for t in bad if t.replay],
             )
         )

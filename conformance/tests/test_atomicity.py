@@ -141,6 +141,9 @@ def test_crash_during_save(harness: Harness, verdict: Verdict, scenario: Atomici
         if rank not in crash.missing:
             continue  # this run's save took another path (e.g. a differently ordered fsync); nothing to judge
         landed += 1
+        # The fault fires at the first call at or after point k that changes something: name that one.
+        fired = crash.progress.get(rank, "")
+        where = f"SIGKILL of rank {rank} {fired.removeprefix('SIGKILL ')}" if fired.startswith("SIGKILL") else where
         verdict.check("COMMIT-2", _tree(old) == old_tree, f"after {where} the earlier checkpoint {old.name} changed")
         if verdict.applies("COMMIT-3"):  # ckptspec's format: validate its committed checkpoints and run.json
             committed = committed_steps(run_dir)
@@ -216,9 +219,13 @@ def test_failed_save_fails_everywhere(harness: Harness, verdict: Verdict) -> Non
     for k in sorted({max(1, count // 2), max(1, count)}):
         config = harness.fork(saved.config)
         result = harness.phase(config, WORLD_SIZE, [Resume(None), Train(1), Save(Fault("oserror", rank, k))], may_fail={2})
-        what = f"EIO on rank {rank} at mutation {k} ({logs[rank][k - 1] if logs.get(rank) else '?'})"
-        verdict.check("COMMIT-4", not result.timed_out, f"after {what} ranks were left blocked:\n{result.describe()}")
         outcome = result.results(2)
+        failed = outcome.get(rank)
+        fired = failed.error.message if failed is not None and failed.error is not None else ""
+        # where the EIO really fired (at or after point k: a no-op never fails), as the fault layer said
+        what = (f"the {fired[fired.index('EIO at'):]} on rank {rank}" if "ckptspec fault injection: EIO at" in fired
+                else f"EIO on rank {rank} at mutation {k} ({logs[rank][k - 1] if logs.get(rank) else '?'})")
+        verdict.check("COMMIT-4", not result.timed_out, f"after {what} ranks were left blocked:\n{result.describe()}")
         succeeded = sorted(r for r, res in outcome.items() if res.ok)
         verdict.check("COMMIT-4", not succeeded, f"after {what} the save returned normally on ranks {succeeded}")
         verdict.check("COMMIT-4", 2 not in harness.checkpoints(config), f"after {what} step 2 was committed anyway")

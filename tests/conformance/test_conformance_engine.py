@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -57,19 +58,49 @@ def test_kill_fault_stops_the_rank_at_its_crash_point(tmp_path: Path) -> None:
     assert not (tmp_path / "out" / "run" / "step-000000001").exists()
 
 
-def test_a_rank_dying_by_a_signal_is_a_harness_error_with_its_output(tmp_path: Path) -> None:
-    from ckptspec.conformance.harness import Harness, HarnessError
-    from ckptspec.conformance.options import PROFILES
-
+def test_a_rank_dying_by_a_signal_comes_back_with_its_output(tmp_path: Path) -> None:
     config = _config(tmp_path, abort_in="train", abort_rank=1)
     result = run_phase(PhaseSpec(TOY, config, 2, (Train(1),), timeout_s=30), tmp_path / "phase")
     assert 1 in result.missing and list(result.crashed) == [1]
     assert "died by SIGABRT" in result.crashed[1] and "toy rank 1 aborts in train" in result.crashed[1]
     assert "most recent call first" in result.crashed[1]  # faulthandler: the dying rank's Python stack
+
+
+def _harness(tmp_path: Path) -> Any:
+    from ckptspec.conformance.harness import Harness
+    from ckptspec.conformance.options import PROFILES
+
     (tmp_path / "shared").mkdir()
-    harness = Harness(TOY, PROFILES["quick"], tmp_path / "shared", tmp_path / "private")
-    with pytest.raises(HarnessError, match="SIGABRT"):
-        harness.phase(config, 2, [Train(1)])
+    return Harness(TOY, PROFILES["quick"], tmp_path / "shared", tmp_path / "private")
+
+
+def test_a_crash_that_reproduces_is_the_trainers_failure(tmp_path: Path) -> None:
+    from ckptspec.conformance.harness import TrainerCrashed
+
+    with pytest.raises(TrainerCrashed, match="(?s)the trainer crashed.*SIGABRT.*toy rank 1 aborts in train"):
+        _harness(tmp_path).phase(_config(tmp_path, abort_in="train", abort_rank=1), 2, [Train(1)])
+
+
+def test_a_crash_that_does_not_reproduce_is_a_flaky_environment(tmp_path: Path) -> None:
+    from ckptspec.conformance.harness import HarnessError
+
+    h = _harness(tmp_path)
+    h.phase(_config(tmp_path), 2, [Train(1), Save()])  # step 1, committed before the phase that crashes once
+    config = _config(tmp_path, abort_in="save", abort_rank=1, abort_once=str(tmp_path / "aborted-once"))
+    with pytest.raises(HarnessError, match="flaky environment"):
+        h.phase(config, 2, [Resume(None), Train(1), Save()])
+    # the rerun started from the state before the first attempt, and completed
+    assert sorted(p.name for p in (tmp_path / "out" / "run").iterdir()) == ["step-000000001", "step-000000002"]
+
+
+def test_mismatched_collectives_are_not_a_harness_error(tmp_path: Path) -> None:
+    from ckptspec.conformance.harness import TrainerCrashed
+
+    try:
+        result = _harness(tmp_path).phase(_config(tmp_path, mismatch_in="train"), 2, [Train(1)])
+    except TrainerCrashed:
+        return
+    assert result.errors() or result.missing, result.describe()
 
 
 def test_an_injected_kill_is_not_a_crash(tmp_path: Path) -> None:

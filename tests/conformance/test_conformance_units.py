@@ -111,6 +111,25 @@ def test_verdict_keeps_the_first_failing_example() -> None:
     assert v.final_outcomes() == {"A": "fail"}
 
 
+def test_each_requirement_row_shows_its_own_failure_message() -> None:
+    v = Verdict(requirements=("RESUME-1", "RESUME-8"))
+    v.begin("replay-1")
+    v.check("RESUME-1", False, "rng differs")
+    v.check("RESUME-8", False, "scheduler differs")
+    assert v.failures == {"RESUME-1": "RESUME-1: rng differs\nreplay: replay-1",
+                          "RESUME-8": "RESUME-8: scheduler differs\nreplay: replay-1"}
+    record = RecordedTest("t1", "failed", 1.0, {"RESUME-1": "fail", "RESUME-8": "fail"}, v.first_failure, "replay-1",
+                          messages=v.failures)
+    rows = {r.id: r for r in build_rows([record])}
+    assert rows["RESUME-8"].messages == ["t1: RESUME-8: scheduler differs\nreplay: replay-1"]
+    assert rows["RESUME-1"].messages == ["t1: RESUME-1: rng differs\nreplay: replay-1"]
+
+
+def test_a_crash_before_any_check_fails_the_requirements_that_apply() -> None:
+    outcomes = requirement_outcomes("failed", ["COMMIT-2", "COMMIT-3"], {"COMMIT-3": "n/a"}, False)
+    assert outcomes == {"COMMIT-2": "fail", "COMMIT-3": "n/a"}
+
+
 def test_rows_cover_every_requirement_and_exit_status() -> None:
     records = [RecordedTest("t1", "failed", 1.0, {"RESUME-1": "fail", "RESUME-8": "pass"}, "boom", "replay"),
                RecordedTest("t2", "passed", 1.0, {"RESUME-8": "pass", "EVAL-1": "error"})]

@@ -3,7 +3,9 @@
 Replicated linear model, gradients all-reduced by hand, checkpoints as ``torch.save`` files.
 ``config.extra`` switches on misbehaviour: ``hang_eval_rank`` (that rank never returns from
 evaluate), ``raise_in`` (an action name that raises ValueError on every rank), ``abort_in`` with
-``abort_rank`` (that rank calls ``os.abort()`` in that action, as a heap corruption would).
+``abort_rank`` (that rank calls ``os.abort()`` in that action, as a heap corruption would;
+with ``abort_once``, a path outside the run, only the first time: a flaky environment),
+``mismatch_in`` (an action name in which the ranks all-reduce tensors of different sizes).
 """
 
 from __future__ import annotations
@@ -38,8 +40,14 @@ class ToyAdapter(TrainerAdapter):
         if self.config.extra.get("raise_in") == name:
             raise ValueError(f"toy failure in {name}")
         if self.config.extra.get("abort_in") == name and self.ctx.rank == self.config.extra.get("abort_rank"):
-            print(f"toy rank {self.ctx.rank} aborts in {name}", flush=True)
-            os.abort()
+            once = self.config.extra.get("abort_once")
+            if once is None or not os.path.exists(once):
+                if once is not None:
+                    open(once, "w").close()
+                print(f"toy rank {self.ctx.rank} aborts in {name}", flush=True)
+                os.abort()
+        if self.config.extra.get("mismatch_in") == name:
+            dist.all_reduce(torch.zeros(2 + self.ctx.rank))
 
     def _sample(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         g = torch.Generator().manual_seed(self.config.seed * 1000 + i)
