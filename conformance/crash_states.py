@@ -200,7 +200,7 @@ class CrashModel:
             if n.origin is None:
                 return self._after_bytes(where[node]) if node in where else b""
             return (self.before / n.origin).read_bytes()
-        if node not in where:  # unlinked before the crash, its unlink undone
+        if node not in where or self.kill_state.get(where[node]) != "file":  # unlinked, the unlink undone
             return self._durable_content(node)
         effect = effects.get(node)
         if effect == "cut":
