@@ -141,16 +141,18 @@ class SavedRun:
     failure: Optional[str] = None
 
 
-def saved_run(h: Harness, world_size: int, steps: int, global_batch_size: int = 12) -> SavedRun:
-    """Train ``steps`` at ``world_size`` and save once (memoised). Shared: fork before writing."""
+def saved_run(h: Harness, world_size: int, steps: int, global_batch_size: int = 12, keep_last: Optional[int] = None) -> SavedRun:
+    """Train ``steps`` at ``world_size`` and save once, with ``keep_last`` retention (memoised).
+    Shared: fork before writing."""
 
     def compute(where: Path) -> SavedRun:
-        config = h.config(where, total_steps=8, global_batch_size=global_batch_size)
+        config = h.config(where, total_steps=8, global_batch_size=global_batch_size, keep_last=keep_last)
         result = h.phase(config, world_size, [Train(steps), FullState(), Save()])
         checkpoint = result.value(2) if result.results(2).get(0) and result.results(2)[0].ok else ""
         return SavedRun(config, checkpoint, _per_rank(result, 1), _failed(result))
 
-    return h.memo("saved", (world_size, steps, global_batch_size), compute)
+    key = (world_size, steps, global_batch_size) if keep_last is None else (world_size, steps, global_batch_size, keep_last)
+    return h.memo("saved", key, compute)
 
 
 def metric_name(h: Harness) -> Optional[str]:

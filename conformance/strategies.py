@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Optional, TypeVar
 
-from hypothesis import HealthCheck, Phase, example, given, settings
+from hypothesis import HealthCheck, Phase, event, example, given, settings
 from hypothesis import strategies as st
 
 from ckptspec.conformance import options
@@ -66,13 +66,22 @@ class RewindScenario:
     target: int
 
 
+DAMAGES = ("flip", "truncate", "extend", "delete", "replace", "swap")
+"""Damage kinds of :class:`IntegrityScenario`: a bit flip in the middle byte, a cut to half, bytes
+appended, the file deleted, its bytes replaced by a same-size file of another checkpoint or rank,
+two ranks' files of one class swapped. (A newer mtime on an older checkpoint is not damage but a
+discovery trap: LAYOUT-8's test sets it.)"""
+
+
 @dataclass(frozen=True)
 class IntegrityScenario:
-    """Damage one payload file of each of three checkpoints: ``damages[i]`` on the file at
-    fraction ``picks[i]``. A ``flip`` lands where the bytes are, as bit rot does (the file holding
-    that fraction of the checkpoint's bytes: mostly a large shard); a ``truncate`` or ``delete``
-    hits any file alike, as a torn or partial copy does (that fraction of the files, in path
-    order)."""
+    """Damage one file of each of several checkpoints, crossing every damage kind with every file
+    class the trainer writes (a file's path with its numbers masked: ``model/__#_#.distcp``,
+    ``rng/rank-#.pt``, ...). Slot ``j`` (a checkpoint; more slots than checkpoints run in rounds
+    on fresh copies of the run) gets kind ``damages[j % len(damages)]`` on the class
+    ``(offset + j) % classes`` in path order, ``offset`` being ``picks[0]`` of the class count;
+    within a class, the file at fraction ``picks[j % len(picks)]`` of its files. One example so
+    covers every kind and every class, never only the largest file."""
 
     damages: tuple[str, ...]
     picks: tuple[float, ...]
@@ -80,7 +89,8 @@ class IntegrityScenario:
 
 @dataclass(frozen=True)
 class AtomicityScenario:
-    """Save at ``steps_before``, train ``steps_between`` more, crash the next save at ``crash_points``.
+    """Save at ``steps_before``, train ``steps_between`` more, crash the next save at ``crash_points``,
+    with ``keep_last`` retention (None: keep every checkpoint).
 
     Crash points are fractions in ``[0, 1)`` of the dry-run mutation count, so an example replays
     to the same mutation for the same trainer. The test adds the two landmarks of every save:
@@ -90,6 +100,7 @@ class AtomicityScenario:
     steps_before: int
     steps_between: int
     crash_points: tuple[float, ...]
+    keep_last: Optional[int] = None  # the run's retention (``retention`` capability): crashes land in its deletions too
 
 
 @dataclass(frozen=True)
@@ -123,6 +134,7 @@ def resume_scenarios(draw: Any, accumulation: bool) -> ResumeScenario:
     n_cuts = 1 if _quick() else draw(st.integers(1, 2))
     cuts = tuple(sorted(draw(st.sets(st.integers(1, total - 1), min_size=1, max_size=n_cuts))))
     acc = draw(st.integers(2, 3)) if accumulation else 1
+    event(f"resume: world size {world_size}, {len(cuts)} cut(s), accumulation {acc}")
     return ResumeScenario(world_size, total, cuts, acc, draw(st.integers(0, 3)))
 
 
@@ -131,6 +143,7 @@ def world_size_scenarios(draw: Any) -> WorldSizeScenario:
     sizes = options.current().profile.world_sizes
     save = 2 if _quick() else draw(st.sampled_from(sizes))
     load = draw(st.sampled_from([w for w in sizes if w != save]))
+    event(f"topology: save at {save}, load at {load}")
     return WorldSizeScenario(save, load, 1 if _quick() else draw(st.integers(1, 3)))
 
 
@@ -157,7 +170,9 @@ def rewind_scenarios(draw: Any) -> RewindScenario:
 
 @st.composite
 def integrity_scenarios(draw: Any) -> IntegrityScenario:
-    damages = tuple(draw(st.permutations(["truncate", "flip", "delete"])))
+    """Every damage kind in a drawn order, with a drawn class offset and file fractions."""
+    damages = tuple(draw(st.permutations(DAMAGES)))
+    event(f"integrity: first damage {damages[0]}")
     return IntegrityScenario(damages, tuple(draw(st.floats(0, 1, exclude_max=True)) for _ in damages))
 
 
@@ -167,7 +182,11 @@ def atomicity_scenarios(draw: Any) -> AtomicityScenario:
     count = limit if limit is not None else 0  # 0: every mutation (enumerated by the test)
     points = tuple(sorted(draw(st.sets(st.floats(0, 1, exclude_max=True), min_size=count, max_size=count))))
     steps = st.just(1) if _quick() else st.integers(1, 2)
-    return AtomicityScenario(draw(steps), draw(steps), points)
+    retention = "retention" in declarations(load_adapter(options.current().adapter)).capabilities
+    # keep_last 1 first: the retention that can delete the last good checkpoint before the new one commits
+    keep_last = draw(st.sampled_from([1, 2, 3, None])) if retention else None
+    event(f"crash x retention: keep_last {keep_last}, {len(points) or 'every'} drawn crash point(s) + commit landmarks")
+    return AtomicityScenario(draw(steps), draw(steps), points, keep_last)
 
 
 @st.composite

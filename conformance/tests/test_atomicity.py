@@ -17,6 +17,7 @@ import hashlib
 import json
 import math
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
@@ -56,12 +57,12 @@ def _dry_run(h: Harness, saved: SavedRun, between: int) -> tuple[dict[int, list[
 
 
 def _saved_and_dry_run(
-    h: Harness, v: Verdict, req: str, steps_before: int = 1, steps_between: int = 1
+    h: Harness, v: Verdict, req: str, steps_before: int = 1, steps_between: int = 1, keep_last: Optional[int] = None
 ) -> tuple[SavedRun, dict[int, list[Mutation]], dict[int, dict[str, str]]]:
-    """The first checkpoint and the fault-free dry run of the next save (mutations per rank and
-    the state a resume of it restores); fails ``req`` and concludes ``v`` if either could not be
-    produced."""
-    saved = saved_run(h, WORLD_SIZE, steps_before)
+    """The first checkpoint (of a run with ``keep_last`` retention) and the fault-free dry run of
+    the next save (mutations per rank and the state a resume of it restores); fails ``req`` and
+    concludes ``v`` if either could not be produced."""
+    saved = saved_run(h, WORLD_SIZE, steps_before, keep_last=keep_last)
     if not v.require(req, not saved.failure, f"could not produce the first checkpoint:\n{saved.failure}"):
         v.conclude()
     logs, state, failure = _dry_run(h, saved, steps_between)
@@ -117,9 +118,11 @@ def _inside_checkpoint(m: Mutation) -> bool:
 @pytest.mark.requirement("COMMIT-2", "COMMIT-3")
 @scenario_test(AtomicityScenario, atomicity_scenarios, max_examples=1)
 def test_crash_during_save(harness: Harness, verdict: Verdict, scenario: AtomicityScenario) -> None:
-    """SIGKILL at crash points of a save: the run keeps the old or gets the new checkpoint, never junk."""
+    """SIGKILL at crash points of a save, retention included: the run keeps the old or gets the new
+    checkpoint, never junk, and never loses the old one before the new one is committed."""
     verdict.begin(replay_command("test_crash_during_save", scenario))
-    saved, logs, state_b = _saved_and_dry_run(harness, verdict, "COMMIT-2", scenario.steps_before, scenario.steps_between)
+    saved, logs, state_b = _saved_and_dry_run(harness, verdict, "COMMIT-2", scenario.steps_before, scenario.steps_between,
+                                              scenario.keep_last)
     step_a, step_b = scenario.steps_before, scenario.steps_before + scenario.steps_between
     expected = {step_a: harness.memo("restored", saved.config.output_dir, lambda _: _restored(harness, saved.config)),
                 step_b: state_b}
@@ -144,7 +147,11 @@ def test_crash_during_save(harness: Harness, verdict: Verdict, scenario: Atomici
         # The fault fires at the first call at or after point k that changes something: name that one.
         fired = crash.progress.get(rank, "")
         where = f"SIGKILL of rank {rank} {fired.removeprefix('SIGKILL ')}" if fired.startswith("SIGKILL") else where
-        verdict.check("COMMIT-2", _tree(old) == old_tree, f"after {where} the earlier checkpoint {old.name} changed")
+        now = harness.checkpoints(config)
+        # Retention may delete the earlier checkpoint once the new one is committed, never before.
+        if not (scenario.keep_last is not None and step_b in now and step_a not in now):
+            retention = f" (keep_last {scenario.keep_last}, and step-{step_b} is not committed)" if scenario.keep_last else ""
+            verdict.check("COMMIT-2", _tree(old) == old_tree, f"after {where} the earlier checkpoint {old.name} changed{retention}")
         if verdict.applies("COMMIT-3"):  # ckptspec's format: validate its committed checkpoints and run.json
             committed = committed_steps(run_dir)
             for step in committed:

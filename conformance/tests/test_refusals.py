@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import bisect
-import itertools
 import os
+import re
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import event
 
 from ckptspec.conformance.checks import Verdict, refusal_checks
 from ckptspec.conformance.harness import Harness
@@ -17,55 +18,114 @@ from ckptspec.conformance.phase import FullState, Resume
 from ckptspec.conformance.scenarios import saved_run, stepped_run
 from ckptspec.conformance.strategies import IntegrityScenario, integrity_scenarios, replay_command, scenario_test
 from ckptspec.layout import LAYOUT, checkpoint_dir_name, staging_dir_name
+from ckptspec.manifest import REQUIRED_FINGERPRINT_KEYS
 
 
-def _damage(checkpoint: Path, how: str, pick: float, native: bool) -> str:
-    """Damage a non-empty regular file of ``checkpoint`` (a directory, or a single file); return
-    what was done. A flip hits the file holding the byte at fraction ``pick`` of the bytes, a
-    truncation or deletion the file at fraction ``pick`` of the files (see
-    :class:`IntegrityScenario`). Any payload file may be picked, whatever the format. A ckptspec
-    manifest is left alone: it is the commit marker, and a damaged one is LAYOUT-3's and the
-    validator's."""
-    files = sorted(p for p in checkpoint.rglob("*") if p.is_file() and not p.is_symlink() and p.stat().st_size > 0
-                   and (native or p.relative_to(checkpoint) != Path(LAYOUT.manifest_file))) \
-        if checkpoint.is_dir() else [checkpoint]
-    ends = list(itertools.accumulate(p.stat().st_size if how == "flip" else 1 for p in files))
-    target = files[min(bisect.bisect_right(ends, int(pick * ends[-1])), len(files) - 1)]
+INTEGRITY_CHECKPOINTS = 6
+"""Checkpoints the integrity test saves and damages, one file each per round: one per damage
+kind. A trainer writing more file classes than this gets more rounds, each on a fresh copy of
+the run, so that one example covers every class."""
+
+
+def file_class(relative: Path) -> str:
+    """A file's class: its path inside the checkpoint with every number masked (``rng/rank-#.pt``)."""
+    return re.sub(r"\d+", "#", str(relative))
+
+
+def _payload(checkpoint: Path, native: bool) -> dict[str, list[Path]]:
+    """The non-empty regular files of ``checkpoint`` (a directory, or a single file) by class, in
+    path order. A ckptspec manifest is left out: it is the commit marker, and a damaged one is
+    LAYOUT-3's and the validator's."""
+    if not checkpoint.is_dir():
+        return {file_class(Path(checkpoint.name)): [checkpoint]}
+    classes: dict[str, list[Path]] = {}
+    for p in sorted(checkpoint.rglob("*")):
+        rel = p.relative_to(checkpoint)
+        if p.is_file() and not p.is_symlink() and p.stat().st_size > 0 and (native or rel != Path(LAYOUT.manifest_file)):
+            classes.setdefault(file_class(rel), []).append(p)
+    return classes
+
+
+def _damage(target: Path, how: str, peers: list[Path], elsewhere: list[Path]) -> str:
+    """Damage ``target``; return what was done, or "" when ``how`` has nothing to work with.
+    ``peers``: the other files of its class in its checkpoint (other ranks' files, for a swap);
+    ``elsewhere``: intact files of the same path in other checkpoints and of its peers (a
+    replacement of the same size, different bytes)."""
     data = target.read_bytes()
     if how == "truncate":
         target.write_bytes(data[: len(data) // 2])
     elif how == "flip":
         middle = len(data) // 2
         target.write_bytes(data[:middle] + bytes([data[middle] ^ 0x01]) + data[middle + 1 :])
-    else:
+    elif how == "extend":
+        target.write_bytes(data + b"\xab" * 64)
+    elif how == "delete":
         target.unlink()
-    return f"{how} {target.relative_to(checkpoint.parent)}"
+    elif how == "swap":
+        other = next((p for p in peers if p.read_bytes() != data), None)
+        if other is None:
+            return _damage(target, "replace", peers, elsewhere)
+        target.write_bytes(other.read_bytes())
+        other.write_bytes(data)
+        return f"swap {target.name} with {other.name} in {target.parent}"
+    else:
+        source = next((p for p in elsewhere if p.stat().st_size == len(data) and p.read_bytes() != data), None)
+        if source is None:
+            return ""
+        target.write_bytes(source.read_bytes())
+        return f"replace {target} with the same-size {source}"
+    return f"{how} {target}"
 
 
-MIDDLE_BYTES = IntegrityScenario(("flip", "truncate", "delete"), (0.5, 0.5, 0.5))
-"""A bit flip in the middle byte of a checkpoint (most often inside a large shard, where bit rot
-lands), and a truncated and a deleted file from the middle of the file list: run by every
-profile, since a small or derandomized one may draw only the first file."""
+MIDDLE_BYTES = IntegrityScenario(("flip", "truncate", "extend", "delete", "replace", "swap"), (0.5,) * 6)
+"""Every damage kind on every file class, from the middle of each class's files: run by every
+profile, since a small or derandomized one may draw only first files."""
 
 
 @pytest.mark.requirement("RESUME-6")
 @scenario_test(IntegrityScenario, integrity_scenarios, always=[MIDDLE_BYTES])
 def test_integrity_before_mutation(harness: Harness, verdict: Verdict, scenario: IntegrityScenario) -> None:
-    """Truncated, bit-flipped or deleted payload: the resume fails before live state changes."""
+    """Every damage kind x every file class: each damaged checkpoint's resume fails before live state changes."""
     verdict.begin(replay_command("test_integrity_before_mutation", scenario))
-    setup = stepped_run(harness, 3)
+    setup = stepped_run(harness, INTEGRITY_CHECKPOINTS)
     if not verdict.require("RESUME-6", not setup.failure, f"could not produce the checkpoints:\n{setup.failure}"):
         verdict.conclude()
-    config = harness.fork(setup.config)
-    found = harness.checkpoints(config)
-    if not verdict.require("RESUME-6", sorted(found) == [1, 2, 3], f"the trainer lists checkpoints {sorted(found)}, expected steps 1-3"):
+    intact = harness.checkpoints(setup.config)
+    steps = list(range(1, INTEGRITY_CHECKPOINTS + 1))
+    if not verdict.require("RESUME-6", sorted(intact) == steps, f"the trainer lists checkpoints {sorted(intact)}, expected steps {steps}"):
         verdict.conclude()
-    damaged = [_damage(found[step], how, pick, harness.native) for step, how, pick in zip((1, 2, 3), scenario.damages, scenario.picks)]
-    actions = [FullState(), *(Resume(str(found[s])) for s in (1, 2, 3)), FullState()]
-    result = harness.phase(config, 2, actions, may_fail={1, 2, 3})
-    if not verdict.check("RESUME-6", not result.missing, f"resumes of damaged checkpoints did not complete:\n{result.describe()}"):
-        verdict.conclude()
-    refusal_checks(verdict, "RESUME-6", result, dict(enumerate(damaged, start=1)))
+    classes = sorted(_payload(intact[1], harness.native))
+    offset = int(scenario.picks[0] * len(classes))
+    slots = max(len(scenario.damages), len(classes))
+    for first in range(0, slots, len(steps)):
+        config = harness.fork(setup.config)
+        found = harness.checkpoints(config)
+        damaged: dict[int, str] = {}
+        for j in range(first, min(slots, first + len(steps))):
+            step = steps[j - first]
+            how, pick = scenario.damages[j % len(scenario.damages)], scenario.picks[j % len(scenario.picks)]
+            kind = classes[(offset + j) % len(classes)]
+            files = _payload(found[step], harness.native).get(kind, [])
+            if not files:
+                continue
+            target = files[min(int(pick * len(files)), len(files) - 1)]
+            if found[step].is_dir():
+                rel = target.relative_to(found[step])
+                elsewhere = [c / rel for c in intact.values() if (c / rel).is_file()]
+                elsewhere += [intact[step] / p.relative_to(found[step]) for p in files if p != target]
+            else:
+                elsewhere = [c for c in intact.values() if c.is_file()]
+            done = _damage(target, how, [p for p in files if p != target], elsewhere)
+            if done:
+                event(f"integrity: {done.split()[0]} x {kind}")
+                damaged[step] = f"{done} (class {kind})"
+        if not verdict.require("RESUME-6", bool(damaged), f"no damage applied to the checkpoints' classes {classes}"):
+            verdict.conclude()
+        actions = [FullState(), *(Resume(str(found[s])) for s in damaged), FullState()]
+        result = harness.phase(config, 2, actions, may_fail=set(range(1, len(damaged) + 1)))
+        if not verdict.check("RESUME-6", not result.missing, f"resumes of damaged checkpoints did not complete:\n{result.describe()}"):
+            verdict.conclude()
+        refusal_checks(verdict, "RESUME-6", result, dict(enumerate(damaged.values(), start=1)))
     verdict.conclude()
 
 
@@ -97,24 +157,41 @@ def test_discovery_by_step_and_marker(harness: Harness, verdict: Verdict) -> Non
     verdict.conclude()
 
 
+FINGERPRINT_DRIFT: dict[str, dict[str, Any]] = {
+    "accumulation_steps": {"accumulation_steps": 2, "global_batch_size": 12},
+    "global_batch_size": {"global_batch_size": 24},
+    "dataset": {"seed": 1},  # the dataset's identity: its seed (ScenarioConfig)
+}
+"""How a scenario config changes each fingerprinted key of the spec (``REQUIRED_FINGERPRINT_KEYS``);
+the architecture (``model``) is the adapter's own and no config setting changes it."""
+UNDRIVABLE_KEYS = frozenset({"model"})
+
+
+def drifts(capabilities: frozenset[str]) -> dict[str, dict[str, Any]]:
+    """One config change per fingerprinted key of the spec, derived from ``REQUIRED_FINGERPRINT_KEYS``
+    (a key the suite cannot change is a suite bug: ``KeyError``), for the adapter's capabilities."""
+    out = {key: FINGERPRINT_DRIFT[key] for key in REQUIRED_FINGERPRINT_KEYS if key not in UNDRIVABLE_KEYS}
+    if "accumulation" not in capabilities:
+        out.pop("accumulation_steps")
+    return out
+
+
 @pytest.mark.requirement("RESUME-5")
 def test_config_drift_fails_fast(harness: Harness, verdict: Verdict) -> None:
-    """Changing fingerprinted settings makes the resume fail before any change, naming each key."""
+    """Changing each fingerprinted setting alone makes the resume fail before any change, naming that key."""
     saved = saved_run(harness, 2, 1)
     if not verdict.require("RESUME-5", not saved.failure, f"could not produce a checkpoint:\n{saved.failure}"):
         verdict.conclude()
-    changes = {"global_batch_size": 24}
-    if "accumulation" in harness.capabilities:
-        changes["accumulation_steps"] = 2
-    config = harness.fork(saved.config, **changes)
-    result = harness.phase(config, 2, [FullState(), Resume(None), FullState()], may_fail={1})
-    if not verdict.check("RESUME-5", not result.missing, f"the drifted resume did not complete:\n{result.describe()}"):
-        verdict.conclude()
-    refusal_checks(verdict, "RESUME-5", result, {1: f"a checkpoint with drifted {sorted(changes)}"})
-    for rank, res in result.results(1).items():
-        if res.error is None:
+    for key, changes in drifts(harness.capabilities).items():
+        config = harness.fork(saved.config, **changes)
+        result = harness.phase(config, 2, [FullState(), Resume(None), FullState()], may_fail={1})
+        if not verdict.check("RESUME-5", not result.missing, f"the resume with drifted {key} did not complete:\n{result.describe()}"):
             continue
-        named = set(res.error.details.get("differences", [])) or {k for k in changes if k in res.error.message}
-        verdict.check("RESUME-5", set(changes) <= named,
-                      f"rank {rank}: the drift error names {sorted(named)}, expected every changed key {sorted(changes)}")
+        refusal_checks(verdict, "RESUME-5", result, {1: f"a checkpoint with drifted {key} ({changes})"})
+        for rank, res in result.results(1).items():
+            if res.error is None:
+                continue
+            named = set(res.error.details.get("differences", []))
+            verdict.check("RESUME-5", key in named or (not named and key in res.error.message),
+                          f"rank {rank}: the drift error for a changed {key} ({changes}) names {sorted(named) or res.error.short()}")
     verdict.conclude()

@@ -11,6 +11,7 @@ RESUME-1.
 
 from __future__ import annotations
 
+from typing import Any
 
 import pytest
 
@@ -67,6 +68,58 @@ def _continuation_checks(v: Verdict, base: Baseline, run: SplitRun, s: ResumeSce
             v.check(req, not diff, f"rank {rank}: final `{name}` differs from the uninterrupted run: {diff}")
 
 
+DIVERGENCE_ORDER = (("rng", "the RNG state"), ("data_position", "the data position"), ("optimizer", "the optimizer state"),
+                    ("lr_scheduler", "the LR scheduler"), ("model", "the model"))
+"""The parts of the state in the order one causes the next to diverge: a wrong RNG draws other
+data or dropout, other data gives other gradients, and the optimizer then moves the model."""
+
+
+def _diverges(base: Baseline, run: SplitRun, s: ResumeScenario) -> bool:
+    """Whether the resumed run's losses, learning rates or final model/optimizer differ from the baseline."""
+    for rank in range(s.world_size):
+        got, want = run.records.get(rank, []), base.records.get(rank, [])
+        if [r[1:3] for r in got] != [r[1:3] for r in want]:
+            return True
+        final, final0 = run.final.get(rank, {}), base.states[s.total_steps].get(rank, {})
+        if any(component(final, n) != component(final0, n) for n in components(final) | components(final0)
+               if n not in RESTORE_REQUIREMENT):
+            return True
+    return False
+
+
+def _first_divergence(h: Harness, s: ResumeScenario, run: SplitRun) -> str:
+    """Which part of the state first diverged from the uninterrupted run, and at which step: the
+    last checkpoint of ``run`` is resumed again (in a copy) and digested after every step, next to
+    the uninterrupted run digested after every step; within a step the parts are named in
+    :data:`DIVERGENCE_ORDER`, data order (the samples a step consumed) right after the RNG."""
+    cut = run.segments[-1].step
+    stepwise = baseline(h, ResumeScenario(s.world_size, s.total_steps, tuple(range(1, s.total_steps)),
+                                          s.accumulation_steps, s.seed, s.steps_per_epoch, s.nodes))
+    if stepwise.failure:
+        return ""
+    actions: list[Any] = [Resume(None)]
+    for _ in range(cut, s.total_steps):
+        actions += [Train(1), FullState()]
+    result = h.phase(h.fork(run.config), s.world_size, actions, nodes=s.nodes)
+    for i, step in enumerate(range(cut + 1, s.total_steps + 1)):
+        for rank in range(s.world_size):
+            records, state = result.results(1 + 2 * i).get(rank), result.results(2 + 2 * i).get(rank)
+            if records is None or not records.ok or state is None or not state.ok:
+                return f"(rerunning the resume from step {cut} to find the first divergence failed:\n{result.describe()})"
+            want = [r for r in stepwise.records.get(rank, []) if r[0] == step]
+            expected = stepwise.states.get(step, {}).get(rank, {})
+            parts = []
+            for name, what in DIVERGENCE_ORDER:
+                if name == "data_position" and want and tuple(records.value[0][3]) != tuple(want[0][3]):
+                    parts.append("the data order (samples consumed)")
+                if diff := diff_digests(component(expected, name), component(state.value, name), limit=2):
+                    parts.append(f"{what} ({', '.join(diff)})")
+            if parts:
+                return (f"after resuming at step {cut}, the state first diverged at step {step} on rank {rank}: "
+                        f"{parts[0]}" + (f"; then also {', '.join(parts[1:])}" if parts[1:] else ""))
+    return ""
+
+
 def _judge(v: Verdict, h: Harness, s: ResumeScenario, trajectory_req: str) -> None:
     base = baseline(h, s)
     if base.failure:
@@ -77,6 +130,8 @@ def _judge(v: Verdict, h: Harness, s: ResumeScenario, trajectory_req: str) -> No
     if run.failure:
         v.check("RESUME-1", False, f"the interrupted run failed in {run.failure}")
     elif restored:
+        if _diverges(base, run, s) and (where := _first_divergence(h, s, run)):
+            v.check(trajectory_req, False, where)
         _continuation_checks(v, base, run, s, trajectory_req)
     else:
         for req in sorted({trajectory_req, "RESUME-4"} - {r for r in v.outcomes if v.failed(r)}):
@@ -185,15 +240,17 @@ def test_bit_exact_resume_across_epochs(harness: Harness, verdict: Verdict) -> N
     verdict.conclude()
 
 
-TWO_NODES = ResumeScenario(world_size=2, total_steps=3, cuts=(1,), accumulation_steps=1, seed=0, nodes=2)
-"""Two nodes of one rank each: both ranks are ``LOCAL_RANK`` 0 of their node."""
+TWO_NODES = ResumeScenario(world_size=4, total_steps=3, cuts=(1,), accumulation_steps=1, seed=0, nodes=2)
+"""Two nodes of two ranks each (every profile): ``LOCAL_RANK`` 0 and 1 repeat on both nodes, so
+per-node and per-group state (a node's ranks, a shard group, files named by local rank) meets
+two groups of more than one rank."""
 
 
 @pytest.mark.needs("multi_node")
 @pytest.mark.requirement("RESUME-1", "RESUME-4", "RESUME-8")
 def test_bit_exact_resume_on_two_nodes(harness: Harness, verdict: Verdict) -> None:
-    """Launched as two nodes on localhost (two elastic agents, each with its own ``LOCAL_RANK``
-    space), a cut run resumes bit-exactly: state keyed by the local rank instead of the global
+    """Launched as two nodes of two ranks on localhost (two elastic agents, each with its own
+    ``LOCAL_RANK`` space), a cut run resumes bit-exactly: state keyed by the local rank instead of the global
     one (a file name, a device index) is the same key on both nodes, which a single-node launch,
     where the two coincide, cannot show."""
     verdict.begin(None)

@@ -154,3 +154,33 @@ def test_xfails_file(tmp_path: Path) -> None:
     assert xfail_matches("test_rewind", "test_rewind.py::test_rewind")
     assert xfail_matches(ids[1], "test_eval.py::test_eval_with_empty_shards")
     assert not xfail_matches("test_rewind", "test_rewind.py::test_rewind_other")
+
+
+def test_damage_kinds_and_file_classes(tmp_path: Path) -> None:
+    from ckptspec.conformance.tests.test_refusals import _damage, _payload, file_class
+
+    ckpt, other = tmp_path / "step-000000002", tmp_path / "step-000000001"
+    for d, fill in ((ckpt, b"a"), (other, b"b")):
+        (d / "rng").mkdir(parents=True)
+        for r in (0, 1):
+            (d / "rng" / f"rank-{r:05d}.pt").write_bytes(fill * 8 + bytes([r]))
+        (d / "manifest.json").write_text("{}")
+    assert file_class(Path("model/__1_0.distcp")) == "model/__#_#.distcp"
+    assert sorted(_payload(ckpt, native=False)) == ["rng/rank-#.pt"]  # the manifest is left out
+    assert sorted(_payload(ckpt, native=True)) == ["manifest.json", "rng/rank-#.pt"]
+    r0, r1 = ckpt / "rng" / "rank-00000.pt", ckpt / "rng" / "rank-00001.pt"
+    before0, before1 = r0.read_bytes(), r1.read_bytes()
+    assert "swap" in _damage(r0, "swap", [r1], [])
+    assert (r0.read_bytes(), r1.read_bytes()) == (before1, before0)
+    assert _damage(r0, "extend", [], []) and r0.read_bytes() == before1 + b"\xab" * 64
+    source = other / "rng" / "rank-00000.pt"
+    assert "same-size" in _damage(r1, "replace", [], [source]) and r1.read_bytes() == source.read_bytes()
+    assert _damage(r1, "replace", [], [r1]) == ""  # nothing of the same size with other bytes: not applied
+
+
+def test_config_drift_covers_every_fingerprinted_key() -> None:
+    from ckptspec.conformance.tests.test_refusals import UNDRIVABLE_KEYS, drifts
+    from ckptspec.manifest import REQUIRED_FINGERPRINT_KEYS
+
+    assert set(drifts(frozenset({"accumulation"}))) | UNDRIVABLE_KEYS == set(REQUIRED_FINGERPRINT_KEYS)
+    assert "accumulation_steps" not in drifts(frozenset())
