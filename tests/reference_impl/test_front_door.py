@@ -8,13 +8,15 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 import torch
 
-from ckptspec.checkpointing import Checkpointer, DistContext, Replicated
+from ckptspec.checkpointing import Checkpointer, DistContext, PerRank, Replicated, Sharded
+from ckptspec.errors import IntegrityError
 from ckptspec.manifest import Progress
 from refimpl_launch import assert_valid, manifest, program
 
@@ -87,3 +89,52 @@ def test_save_refuses_a_mismatched_step_or_an_unknown_component_before_any_io(tm
     with pytest.raises(TypeError, match="component 'model' is a Linear"):
         checkpointer.save(2, {"model": torch.nn.Linear(1, 1)}, progress=progress)  # type: ignore[dict-item]
     assert not (tmp_path / "run").exists(), "a refused save touched the run directory"
+
+
+class StubLoader:
+    """Stands in for CheckpointLoader's reads: records them, and fails the read of ``broken``."""
+
+    def __init__(self, broken: str = "") -> None:
+        self.broken, self.reads = broken, []
+
+    def read_sharded(self, plan: Any, name: str, target: dict[str, Any]) -> Any:
+        self.reads.append(name)
+        if name == self.broken:
+            raise IntegrityError([f"FILE_DIGEST_MISMATCH RESUME-6 {name}/__0_0.distcp: has digest x"])
+        return SimpleNamespace(apply=lambda: target.update(value=name))
+
+    def load_json(self, plan: Any, name: str) -> Any:
+        self.reads.append(name)
+        return {"read": name}
+
+
+@pytest.mark.parametrize("broken", ["optimizer", ""])
+def test_load_applies_nothing_unless_every_component_was_read(tmp_path: Path, broken: str) -> None:
+    checkpointer = Checkpointer(tmp_path / "run", DistContext(0, 1, 0, torch.device("cpu")), {"model": "m"})
+    checkpointer.loader = StubLoader(broken)  # type: ignore[assignment]
+    applied: list[tuple[str, Any]] = []
+    state = {
+        "model": Sharded(dict, lambda value: applied.append(("model", value))),
+        "position": Replicated(dict, lambda value: applied.append(("position", value))),
+        "optimizer": Sharded(dict, lambda value: applied.append(("optimizer", value))),
+        "rng": PerRank(dict, print, rederive=lambda step: applied.append(("rng", step))),
+    }
+    plan = SimpleNamespace(path=tmp_path, rederived=("rng",), manifest=SimpleNamespace(step=7))
+    if broken:
+        with pytest.raises(IntegrityError):
+            checkpointer.load(plan, state)  # type: ignore[arg-type]
+        assert applied == [], "live state changed before every component was read"
+        return
+    checkpointer.load(plan, state)  # type: ignore[arg-type]
+    assert checkpointer.loader.reads == ["model", "optimizer", "position"]  # type: ignore[attr-defined]
+    assert applied == [("model", {"value": "model"}), ("optimizer", {"value": "optimizer"}), ("position", {"read": "position"}), ("rng", 7)]
+
+
+def test_elastic_load_refuses_a_rank_local_component_without_rederive(tmp_path: Path) -> None:
+    checkpointer = Checkpointer(tmp_path / "run", DistContext(0, 1, 0, torch.device("cpu")), {"model": "m"})
+    checkpointer.loader = StubLoader()  # type: ignore[assignment]
+    state = {"model": Sharded(dict, print), "rng": PerRank(dict, print)}
+    plan = SimpleNamespace(path=tmp_path, rederived=("rng",), manifest=SimpleNamespace(step=7))
+    with pytest.raises(ValueError, match="must re-derive rng, which has no rederive"):
+        checkpointer.load(plan, state)  # type: ignore[arg-type]
+    assert checkpointer.loader.reads == [], "read before refusing"  # type: ignore[attr-defined]
