@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, TypeVar
@@ -25,17 +26,21 @@ from typing import Any, Optional, TypeVar
 import torch
 import torch.distributed as dist
 
+from ckptspec.checkpoint_check import check_checkpoint
 from ckptspec.checkpointing import CheckpointLoader, CommitProtocol, LoadPlan, RunPolicy, SaveRequest, differences, per_rank_file
-from ckptspec.checkpointing.commit import PendingSave, RankReport
-from ckptspec.checkpointing.fsio import fsync_path, write_atomic
-from ckptspec.errors import ConfigDriftError
+from ckptspec.checkpointing.commit import CHECKPOINT_ERRORS, PendingSave, RankReport, WrittenFile, describe_failure, per_group_file
+from ckptspec.checkpointing.fsio import file_digest, fsync_path, try_lock_exclusive, write_atomic
+from ckptspec.checkpointing.run_policy import utc_now
+from ckptspec.errors import ConfigDriftError, IntegrityError, NoCheckpointError
+from ckptspec.file_digest import digest_bytes
+from ckptspec.findings import Severity
 from ckptspec.layout import LAYOUT, parse_checkpoint_dir
-from ckptspec.manifest import Manifest
+from ckptspec.manifest import SPEC_VERSION, Manifest
 from ckptspec.reference_impl import rng
 from ckptspec.reference_impl.adapter import ReferenceAdapter
 from ckptspec.reference_impl.evaluator import TOKENS, Evaluator
 from ckptspec.reference_impl.trainer import Trainer
-from ckptspec.run_index import BestRecord, RunIndex
+from ckptspec.run_index import BestRecord, RetentionPolicy, Rewind, RunIndex
 
 MODULE = "mutants"
 """The module name the suite imports mutants by (this directory must be on ``PYTHONPATH``)."""
@@ -399,6 +404,222 @@ class GradSyncNeverEnabled(Trainer):
 
     def _set_gradient_sync(self, sync: bool) -> None:
         self.model.set_requires_gradient_sync(not self.config.defer_grad_sync)
+
+
+# --- durability across a power loss (issue 19): a kill keeps the page cache, a power loss does not --
+@mutant("payload_not_fsynced", "file data not fsynced before the commit marker", "COMMIT-1", "COMMIT-5")
+class PayloadNotFsynced(CommitProtocol):
+    """The JSON, per-rank and per-group files are written and closed but never fsynced before the manifest marks the checkpoint committed (DCP's own files still are), so after a power loss the committed checkpoint may hold empty or cut files."""
+
+    @staticmethod
+    def _write_local(files: dict[Path, bytes]) -> None:
+        for path, data in files.items():
+            path.parent.mkdir(exist_ok=True)
+            path.write_bytes(data)
+
+
+@mutant("manifest_not_fsynced", "commit marker written in place, not fsynced", "COMMIT-1", "COMMIT-5")
+class ManifestNotFsynced(CommitProtocol):
+    """manifest.json is written straight into the staging directory and closed, without a temporary file or an fsync, so after a power loss a committed step-N directory may hold an empty or cut manifest."""
+
+    def _write_manifest(self, staging: Path, manifest: Manifest) -> None:
+        (staging / LAYOUT.manifest_file).write_bytes(manifest.model_dump_json(indent=2).encode())
+
+
+@mutant("staging_dirs_not_fsynced", "new directory entries not fsynced before the commit", "COMMIT-1", "COMMIT-5")
+class StagingDirsNotFsynced(CommitProtocol):
+    """Every file is fsynced, but the directories that hold them (the staging directory and its rng/, model/, ... subdirectories) are not, so after a power loss a committed checkpoint may lack files whose data was durable."""
+
+    def _finish_local(self, pending: PendingSave) -> tuple[list[WrittenFile], Optional[str]]:
+        error = pending.error
+        for future in pending.futures:
+            try:
+                future.result()
+            except CHECKPOINT_ERRORS as exc:
+                error = error or describe_failure(exc)
+        if error:
+            return [], error
+        try:
+            self._write_local(pending.local_files)
+            known = {path: digest for digests in pending.digests for path, digest in digests.items()}
+            known.update({path: (len(data), digest_bytes(data, self.digest_algorithm)) for path, data in pending.local_files.items()})
+            entries = []
+            for path in self._files_written_by_me(pending.staging, pending.request):
+                size, digest = known.get(path) or file_digest(path, self.digest_algorithm)
+                entries.append(WrittenFile(path.relative_to(pending.staging).as_posix(), size, digest))
+            return entries, None
+        except Exception as exc:  # noqa: BLE001 - as the reference: reported through the agreement
+            return [], describe_failure(exc)
+
+
+@mutant("index_rewritten_in_place", "pointer file rewritten in place", "COMMIT-3", "COMMIT-5")
+class IndexRewrittenInPlace(RunPolicy):
+    """run.json is rewritten in place (truncated, written, fsynced) instead of through a temporary file and a rename, so a power loss while it is written leaves it empty or torn: the best record and the rewind history are lost."""
+
+    def _write_index(self) -> None:
+        steps = self.committed_steps()
+        index = RunIndex(
+            spec_version=SPEC_VERSION, run_id=self.run_id, latest_step=steps[-1] if steps else None, best=self.best,
+            retention=RetentionPolicy(keep_last=self.keep_last), rewinds=self.rewinds, updated_at=utc_now(),
+        )
+        with open(self.run_dir / LAYOUT.run_index_file, "wb") as f:
+            f.write(index.model_dump_json(indent=2).encode())
+            f.flush()
+            os.fsync(f.fileno())
+
+
+@mutant("index_not_repaired", "run index not repaired at start-up", "RUN-2", "RUN-9")
+class IndexNotRepaired(RunPolicy):
+    """Start-up reads run.json for best and rewinds but does not repair it when its latest_step lags the committed directories (a crash between the commit rename and the index update), so a restart that saves nothing (a finished run, an evaluation job) leaves run.json naming an older step as latest."""
+
+    def _claim_and_recover(self) -> tuple[Optional[BestRecord], list[Rewind]]:
+        self._claim()
+        self._clean_stale_staging()
+        index = self._read_index()
+        self.best, self.rewinds = self._rehydrate_best(index), list(index.rewinds) if index else []
+        return self.best, self.rewinds
+
+
+# --- retention ordering ----------------------------------------------------------------------
+@mutant("retention_before_publish", "retention makes room before the new checkpoint is committed", "COMMIT-2", "RUN-5")
+class RetentionBeforePublish(RunPolicy):
+    """Retention runs before the new checkpoint is published and counts it among the keep_last (as a `total_limit` that "makes room" does), so a crash between the deletion and the rename leaves fewer than keep_last checkpoints: with keep_last 1, none at all."""
+
+    def before_publish(self, manifest: Manifest) -> None:
+        super().before_publish(manifest)
+        if self.keep_last:
+            older = [s for s in self.committed_steps() if s < manifest.step]
+            best = self.best.step if self.best is not None else None
+            for step in older[: len(older) - self.keep_last + 1]:
+                if step != best:
+                    shutil.rmtree(self.checkpoint_path(step))
+
+
+@mutant("async_retention_before_commit", "asynchronous save rotated before its background commit", "COMMIT-2", "RUN-5")
+class AsyncRetentionBeforeCommit(Trainer):
+    """With asynchronous saves, checkpoints are rotated as soon as save() returns, counting the one still being written in the background toward keep_last, so a crash before the background commit finishes leaves fewer than keep_last checkpoints (with keep_last 1, none)."""
+
+    def save(self) -> Path:
+        path = super().save()
+        keep = self.config.keep_last
+        if self.config.async_save and keep and self.ctx.rank == 0:
+            best = self.policy.best.step if self.policy.best is not None else None
+            older = [s for s in self.policy.committed_steps() if s < self.global_step]
+            for step in older[: len(older) - keep + 1]:
+                if step != best:
+                    shutil.rmtree(self.policy.checkpoint_path(step), ignore_errors=True)
+        return path
+
+
+@mutant("retention_off_by_one", "retention keeps one checkpoint too few", "RUN-5")
+class RetentionOffByOne(RunPolicy):
+    """Retention keeps the newest keep_last - 1 steps besides the one just written (an off-by-one slice), so with keep_last 2 only one checkpoint survives, and with keep_last 1 nothing is ever deleted."""
+
+    def _retention_protected(self, steps: list[int], just_written: int) -> set[int]:
+        protected = {steps[-1], just_written}
+        if self.keep_last:
+            protected.update(steps[-(self.keep_last - 1):])
+        if self.best is not None and self.best.step is not None:
+            protected.add(self.best.step)
+        return protected
+
+
+# --- best tracking ---------------------------------------------------------------------------
+@mutant("best_ignores_min_delta", "best tracking ignores min_delta", "RUN-4", "RUN-3")
+class BestIgnoresMinDelta(RunPolicy):
+    """Any strictly better score becomes the new best, however small the improvement: min_delta is recorded but never applied."""
+
+    def improves(self, metrics: Optional[dict[str, float]]) -> bool:
+        if self.best is None or not metrics or self.best.metric not in metrics:
+            return False
+        score, best = metrics[self.best.metric], self.best.score
+        return best is None or (score < best if self.best.mode == "min" else score > best)
+
+
+@mutant("best_mode_ignored", "best tracking compares in the wrong mode", "RUN-4", "RUN-3")
+class BestModeIgnored(RunPolicy):
+    """Improvement is always "lower is better" (written for a loss), so with mode max (an accuracy) a score that improves is never taken and one that worsens becomes the best."""
+
+    def improves(self, metrics: Optional[dict[str, float]]) -> bool:
+        if self.best is None or not metrics or self.best.metric not in metrics:
+            return False
+        score = metrics[self.best.metric]
+        return self.best.score is None or score < self.best.score - self.best.min_delta
+
+
+# --- drift, integrity ------------------------------------------------------------------------
+@mutant("drift_ignores_dataset", "config drift ignores the dataset identity", "RESUME-5")
+class DriftIgnoresDataset(CheckpointLoader):
+    """The drift check skips the dataset identity (name, seed, size), so a resume on another dataset or with another data seed proceeds."""
+
+    def _check_config(self, manifest: Manifest) -> None:
+        drift = differences(manifest.config.values, self.fingerprint_values)
+        drift.pop("dataset", None)
+        if drift:
+            raise ConfigDriftError(drift)
+
+
+@mutant("rng_digest_not_checked", "one small file class checked by size only", "RESUME-6")
+class RngDigestNotChecked(CheckpointLoader):
+    """The per-rank files (RNG state) are checked for existence and size but not digest ("torch.load would fail on a damaged file anyway"), so a bit flip inside a saved generator state is loaded."""
+
+    def _digest_problems(self, path: Path, manifest: Manifest, components: Optional[Sequence[str]]) -> list[str]:
+        checked = [c.name for c in manifest.components if c.format != "torch_weights_only" and (components is None or c.name in components)]
+        return super()._digest_problems(path, manifest, checked)
+
+
+@mutant("extended_file_accepted", "a file longer than listed is accepted", "RESUME-6")
+class ExtendedFileAccepted(CheckpointLoader):
+    """The size check refuses only files shorter than listed (a short read), and the digest covers the listed length, so a file with bytes appended (a JSON or per-rank file grown by a torn copy) passes the checks and is loaded."""
+
+    def _checked_manifest(self, path: Path, components: Any = None) -> Manifest:
+        if not (path / LAYOUT.manifest_file).is_file():
+            raise NoCheckpointError(f"{path} is not a committed checkpoint (no {LAYOUT.manifest_file})")
+        manifest, findings = check_checkpoint(str(path), deep=False)
+        listed = {str(path / f.path): f.size for c in (manifest.components if manifest else []) for f in c.files}
+        problems = [f.line() for f in findings if f.severity == Severity.ERROR and not (
+            f.code == "FILE_SIZE_MISMATCH" and f.path in listed and os.path.getsize(f.path) > listed[f.path])]
+        if manifest is not None and not problems and self.verify == "full":
+            problems = self._digest_problems(path, manifest, components)
+        gathered: list[Any] = [None] * self.ctx.world_size
+        dist.all_gather_object(gathered, problems)
+        everything = sorted({p for rank_problems in gathered for p in rank_problems})
+        if everything or manifest is None:
+            raise IntegrityError(everything or [f"{path}: the manifest could not be read"])
+        return manifest
+
+
+# --- keyed state, elastic resume -------------------------------------------------------------
+@mutant("ledger_keyed_by_local_rank", "per-node file keyed by the local rank", "RESUME-1", "RESUME-4")
+class LedgerKeyedByLocalRank(CheckpointLoader):
+    """Every rank restores the per-node and per-group files of group local_rank // group_size, so on a second node (local ranks from 0 again) the ranks restore the first node's data ledger."""
+
+    def _group_path(self, plan: LoadPlan, name: str) -> str:
+        return per_group_file(name, self.ctx.local_rank // plan.component(name).group_size)
+
+
+@mutant("elastic_data_restarts_epoch", "elastic resume restarts the data order at the epoch start", "RESUME-4", "RESUME-12")
+class ElasticDataRestartsEpoch(Trainer):
+    """When the world size changed (an elastic resume), the data position inside the epoch is dropped ("the per-rank shards no longer line up"), so the interrupted epoch's consumed prefix is trained again; at the same world size the resume is exact."""
+
+    def _load_data_position(self, plan: LoadPlan) -> None:
+        state = self.loader.load_json(plan, "data_position")
+        if plan.rederived:
+            state = {**state, "batches_in_epoch": 0, "samples_in_epoch": 0}
+        self.sampler.load_state_dict(state)
+
+
+# --- single writer ---------------------------------------------------------------------------
+@mutant("lock_released_before_index", "single-writer lock released before the index update", "RUN-8")
+class LockReleasedBeforeIndex(RunPolicy):
+    """The run lock guards only the publish: it is released once the checkpoint is committed and taken again after run.json and retention are done, so a second writer that starts in between claims the run while the first one still writes its index and deletes checkpoints."""
+
+    def after_commit(self, manifest: Manifest) -> None:
+        if self._release_lock is not None:
+            self._release_lock()
+        super().after_commit(manifest)
+        fd = try_lock_exclusive(self.run_dir / LAYOUT.lock_file)
+        self._release_lock = weakref.finalize(self, os.close, fd) if fd is not None else None
 
 
 def by_name(name: str) -> Mutant:

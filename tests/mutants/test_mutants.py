@@ -30,7 +30,14 @@ REPO = Path(__file__).resolve().parents[2]
 DOCS = (REPO / "docs" / "catch-matrix.md", REPO / "docs" / "conformance.md")
 CPU_MUTANTS = [m for m in mutants.MUTANTS if not m.gpu_only]
 
-KNOWN_MISSES: dict[str, str] = {}
+KNOWN_MISSES: dict[str, str] = {
+    "best_mode_ignored": "best-tracking scenarios in both modes with improving scores: the suite tracks best in mode "
+                         "min only, so a comparison that ignores mode max is never exercised (RUN-4)",
+    "async_retention_before_commit": "retention x crash points x asynchronous saves for the reference adapter: no scenario "
+                                     "runs a ReferenceAdapter subclass with async_save, so the mutant's code path never runs",
+    "lock_released_before_index": "a second writer gated inside the fault layer at every phase of the first (here between "
+                                  "the commit rename and the run.json update); today it starts only between adapter calls",
+}
 """Mutants the suite does not catch yet, with the suite change that would catch them (docs/catch-matrix.md).
 
 Each is a strict xfail: once the suite catches the mutant, the test fails until it is removed here.
