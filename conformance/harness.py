@@ -130,6 +130,9 @@ class Harness:
         before = self._snapshot(config)
         try:
             result = self._run(spec, config)
+            if result.crashed and not result.harness_error and before is None:
+                raise HarnessError(f"a rank died by a signal the suite did not send, and the phase could not be rerun "
+                                   f"(its run was being written by another job):\n{result.describe()}")
             if result.crashed and not result.harness_error:
                 self._restore(config, before)
                 again = self._run(spec, config)
@@ -162,20 +165,26 @@ class Harness:
         return result
 
     def _snapshot(self, config: ScenarioConfig) -> Optional[Path]:
-        """A copy of ``config.output_dir`` (symlinks kept), for rerunning a phase that crashed; None if it does not exist."""
+        """A directory holding a copy of ``config.output_dir`` as ``out`` (symlinks kept; no ``out``
+        when it does not exist), for rerunning a phase that crashed. None when it could not be
+        copied: another job was writing the run (a second writer's test)."""
         source = Path(config.output_dir)
-        if not source.exists():
-            return None
         target = source.parent / f"before-phase-{uuid.uuid4().hex[:8]}"
-        shutil.copytree(source, target, symlinks=True)
+        target.mkdir(parents=True)
+        if source.exists():
+            try:
+                shutil.copytree(source, target / "out", symlinks=True)
+            except (OSError, shutil.Error):
+                shutil.rmtree(target, ignore_errors=True)
+                return None
         return target
 
     @staticmethod
-    def _restore(config: ScenarioConfig, snapshot: Optional[Path]) -> None:
+    def _restore(config: ScenarioConfig, snapshot: Path) -> None:
         """Put ``config.output_dir`` back as :meth:`_snapshot` copied it."""
         shutil.rmtree(config.output_dir, ignore_errors=True)
-        if snapshot is not None:
-            shutil.copytree(snapshot, config.output_dir, symlinks=True)
+        if (snapshot / "out").exists():
+            shutil.copytree(snapshot / "out", config.output_dir, symlinks=True)
 
     def phase_in_background(
         self, config: ScenarioConfig, world_size: int, actions: Sequence[Action], *, may_fail: Iterable[int] = ()
