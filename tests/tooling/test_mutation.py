@@ -165,3 +165,16 @@ def test_committed_sample_is_the_rule_applied_to_the_committed_records() -> None
 def test_committed_page_is_current() -> None:
     sample = json.loads(mutation.SAMPLE.read_text())
     assert mutation.DOC.read_text() == mutation.render(mutation.load_config(), mutation.load_triage(), sample)
+
+
+def test_committed_map_is_well_formed() -> None:
+    covmap = mutation.load_map()
+    if covmap is None:
+        pytest.skip("no coverage map committed yet (`mutation.py map` records it)")
+    paths = {m.path for m in mutation.load_config().modules}
+    assert set(covmap["modules"]) <= paths and len(covmap["suite_sha256"]) == 64
+    assert set(covmap["seconds"]) == set(covmap["tests"])
+    for entry in covmap["modules"].values():
+        assert len(entry["sha256"]) == 64
+        assert all(0 <= s < len(covmap["sets"]) for s in entry["lines"].values())
+    assert all(0 <= t < len(covmap["tests"]) for tests in covmap["sets"] for t in tests)

@@ -13,6 +13,9 @@ The map is keyed by content: the sha256 of the suite (every file of ``ckptspec/c
 and of each mutated module. :func:`stale` names what changed since it was recorded; the runner
 never selects tests from a stale entry.
 
+A *partial* map (``mutation.py map --test``: only some tests recorded) can confirm kills but not
+survivals: the runner records only the kills it finds with one, and leaves the rest pending.
+
 Granularity is the test: a test's phases (save, kill, resume, compare) depend on each other, so
 pytest cannot run one alone. Lines that only a SIGKILLed rank executed are not recorded (coverage
 is saved when a process exits); a mutant there counts as not covered, i.e. survived, so the map
@@ -28,6 +31,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, Optional
 
 HOOK = Path(__file__).resolve().parent / "hook"
@@ -39,10 +43,11 @@ def sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def suite_hash(tree: Path) -> str:
-    """sha256 over the paths and contents of the suite's files in the import tree ``tree``."""
+def suite_hash(tree: Path, folder: str = SUITE) -> str:
+    """sha256 over the paths and contents of the files under ``folder`` (default: the suite's) in
+    the import tree ``tree``."""
     digest = hashlib.sha256()
-    for path in sorted((tree / SUITE).rglob("*")):
+    for path in sorted((tree / folder).rglob("*")):
         if path.is_file() and "__pycache__" not in path.parts:
             digest.update(path.relative_to(tree).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
@@ -93,10 +98,11 @@ def covering_tests(covmap: dict[str, Any], path: str, source: str, first: int, l
 
 
 def record(tree: Path, modules: dict[str, str], workdir: Path, argv: list[str], env: dict[str, str],
-           timeout_s: float, timeout_factor: float = 3.0) -> tuple[Optional[dict[str, Any]], str]:
-    """Run the whole suite (``argv``, a pytest command) on ``tree`` with coverage in every process,
-    its phase deadlines ``timeout_factor`` times the profile's (coverage slows the ranks down);
-    (the map, pytest's output tail), or (None, the output tail) if the suite did not pass."""
+           timeout_s: float, timeout_factor: float = 3.0, only: Sequence[str] = ()) -> tuple[Optional[dict[str, Any]], str]:
+    """Run the whole suite (``argv``, a pytest command; ``only``: just these tests, a *partial*
+    map) on ``tree`` with coverage in every process, its phase deadlines ``timeout_factor`` times
+    the profile's (coverage slows the ranks down); (the map, pytest's output tail), or (None, the
+    output tail) if the suite did not pass."""
     workdir.mkdir(parents=True, exist_ok=True)
     data, context, timing = workdir / "coverage", workdir / "context", workdir / "timing.json"
     shutil.rmtree(data, ignore_errors=True)
@@ -108,6 +114,9 @@ def record(tree: Path, modules: dict[str, str], workdir: Path, argv: list[str], 
     env = {**env, "COVERAGE_PROCESS_START": str(rcfile), "CKPTSPEC_MUTATION_CONTEXT": str(context),
            "CKPTSPEC_MUTATION_TIMING": str(timing), "CKPTSPEC_MUTATION_TIMEOUT_FACTOR": str(timeout_factor),
            "PYTHONPATH": os.pathsep.join([str(HOOK), env["PYTHONPATH"]])}
+    if only:
+        (workdir / "select").write_text("\n".join(only) + "\n")
+        env["CKPTSPEC_MUTATION_SELECT"] = str(workdir / "select")
     try:
         proc = subprocess.run(argv, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout_s)
         code, output = proc.returncode, proc.stdout + proc.stderr
@@ -130,6 +139,9 @@ def record(tree: Path, modules: dict[str, str], workdir: Path, argv: list[str], 
     set_index: dict[tuple[int, ...], int] = {}
     covmap: dict[str, Any] = {"suite_sha256": suite_hash(tree), "tests": tests, "seconds": seconds, "sets": sets,
                               "modules": {}}
+    if only:
+        covmap["partial"] = True
+    covmap["tree_sha256"] = suite_hash(tree, "ckptspec")  # the recording passed on this tree: a baseline
     for path, rel in modules.items():
         lines: dict[str, int] = {}
         for line, contexts in sorted(measured.contexts_by_lineno(str(tree / rel)).items()):

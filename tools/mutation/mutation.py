@@ -461,13 +461,13 @@ def load_map(path: Path = MAP) -> Optional[dict[str, Any]]:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def record_map(scratch: Scratch, config: Config, timeout_factor: float = 3.0) -> dict[str, Any]:
+def record_map(scratch: Scratch, config: Config, timeout_factor: float = 3.0, only: Sequence[str] = ()) -> dict[str, Any]:
     """Record the coverage map on the unmutated copy and write it; RuntimeError if the suite fails there."""
     argv = pytest_command(Target("map", SUITE_ADAPTER, None), scratch.root / "map-report.json",
                           scratch.root / "map-basetemp", "quick")
     started = time.monotonic()
     covmap, output = covermap.record(scratch.tree, scratch.rel, scratch.root / "map", argv, scratch.env, 4 * 3600,
-                                      timeout_factor)
+                                      timeout_factor, only)
     if covmap is None:
         raise RuntimeError(f"the unmutated copy does not pass the suite under coverage; no map recorded:\n{output}")
     covmap["recorded_s"] = round(time.monotonic() - started)
@@ -478,20 +478,21 @@ def record_map(scratch: Scratch, config: Config, timeout_factor: float = 3.0) ->
 
 def refresh_records(scratch: Scratch, config: Config, modules: Sequence[ModuleConfig], results: Path
                     ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Mutant]]]:
-    """Enumerate every configured module's mutants in the copy; update and write the records whose
-    source or filter changed. ({path: record}, {path: {id: Mutant}} for ``modules``)."""
+    """Enumerate the mutants of ``modules`` in the copy and update (and write) their records where
+    the source or the filter changed; the other modules' records are taken as they are.
+    ({path: record} of every configured module, {path: {id: Mutant}} of ``modules``)."""
     records, tables = {}, {}
     for m in config.modules:
         record = load_record(m, results)
-        sha = covermap.sha256(scratch.source(m.path))
-        if m in modules or record["source_sha256"] != sha or record["operator_filter"] != _filter_hash(config):
+        if m in modules:
             mutants, dropped = enumerate_mutants(m, config, scratch.tree, scratch.root / "work")
             tables[m.path] = {x.id: x for x in mutants}
+            sha = covermap.sha256(scratch.source(m.path))
             if record["source_sha256"] != sha or record["operator_filter"] != _filter_hash(config):
                 refresh_table(record, mutants, dropped, sha, config)
                 save_record(record, m, results)
         records[m.path] = record
-    return records, {p: t for p, t in tables.items() if any(m.path == p for m in modules)}
+    return records, tables
 
 
 # --- run ----------------------------------------------------------------------------------------
@@ -536,7 +537,7 @@ def run(args: argparse.Namespace) -> int:
     results = Path(args.results)
     started = time.monotonic()
     deadline = started + args.budget_minutes * 60
-    commit = _head()
+    commit = _head(args.source or "HEAD")
     try:
         with scratch_copy(config, args.source) as scratch, _terminate_as_interrupt():
             records, tables = refresh_records(scratch, config, modules, results)
@@ -549,7 +550,9 @@ def run(args: argparse.Namespace) -> int:
                 scratch.env["CKPTSPEC_MUTATION_TIMEOUT_FACTOR"] = str(args.timeout_factor)
             oracle = Oracle(scratch.tree, scratch.root / "work", scratch.env)
             covmap = load_map()
-            reasons = covermap.stale(covmap, scratch.tree, scratch.rel)
+            reasons = covermap.stale(covmap, scratch.tree, {m.path: scratch.rel[m.path] for m in modules})
+            if covmap is not None and covmap.get("partial") and args.refresh_map:
+                reasons.append("the map is partial")
             if reasons and not args.refresh_map:
                 print("error: the coverage map is stale (" + "; ".join(reasons) + "): run with --refresh-map "
                       "(make mutation does) or `mutation.py map`", file=sys.stderr)
@@ -557,6 +560,8 @@ def run(args: argparse.Namespace) -> int:
             if reasons:
                 print("recording the coverage map (" + "; ".join(reasons) + ")", flush=True)
                 covmap = record_map(scratch, config, 3 * args.timeout_factor)
+            elif covmap is not None and covmap.get("tree_sha256") == covermap.suite_hash(scratch.tree, "ckptspec"):
+                print("baseline: the map was recorded on this very tree, and its suite run passed", flush=True)
             else:
                 print("baseline: the whole suite on the unmutated copy", flush=True)
                 baseline = oracle.run("baseline", None, timeout_for(covmap, None))
@@ -602,9 +607,15 @@ def _run_module(module: ModuleConfig, scratch: Scratch, oracle: Oracle, covmap: 
             print(f"  [{n}/{len(pending)}] {mid}: suite error without a failed requirement, not recorded:\n"
                   f"{judgement.output}", flush=True)
             continue
+        if covmap.get("partial") and judgement.verdict in ("survived", "not covered"):
+            print(f"  [{n}/{len(pending)}] {mid} line {mutant.line}: {judgement.verdict} by the partial map's tests "
+                  f"({judgement.seconds:.0f} s), not recorded", flush=True)
+            continue
         row: dict[str, Any] = {"outcome": judgement.verdict, "seconds": round(judgement.seconds, 1),
                                "covering_tests": covering, "tests_run": judgement.tests_run,
                                "source_sha256": record["source_sha256"][:16], "commit": commit}
+        if covmap.get("partial"):
+            row["map"] = "partial"
         if judgement.startup_s is not None:
             row["startup_s"] = judgement.startup_s
         if judgement.verdict == "killed":
@@ -621,8 +632,8 @@ def _run_module(module: ModuleConfig, scratch: Scratch, oracle: Oracle, covmap: 
     return done
 
 
-def _head() -> str:
-    out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True, text=True)
+def _head(rev: str = "HEAD") -> str:
+    out = subprocess.run(["git", "rev-parse", "--short=12", rev], cwd=REPO, capture_output=True, text=True)
     return out.stdout.strip()
 
 
@@ -630,7 +641,7 @@ def sample_command(args: argparse.Namespace) -> int:
     """``sample``: enumerate the modules' mutants and write the records and the sample (runs nothing)."""
     config = load_config()
     with scratch_copy(config, args.source) as scratch:
-        records, _ = refresh_records(scratch, config, [], RESULTS)
+        records, _ = refresh_records(scratch, config, config.modules, RESULTS)
     sample = current_sample(config, records)
     write_sample(sample)
     for path, drawn in sample["modules"].items():
@@ -642,7 +653,7 @@ def map_command(args: argparse.Namespace) -> int:
     """``map``: record the coverage map on the unmutated tree."""
     config = load_config()
     with scratch_copy(config, args.source) as scratch:
-        record_map(scratch, config, args.timeout_factor)
+        record_map(scratch, config, args.timeout_factor, args.test)
     return 0
 
 
@@ -686,9 +697,12 @@ def ci(args: argparse.Namespace) -> int:
         fresh = covmap is not None
         candidates: list[tuple[ModuleConfig, Mutant, dict[str, Any]]] = []
         for m in modules:
-            table = {x.id: x for x in enumerate_mutants(m, config, scratch.tree, scratch.root / "work")[0]}
             recorded = load_record(m)["results"]
-            fresh_module = fresh and not covermap.stale(covmap, scratch.tree, {m.path: scratch.rel[m.path]})
+            if not any(recorded.get(mid, {}).get("outcome") == "killed" for mid in sample["modules"][m.path]["ids"]):
+                continue  # nothing to re-judge: spare the enumeration
+            table = {x.id: x for x in enumerate_mutants(m, config, scratch.tree, scratch.root / "work")[0]}
+            fresh_module = fresh and not covmap.get("partial") and not covermap.stale(
+                covmap, scratch.tree, {m.path: scratch.rel[m.path]})
             candidates += [(m, table[mid], recorded[mid] | {"fresh_map": fresh_module})
                            for mid in sample["modules"][m.path]["ids"]
                            if mid in table and recorded.get(mid, {}).get("outcome") == "killed"]
@@ -831,14 +845,15 @@ def render(config: Config, triage: dict[str, tuple[str, str]], sample: dict[str,
             if row.get("outcome") in ("killed", "survived"):
                 times.append(row["seconds"])
                 if "startup_s" in row:
-                    startups.append(row["startup_s"])
+                    startups.append((row["seconds"], row["startup_s"]))
     head.append(total.row("**all**"))
     low, _ = sampling.wilson(total.killed, total.judged)
     lines = [HEADER.format(seed=sample["seed"], size=sample["size"]), *head, ""]
     if times:
         lines.append(f"Mutants run so far: {len(times)}, {sum(times) / len(times):.0f} s each on average"
-                     + (f", of which {sum(startups) / len(startups):.0f} s interpreter start-up and collection"
-                        if startups else "") + "; projected for the pending ones: "
+                     + (f" (the {len(startups)} timed in parts: {sum(t for t, _ in startups) / len(startups):.0f} s, "
+                        f"of which {sum(u for _, u in startups) / len(startups):.0f} s pytest's start-up and collection)"
+                        if startups else "") + "; projected for the pending ones at that average: "
                      f"{total.pending * sum(times) / len(times) / 60:.0f} min.")
         lines.append("")
     lines += ["Dropped by the operator filter (every module, before sampling): "
@@ -869,7 +884,8 @@ rank processes), cheapest first, quick profile, derandomized, stopping at the fi
 **Killed**: the suite failed a requirement (a harness error without a failed requirement is no
 verdict: the mutant stays pending); **survived**: its covering tests passed; **not covered**: no
 test executes its line (a survivor, judged without a run); **incompetent**: the suite could not
-run, not counted. Every survivor is triaged in `tools/mutation/triage.toml`: *equivalent* (no
+run, not counted. A *partial* map (recorded for a few tests only) confirms kills but not
+survivals, so with one only kills are recorded. Every survivor is triaged in `tools/mutation/triage.toml`: *equivalent* (no
 observable behaviour changes), *out of scope* (not checkpoint/resume behaviour) or *gap* (the
 suite should catch it). **Score** = killed / (killed + gap + untriaged), with its Wilson 95 %
 interval; the population is the module's mutants after the operator filter of
@@ -923,6 +939,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p_run.add_argument("--results", default=str(RESULTS), help=argparse.SUPPRESS)
     p_map = sub.add_parser("map", help="record the coverage map on the unmutated tree")
     p_map.add_argument("--source", default=None, metavar="REV", help="this commit's tree, not the working tree")
+    p_map.add_argument("--test", action="append", default=[], metavar="ID",
+                       help="record only this test (repeatable; stable id module::name): a partial map")
     p_map.add_argument("--timeout-factor", type=float, default=3.0, metavar="F",
                        help="stretch the suite's phase deadlines by F (coverage slows the ranks; default 3)")
     p_sample = sub.add_parser("sample", help="enumerate the mutants and draw the sample; run nothing")
