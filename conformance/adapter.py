@@ -11,7 +11,10 @@ every digest and comparison itself (with :mod:`ckptspec.digest`); adapters only 
 
 An adapter subclasses :class:`TrainerAdapter`, whose class-level declarations have typed
 defaults: ``capabilities``, ``eval_set_size``, ``checkpoint_format``, ``refusal_errors``,
-``framework`` and the ``committed_checkpoints`` discovery hook. The suite reads them only
+``framework``, ``saves_at_step_ends_only``, ``restore_on_first_batch``, ``eval_sharding``, the
+``committed_checkpoints`` discovery hook and the ``best_checkpoint`` hook. A trainer that owns its
+loop (``trainer.train()``, ``trainer.fit()``) subclasses
+:class:`ckptspec.conformance.owner_loop.OwnerLoopAdapter` instead, which subclasses this one. The suite reads them only
 through :func:`declarations`, which also accepts an older adapter that does not subclass
 :class:`TrainerAdapter` (protocol v1 or v2): what it does not declare takes the base class's default.
 """
@@ -19,11 +22,12 @@ through :func:`declarations`, which also accepts an older adapter that does not 
 from __future__ import annotations
 
 import importlib
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Literal, Optional, Sequence, get_args
 
-from ckptspec.layout import checkpoint_dir_name, committed_steps
+from ckptspec.layout import LAYOUT, checkpoint_dir_name, committed_steps
 from ckptspec.training import StepRecord
 
 Capability = Literal[
@@ -52,6 +56,16 @@ CAPABILITIES: tuple[Capability, ...] = get_args(Capability)
   can launch a scenario as two nodes on localhost.
 """
 
+
+EvalSharding = Literal["suite", "framework"]
+
+EVAL_SHARDINGS: tuple[EvalSharding, ...] = get_args(EvalSharding)
+"""The values of an adapter's ``eval_sharding``: ``"suite"`` (:meth:`TrainerAdapter.evaluate`
+evaluates the shard the suite gives this rank; the default) or ``"framework"`` (the framework
+shards the eval set itself: the adapter evaluates the union of every rank's ids, in rank order,
+through the framework's own sampler, so an empty or uneven split still reaches the framework;
+:class:`ckptspec.conformance.owner_loop.OwnerLoopAdapter` gathers the ids and calls its
+``evaluate_global``)."""
 
 CheckpointFormat = Literal["ckptspec", "native"]
 
@@ -124,6 +138,16 @@ class TrainerAdapter:
     trainer refuses a resume (world-size mismatch, config drift, failed integrity check)."""
     framework: ClassVar[str] = ""
     """The framework and its version (e.g. ``"accelerate 1.15.0"``), copied into the JSON report."""
+    saves_at_step_ends_only: ClassVar[bool] = False
+    """True when the trainer can save only at the end of an optimizer step it ran (a loop that
+    owns its schedule: no save right after ``__init__`` or ``resume``); a test that saves
+    elsewhere does not apply to it."""
+    restore_on_first_batch: ClassVar[bool] = False
+    """True when part of a resume (typically the RNG state) is applied only when the first batch
+    after it is drawn, so :meth:`full_state` right after :meth:`resume` may not show it yet; the
+    suite then compares state after the first step instead."""
+    eval_sharding: ClassVar[EvalSharding] = "suite"
+    """One of :data:`EVAL_SHARDINGS`."""
     step: int
 
     @staticmethod
@@ -136,6 +160,20 @@ class TrainerAdapter:
         directory. A native-format adapter overrides it."""
         run_dir = Path(config.output_dir) / config.run_id
         return {step: str(run_dir / checkpoint_dir_name(step)) for step in committed_steps(run_dir)}
+
+    @staticmethod
+    def best_checkpoint(config: ScenarioConfig) -> Optional[int]:
+        """With ``best`` only: the step of the checkpoint the trainer itself records as best for
+        the run of ``config``, or None when it records none. Reads the disk only.
+
+        The default reads ckptspec's run index (``run.json``'s ``best``); a native-format adapter
+        that declares ``best`` overrides it with the framework's own record (RUN-4)."""
+        path = Path(config.output_dir) / config.run_id / LAYOUT.run_index_file
+        try:
+            best = json.loads(path.read_text()).get("best") if path.is_file() else None
+        except (OSError, ValueError):
+            return None
+        return int(best["step"]) if isinstance(best, dict) and "step" in best else None
 
     def __init__(self, config: ScenarioConfig, ctx: RankContext) -> None:
         """Build model, optimizer, scheduler, data and checkpoint manager at step 0. No I/O in the run directory."""
@@ -203,6 +241,10 @@ class Declarations:
     refusal_errors: tuple[type[BaseException], ...]
     framework: str
     committed_checkpoints: Callable[[ScenarioConfig], dict[int, str]]
+    best_checkpoint: Callable[[ScenarioConfig], Optional[int]]
+    saves_at_step_ends_only: bool = False
+    restore_on_first_batch: bool = False
+    eval_sharding: str = "suite"
 
     @property
     def native(self) -> bool:
@@ -219,7 +261,8 @@ def declarations(adapter: Any) -> Declarations:
     from :class:`TrainerAdapter`: the one place the suite reads them, so an adapter that does not
     subclass :class:`TrainerAdapter` keeps working. Raises ``ValueError`` naming a malformed one."""
     values = {name: getattr(adapter, name, getattr(TrainerAdapter, name)) for name in
-              ("capabilities", "eval_set_size", "checkpoint_format", "refusal_errors", "framework", "committed_checkpoints")}
+              ("capabilities", "eval_set_size", "checkpoint_format", "refusal_errors", "framework", "committed_checkpoints",
+               "best_checkpoint", "saves_at_step_ends_only", "restore_on_first_batch", "eval_sharding")}
     capabilities = values["capabilities"]
     if not isinstance(capabilities, frozenset):
         raise ValueError("`capabilities` must be a frozenset")
@@ -233,6 +276,13 @@ def declarations(adapter: Any) -> Declarations:
         raise ValueError(f"`refusal_errors` must be a tuple of exception classes, got {errors!r}")
     if not callable(values["committed_checkpoints"]):
         raise ValueError("`committed_checkpoints` must be a static method (config) -> {step: path}")
+    if not callable(values["best_checkpoint"]):
+        raise ValueError("`best_checkpoint` must be a static method (config) -> step or None")
+    if values["eval_sharding"] not in EVAL_SHARDINGS:
+        raise ValueError(f"eval_sharding {values['eval_sharding']!r}; known: {list(EVAL_SHARDINGS)}")
+    for flag in ("saves_at_step_ends_only", "restore_on_first_batch"):
+        if not isinstance(values[flag], bool):
+            raise ValueError(f"`{flag}` must be a bool, got {values[flag]!r}")
     return Declarations(
         capabilities=frozenset(capabilities),
         eval_set_size=int(values["eval_set_size"]),
@@ -240,6 +290,10 @@ def declarations(adapter: Any) -> Declarations:
         refusal_errors=errors,
         framework=str(values["framework"]),
         committed_checkpoints=values["committed_checkpoints"],
+        best_checkpoint=values["best_checkpoint"],
+        saves_at_step_ends_only=values["saves_at_step_ends_only"],
+        restore_on_first_batch=values["restore_on_first_batch"],
+        eval_sharding=str(values["eval_sharding"]),
     )
 
 
