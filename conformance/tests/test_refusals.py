@@ -21,10 +21,11 @@ from ckptspec.layout import LAYOUT, checkpoint_dir_name, staging_dir_name
 from ckptspec.manifest import REQUIRED_FINGERPRINT_KEYS
 
 
-INTEGRITY_CHECKPOINTS = 6
-"""Checkpoints the integrity test saves and damages, one file each per round: one per damage
-kind. A trainer writing more file classes than this gets more rounds, each on a fresh copy of
-the run, so that one example covers every class."""
+INTEGRITY_CHECKPOINTS = 3
+"""Checkpoints the integrity test damages, one file each per round: the run other tests share
+(memoised, no set-up of its own). Every damage kind and every file class get a slot; the slots
+run in rounds of this many, each on a fresh copy of the run (one short phase of refused resumes
+per round), so that one example covers every kind and every class."""
 
 
 def file_class(relative: Path) -> str:
