@@ -18,7 +18,7 @@ from ckptspec.schemas import load_schema
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "spec" / "examples"
 VALID_RUN = EXAMPLES / "valid" / "run-complete" / "demo-run"
-BAD_CKPT = EXAMPLES / "invalid" / "file-size-mismatch" / "step-000000100"
+BAD_CKPT = EXAMPLES / "invalid" / "layout" / "file-size-mismatch" / "step-000000100"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
@@ -28,8 +28,7 @@ def ckptspec(*argv: object) -> subprocess.CompletedProcess[str]:
 
 def _schema_invalid_manifest() -> Path:
     """An example manifest whose findings point at a value inside it (a pointer with a line)."""
-    for case in sorted((EXAMPLES / "invalid").iterdir()):
-        manifest = case / "manifest.json"
+    for manifest in sorted((EXAMPLES / "invalid" / "manifest").glob("*/manifest.json")):
         if manifest.is_file():
             document = json.loads(ckptspec("validate", "--format", "json", manifest).stdout)
             if any(f["pointer"] and f["pointer"].count("/") >= 2 and f["path"] == str(manifest) for f in document["findings"]):
