@@ -117,7 +117,8 @@ def test_integrity_before_mutation(harness: Harness, verdict: Verdict, scenario:
             else:
                 elsewhere = [c for c in intact.values() if c.is_file()]
             done = _damage(target, how, [p for p in files if p != target], elsewhere)
-            if done:
+            if done:  # paths relative to the run directory (the copy's or the intact run's)
+                done = done.replace(f"{found[step].parent}/", "").replace(f"{intact[step].parent}/", "intact ")
                 event(f"integrity: {done.split()[0]} x {kind}")
                 damaged[step] = f"{done} (class {kind})"
         if not verdict.require("RESUME-6", bool(damaged), f"no damage applied to the checkpoints' classes {classes}"):
