@@ -149,6 +149,9 @@ def run_phase(spec: PhaseSpec, phase_dir: str | os.PathLike[str]) -> PhaseResult
         monitor_interval=0.05,
         start_method=_start_method(),
         local_addr="127.0.0.1",
+        # SIGINT is left to the caller: the launcher's own handler would turn Ctrl-C into a
+        # failed phase, and the session would go on to the next test.
+        signals_to_handle="SIGTERM,SIGHUP,SIGQUIT",
     )
     log_dirs = [directory / "logs" / f"agent-{i}" for i in range(spec.nodes)]
     configs = [dataclasses.replace(config, logs_specs=DefaultLogsSpecs(log_dir=str(d), redirects=Std.ALL)) for d in log_dirs]

@@ -281,10 +281,12 @@ class ConformancePlugin:
         ]
 
     def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-        if hasattr(config, "workerinput") or not self.records:
+        if hasattr(config, "workerinput") or (not self.records and exitstatus != pytest.ExitCode.INTERRUPTED):
             return
         opts = self.options
         rows = build_rows(self.records)
+        if opts.select_requirements:  # the requirements asked for, and any other a selected test checked
+            rows = [r for r in rows if r.tests or r.id in opts.select_requirements]
         terminalreporter.write_sep("=", "ckptspec conformance: requirement outcomes")
         for line in self.header_lines() + summary_table(rows):
             terminalreporter.write_line(line)

@@ -143,7 +143,7 @@ def write_json(
     records: Iterable[RecordedTest],
     unknown_xfails: Iterable[str],
 ) -> None:
-    """Write the JSON report (``conformance-report.schema.json``): header, every requirement's row, every test's record."""
+    """Write the JSON report (``conformance-report.schema.json``): header, the rows given, every test's record."""
     rows = list(rows)
     document = {
         "output": "ckptspec-conformance-report",

@@ -37,7 +37,7 @@ from ckptspec import __version__
 from ckptspec.exit_codes import EXIT_ERROR, EXIT_FAIL, EXIT_OK
 from ckptspec.confined import Resolved, resolve, scan_tree
 from ckptspec.digest import json_digest, leaves, tensor_digest
-from ckptspec.findings import Severity, printable
+from ckptspec.findings import CannotCheck, Severity, printable
 from ckptspec.jsonload import read_document
 from ckptspec.layout import LAYOUT
 from ckptspec.safe_dcp import DCP_METADATA_FILE
@@ -298,7 +298,7 @@ def _components(root: str | Path) -> Optional[list[Any]]:
 
     try:
         manifest, _ = load_manifest(os.path.join(os.fspath(root), LAYOUT.manifest_file))
-    except OSError:
+    except (OSError, CannotCheck):  # unreadable, or of a newer minor: compared as plain DCP
         return None
     return list(manifest.components) if manifest else None
 
@@ -311,7 +311,7 @@ def export_scope(a: str | Path, b: str | Path) -> tuple[str, ...]:
     def is_export(root: str | Path) -> bool:
         try:
             manifest, _ = load_manifest(os.path.join(os.fspath(root), LAYOUT.manifest_file))
-        except OSError:
+        except (OSError, CannotCheck):
             return False
         return manifest is not None and EXPORT_EXTENSION in (manifest.extensions or {})
 

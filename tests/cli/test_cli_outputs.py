@@ -126,3 +126,17 @@ def test_diff_of_an_unreadable_payload_is_one_line_without_a_traceback(dcp_pair:
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith("ckptspec diff: cannot compare: ") and len(line) < 400
     assert "Traceback" not in done.stderr and 'File "' not in done.stderr
+
+
+def test_diff_beside_a_manifest_of_a_newer_minor_is_not_compared_without_a_traceback(dcp_pair: tuple[Path, Path], tmp_path: Path) -> None:
+    """A manifest this reader cannot check (a newer minor's value): exit 2 with one message
+    saying why, never a traceback."""
+    import shutil
+
+    newer = tmp_path / "newer"
+    shutil.copytree(dcp_pair[1], newer)
+    shutil.copy(EXAMPLES / "not-checked" / "newer-minor-enum-value" / "manifest.json", newer / "manifest.json")
+    done = ckptspec("diff", "--format", "json", dcp_pair[0], newer)
+    assert "Traceback" not in done.stderr, done.stderr
+    document = json.loads(done.stdout)
+    assert done.returncode == 2 and document["verdict"] == "not_compared" and "newer minor" in document["error"]
