@@ -1,27 +1,30 @@
 # Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
-# The pinned CPU torch is installed before the project so that pip never resolves torch
-# from the registry (which would pull several GB of CUDA wheels).
+# The pinned CPU torch (constraints.txt, the one place the pin is written) is installed before the
+# project, and every install is constrained by it, so pip never resolves torch from the registry
+# (which would pull several GB of CUDA wheels).
 
 PYTHON ?= python3
 VENV ?= .venv
-TORCH_VERSION ?= 2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.ckptspec-installed
 export OMP_NUM_THREADS ?= 1
 
+# $(call timed,NAME,COMMAND): run a tier, then print its wall time and the load average.
+timed = start=$$(date +%s); $(2); rc=$$?; echo "tier $(1): $$(( $$(date +%s) - start )) s (load $$(cut -d' ' -f1-3 /proc/loadavg))"; exit $$rc
+
 .PHONY: demo test test-fast test-core test-frameworks test-catch node-deps frameworks mutants mutation mutation-ci bench bench-record schema matrix clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q torch==$(TORCH_VERSION)
-	$(BIN)/python -m pip install -q torch==$(TORCH_VERSION) -e '.[test]'
+	$(BIN)/python -m pip install -q -c constraints.txt torch
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
 	touch $@
 
 # The third-party trainers of conformance/adapters/ (pyproject's `frameworks` extra), which
-# `make test` runs through the suite; torch is named again so that pip keeps the pinned CPU build.
+# `make test` runs through the suite; the constraints keep the pinned CPU torch.
 FRAMEWORKS_STAMP := $(VENV)/.ckptspec-frameworks-installed
 $(FRAMEWORKS_STAMP): $(STAMP)
-	$(BIN)/python -m pip install -q torch==$(TORCH_VERSION) -e '.[test,frameworks]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test,frameworks]'
 	touch $@
 
 frameworks: $(FRAMEWORKS_STAMP)
@@ -48,7 +51,7 @@ demo: $(STAMP)
 # suite on every other Python 3.11 on the machine (e.g. /usr/bin/python3), the torch-free tests on
 # 3.10/3.12/3.13.
 test: test-core test-frameworks test-catch
-	@start=$$(date +%s); $(BIN)/python -m nox; rc=$$?; echo "tier interpreters: $$(( $$(date +%s) - start )) s"; exit $$rc
+	@$(call timed,interpreters,$(BIN)/python -m nox)
 
 # ajv (Node.js), the second JSON Schema validator of tests/spec/test_ajv_agreement.py, pinned, in
 # .node/; without npm this does nothing and that test is skipped, saying so.
@@ -66,14 +69,14 @@ test-fast: $(STAMP)
 CORE := not frameworks and not catch_matrix
 test-core: $(STAMP) $(MUTATION_STAMP) node-deps
 	$(BIN)/ckptspec schema --check
-	@start=$$(date +%s); $(BIN)/python -m pytest -n 2 -q -m "$(CORE)"; rc=$$?; echo "tier core: $$(( $$(date +%s) - start )) s"; exit $$rc
+	@$(call timed,core,$(BIN)/python -m pytest -n 2 -q -m "$(CORE)")
 
 test-frameworks: $(FRAMEWORKS_STAMP)
-	@start=$$(date +%s); $(BIN)/python -m pytest -n 2 -q -m frameworks; rc=$$?; echo "tier frameworks: $$(( $$(date +%s) - start )) s"; exit $$rc
+	@$(call timed,frameworks,$(BIN)/python -m pytest -n 2 -q -m frameworks)
 
 # The suite's self-test: every hand-written mutant must be caught (fast form; see `mutants`).
 test-catch: $(STAMP)
-	@start=$$(date +%s); $(BIN)/python -m pytest -n 2 -q -m catch_matrix; rc=$$?; echo "tier catch matrix: $$(( $$(date +%s) - start )) s"; exit $$rc
+	@$(call timed,catch matrix,$(BIN)/python -m pytest -n 2 -q -m catch_matrix)
 
 # The suite's self-test against every mutant trainer (fast form: each mutant runs only the tests
 # of its requirements; `catch_matrix.py --full` runs the whole suite per mutant, ~30 min).

@@ -28,7 +28,6 @@ import sys
 
 import nox
 
-TORCH_VERSION = "2.13.0"
 TORCH_PYTHON = "3.11"
 TORCH_FREE_PYTHONS = ("3.10", "3.12", "3.13")
 
@@ -85,8 +84,8 @@ def torch(session: nox.Session) -> None:
     """The interpreter-dependent tests on another Python 3.11, with the pinned CPU torch."""
     if not TORCH_INTERPRETERS:
         session.skip(f"no Python {TORCH_PYTHON} on this machine besides the one .venv was made from")
-    session.install(f"torch=={TORCH_VERSION}")
-    session.install("-e", ".[test]")
+    session.install("-c", "constraints.txt", "torch")
+    session.install("-c", "constraints.txt", "-e", ".[test]")
     session.run("ckptspec", "schema", "--check")
     selection = session.posargs or [
         "tests/spec",

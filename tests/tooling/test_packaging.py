@@ -127,8 +127,9 @@ def test_the_action_and_the_wheel_work_without_torch(wheel: Path, source_tree: P
 def test_the_wheel_with_torch_runs_the_conformance_suite(wheel: Path, tmp_path: Path) -> None:
     bin_dir = _venv(tmp_path / "venv")
     pip = [str(bin_dir / "python"), "-m", "pip", "install", "-q"]
-    _ok(pip + ["torch==2.13.0"], tmp_path)
-    _ok(pip + [f"{wheel}[conformance]"], tmp_path)  # the README's command: the extra brings what the suite needs
+    constraints = ["-c", str(REPO / "constraints.txt")]
+    _ok(pip + constraints + ["torch"], tmp_path)
+    _ok(pip + constraints + [f"{wheel}[conformance]"], tmp_path)  # the README's command: the extra brings what the suite needs
     installed = _installed(bin_dir)
     assert "torch" in installed and not any(n.startswith("nvidia") for n in installed)
     out = _ok([str(bin_dir / "python"), "-m", "pytest", "--pyargs", "ckptspec.conformance.tests", "-q", "-p", "no:cacheprovider",
