@@ -12,7 +12,7 @@ export OMP_NUM_THREADS ?= 1
 # $(call timed,NAME,COMMAND): run a tier, then print its wall time and the load average.
 timed = start=$$(date +%s); $(2); rc=$$?; echo "tier $(1): $$(( $$(date +%s) - start )) s (load $$(cut -d' ' -f1-3 /proc/loadavg))"; exit $$rc
 
-.PHONY: demo test test-fast test-core test-frameworks test-catch node-deps frameworks mutants mutation mutation-ci bench bench-record schema matrix clean
+.PHONY: demo lint test test-fast test-core test-frameworks test-catch node-deps frameworks mutants mutation mutation-ci bench bench-record schema matrix clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -62,12 +62,17 @@ node-deps:
 		npm install --prefix .node --save-exact --no-audit --no-fund --loglevel=error $(AJV_PACKAGES) && \
 		echo "$(AJV_PACKAGES)" > .node/.installed; fi
 
+# ruff, configured in pyproject.toml (also the repo's own .pre-commit-config.yaml).
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
 # Everything that starts no process group or torch process (marker `slow` on the rest).
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q -m "not slow"
 
 CORE := not frameworks and not catch_matrix
-test-core: $(STAMP) $(MUTATION_STAMP) node-deps
+test-core: $(STAMP) $(MUTATION_STAMP) node-deps lint
 	$(BIN)/ckptspec schema --check
 	@$(call timed,core,$(BIN)/python -m pytest -n 2 -q -m "$(CORE)")
 

@@ -49,11 +49,17 @@ def _identify(executable: str) -> tuple[str, str]:
 
 def _candidates(version: str) -> list[str]:
     """Interpreters that may be Python ``version``: on the PATH, the system's, pyenv's."""
-    found = [shutil.which(f"python{version}") or "", f"/usr/bin/python{version}", f"/usr/local/bin/python{version}"]
+    found = [
+        shutil.which(f"python{version}") or "",
+        f"/usr/bin/python{version}",
+        f"/usr/local/bin/python{version}",
+    ]
     if version == TORCH_PYTHON:
         found += [shutil.which("python3") or "", "/usr/bin/python3"]
     pyenv_root = os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv"))
-    found += sorted(glob.glob(os.path.join(pyenv_root, "versions", f"{version}.*", "bin", f"python{version}")))
+    found += sorted(
+        glob.glob(os.path.join(pyenv_root, "versions", f"{version}.*", "bin", f"python{version}"))
+    )
     return [path for path in found if path and os.path.isfile(path)]
 
 
@@ -72,18 +78,29 @@ def _distinct(version: str, exclude: str = "") -> list[str]:
 # The interpreter .venv was made from runs the suite already (``make test``, before nox).
 _BASE = _identify(os.path.join(sys.base_exec_prefix, "bin", f"python{TORCH_PYTHON}"))[1]
 TORCH_INTERPRETERS = _distinct(TORCH_PYTHON, exclude=_BASE)
-TORCH_FREE_INTERPRETERS = [path for version in TORCH_FREE_PYTHONS for path in _distinct(version)[:1]]
-_missing = [v for v in TORCH_FREE_PYTHONS if not any(p.endswith(f"python{v}") for p in TORCH_FREE_INTERPRETERS)]
-print(f"nox matrix: torch suite on {TORCH_INTERPRETERS or 'no other Python ' + TORCH_PYTHON}; "
-      f"torch-free tests on {TORCH_FREE_INTERPRETERS or 'none'}"
-      + (f"; not on this machine: Python {', '.join(_missing)}" if _missing else ""), file=sys.stderr)
+TORCH_FREE_INTERPRETERS = [
+    path for version in TORCH_FREE_PYTHONS for path in _distinct(version)[:1]
+]
+_missing = [
+    v
+    for v in TORCH_FREE_PYTHONS
+    if not any(p.endswith(f"python{v}") for p in TORCH_FREE_INTERPRETERS)
+]
+print(
+    f"nox matrix: torch suite on {TORCH_INTERPRETERS or 'no other Python ' + TORCH_PYTHON}; "
+    f"torch-free tests on {TORCH_FREE_INTERPRETERS or 'none'}"
+    + (f"; not on this machine: Python {', '.join(_missing)}" if _missing else ""),
+    file=sys.stderr,
+)
 
 
 @nox.session(python=TORCH_INTERPRETERS or None)
 def torch(session: nox.Session) -> None:
     """The interpreter-dependent tests on another Python 3.11, with the pinned CPU torch."""
     if not TORCH_INTERPRETERS:
-        session.skip(f"no Python {TORCH_PYTHON} on this machine besides the one .venv was made from")
+        session.skip(
+            f"no Python {TORCH_PYTHON} on this machine besides the one .venv was made from"
+        )
     session.install("-c", "constraints.txt", "torch")
     session.install("-c", "constraints.txt", "-e", ".[test]")
     session.run("ckptspec", "schema", "--check")
@@ -100,6 +117,10 @@ def torch_free(session: nox.Session) -> None:
     if not TORCH_FREE_INTERPRETERS:
         session.skip(f"none of Python {', '.join(TORCH_FREE_PYTHONS)} is on this machine")
     session.install("-e", ".[test]")
-    session.run("python", "-c", "import importlib.util, sys; sys.exit(importlib.util.find_spec('torch') is not None)")
+    session.run(
+        "python",
+        "-c",
+        "import importlib.util, sys; sys.exit(importlib.util.find_spec('torch') is not None)",
+    )
     session.run("ckptspec", "schema", "--check")
     session.run("python", "-m", "pytest", "-n", "2", "-q", "tests/spec", *session.posargs)

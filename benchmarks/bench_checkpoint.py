@@ -28,10 +28,14 @@ from pathlib import Path
 
 
 def parse() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--ranks", type=int, default=2, help="CPU ranks (torchrun --nproc-per-node)")
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--warmup", type=int, default=1, help="uncounted rounds before the measured ones")
+    p.add_argument(
+        "--warmup", type=int, default=1, help="uncounted rounds before the measured ones"
+    )
     p.add_argument("--output-dir", default="/tmp/ckptspec-bench")
     p.add_argument("--dim", type=int, default=1024)
     p.add_argument("--vocab-size", type=int, default=4096)
@@ -52,33 +56,61 @@ def bench(args: argparse.Namespace) -> None:
     import torch
     import torch.distributed as dist
     import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict, set_model_state_dict, set_optimizer_state_dict
+    from torch.distributed.checkpoint.state_dict import (
+        get_model_state_dict,
+        get_optimizer_state_dict,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
 
     from ckptspec.checkpointing import CommitProtocol, RunPolicy, init_distributed
-    from ckptspec.reference_impl.model import ModelArgs
     from ckptspec.reference_impl.config import TrainConfig
+    from ckptspec.reference_impl.model import ModelArgs
     from ckptspec.reference_impl.trainer import Trainer
 
     ctx = init_distributed("cpu")
     out = Path(args.output_dir)
     model = ModelArgs(vocab_size=args.vocab_size, dim=args.dim, n_layers=1, n_heads=8, seq_len=8)
-    config = TrainConfig(output_dir=str(out), run_id="bench", steps=100, global_batch_size=2 * ctx.world_size,
-                         model=model, async_save=True, dataset_size=64, eval_set_size=1)
+    config = TrainConfig(
+        output_dir=str(out),
+        run_id="bench",
+        steps=100,
+        global_batch_size=2 * ctx.world_size,
+        model=model,
+        async_save=True,
+        dataset_size=64,
+        eval_set_size=1,
+    )
     trainer = Trainer(config, ctx)
     trainer.train(1)  # real optimizer state
-    state_bytes = sum(t.numel() * t.element_size() for t in trainer.save_request().sharded["model"][1].values())
+    state_bytes = sum(
+        t.numel() * t.element_size() for t in trainer.save_request().sharded["model"][1].values()
+    )
     state_bytes *= 3  # parameters + two AdamW moments
     if ctx.rank == 0:
         shutil.rmtree(out, ignore_errors=True)
-        print(f"world size {ctx.world_size}, model + optimizer state {state_bytes / 1e6:.0f} MB, "
-              f"{args.repeats} paired rounds after {args.warmup} warm-up")
+        print(
+            f"world size {ctx.world_size}, model + optimizer state {state_bytes / 1e6:.0f} MB, "
+            f"{args.repeats} paired rounds after {args.warmup} warm-up"
+        )
     dist.barrier()
 
     times: dict[str, list[float]] = {
-        k: [] for k in ("raw_save", "mgr_save", "raw_load", "mgr_load", "mgr_load_size_only", "async_block", "async_total")
+        k: []
+        for k in (
+            "raw_save",
+            "mgr_save",
+            "raw_load",
+            "mgr_load",
+            "mgr_load_size_only",
+            "async_block",
+            "async_total",
+        )
     }
     # One asynchronous manager for every round, as in training: its stagers keep their host buffers.
-    async_manager = CommitProtocol(RunPolicy(out / "async", "async", ctx), async_groups=trainer.commit.async_groups)
+    async_manager = CommitProtocol(
+        RunPolicy(out / "async", "async", ctx), async_groups=trainer.commit.async_groups
+    )
     for i in range(args.warmup + args.repeats):
         counted = i >= args.warmup
 
@@ -91,7 +123,10 @@ def bench(args: argparse.Namespace) -> None:
 
         def raw_save() -> None:
             dcp.save(get_model_state_dict(trainer.model), checkpoint_id=raw_dir / "model")
-            dcp.save(get_optimizer_state_dict(trainer.model, trainer.optimizer), checkpoint_id=raw_dir / "optimizer")
+            dcp.save(
+                get_optimizer_state_dict(trainer.model, trainer.optimizer),
+                checkpoint_id=raw_dir / "optimizer",
+            )
 
         def mgr_save() -> None:
             manager.save(trainer.save_request())
@@ -115,11 +150,19 @@ def bench(args: argparse.Namespace) -> None:
         pairs = [("raw_save", raw_save), ("mgr_save", mgr_save)]
         for name, fn in pairs if i % 2 == 0 else pairs[::-1]:
             record(name, timed(fn))
-        pairs = [("raw_load", raw_load), ("mgr_load", mgr_load), ("mgr_load_size_only", mgr_load_size_only)]
+        pairs = [
+            ("raw_load", raw_load),
+            ("mgr_load", mgr_load),
+            ("mgr_load_size_only", mgr_load_size_only),
+        ]
         for name, fn in pairs if i % 2 == 0 else pairs[::-1]:
             record(name, timed(fn))
 
-        reference = {k: v.detach().clone() for k, v in trainer.full_state()["model"].items()} if i == 0 else None
+        reference = (
+            {k: v.detach().clone() for k, v in trainer.full_state()["model"].items()}
+            if i == 0
+            else None
+        )
         blocked = timed(lambda: async_manager.save_async(trainer.save_request()))
         if reference is not None:  # training goes on while the background write runs
             trainer.train(1)
@@ -127,13 +170,19 @@ def bench(args: argparse.Namespace) -> None:
         record("async_total", blocked + timed(async_manager.wait))
         if reference is not None:
             saved = async_manager.policy.checkpoint_path(trainer.step - 1)
-            probe = Trainer(config.__class__(**{**config.__dict__, "async_save": False, "run_id": "probe"}), ctx)
+            probe = Trainer(
+                config.__class__(**{**config.__dict__, "async_save": False, "run_id": "probe"}), ctx
+            )
             probe.load_weights(saved)
             loaded = probe.full_state()["model"]
             ok = all(torch.equal(loaded[k], v) for k, v in reference.items())
             if ctx.rank == 0:
-                print(f"async save captured the state at save time despite training during the write: {ok}")
-            trainer.resume(async_manager.policy.checkpoint_path(trainer.step - 1))  # back to the benchmarked state
+                print(
+                    f"async save captured the state at save time despite training during the write: {ok}"
+                )
+            trainer.resume(
+                async_manager.policy.checkpoint_path(trainer.step - 1)
+            )  # back to the benchmarked state
             del probe
         if ctx.rank == 0:
             for path in (raw_dir, out / f"run-{i}", *(out / "async").glob("step-*")):
@@ -147,20 +196,45 @@ def bench(args: argparse.Namespace) -> None:
             print(f"{k:24s}{med[k]:10.3f}   " + " ".join(f"{x:.3f}" for x in v))
         ratio_save = statistics.median(m / r for m, r in zip(times["mgr_save"], times["raw_save"]))
         ratio_load = statistics.median(m / r for m, r in zip(times["mgr_load"], times["raw_load"]))
-        print(f"manager save / raw dcp.save : {ratio_save:.3f}x (median of paired ratios; target <= 1.10)")
-        ratio_size = statistics.median(m / r for m, r in zip(times["mgr_load_size_only"], times["raw_load"]))
-        print(f"manager load / raw dcp.load : {ratio_load:.3f}x (median of paired ratios; target <= 1.15)")
+        print(
+            f"manager save / raw dcp.save : {ratio_save:.3f}x (median of paired ratios; target <= 1.10)"
+        )
+        ratio_size = statistics.median(
+            m / r for m, r in zip(times["mgr_load_size_only"], times["raw_load"])
+        )
+        print(
+            f"manager load / raw dcp.load : {ratio_load:.3f}x (median of paired ratios; target <= 1.15)"
+        )
         print(f"  same, --verify size       : {ratio_size:.3f}x (no file digests checked)")
         blocked = med["async_block"] / med["mgr_save"]
         print(f"async save blocks the loop for {blocked:.1%} of a synchronous save (target <= 15%)")
-        print("RECORD " + json.dumps({"save_ratio": ratio_save, "load_ratio": ratio_load, "load_size_ratio": ratio_size,
-                                      "async_blocked": blocked, "state_mb": state_bytes / 1e6, "ranks": ctx.world_size}))
+        print(
+            "RECORD "
+            + json.dumps(
+                {
+                    "save_ratio": ratio_save,
+                    "load_ratio": ratio_load,
+                    "load_size_ratio": ratio_size,
+                    "async_blocked": blocked,
+                    "state_mb": state_bytes / 1e6,
+                    "ranks": ctx.world_size,
+                }
+            )
+        )
 
 
 def main() -> None:
     args = parse()
     if "LOCAL_RANK" not in os.environ:
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.ranks}", __file__, *sys.argv[1:]]
+        command = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc-per-node={args.ranks}",
+            __file__,
+            *sys.argv[1:],
+        ]
         sys.exit(subprocess.call(command, env={**os.environ, "OMP_NUM_THREADS": "1"}))
     from ckptspec.checkpointing.distributed import exit_process
 

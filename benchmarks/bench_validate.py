@@ -34,27 +34,61 @@ def _manifest(files: list[tuple[str, bytes, int]], world: int, algorithm: str) -
     """A valid manifest for ``files`` = (path, bytes, rank), grouped into components by top directory."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for path, data, rank in files:
-        groups.setdefault(path.split("/")[0], []).append({"path": path, "size": len(data), "digest": digest_bytes(data, algorithm), "ranks": [rank]})
-    kinds = {"model": ("model", "sharded", "dcp", True), "optim": ("optimizer", "sharded", "dcp", True), "rng": ("rng", "per_rank", "torch_weights_only", False), "data": ("data_position", "per_rank", "json", False)}
+        groups.setdefault(path.split("/")[0], []).append(
+            {
+                "path": path,
+                "size": len(data),
+                "digest": digest_bytes(data, algorithm),
+                "ranks": [rank],
+            }
+        )
+    kinds = {
+        "model": ("model", "sharded", "dcp", True),
+        "optim": ("optimizer", "sharded", "dcp", True),
+        "rng": ("rng", "per_rank", "torch_weights_only", False),
+        "data": ("data_position", "per_rank", "json", False),
+    }
     components = []
     for name, entries in groups.items():
         kind, sharing, fmt, reshardable = kinds[name]
-        components.append({"name": name, "kind": kind, "sharing": sharing, "format": fmt, "reshardable": reshardable, "files": entries})
+        components.append(
+            {
+                "name": name,
+                "kind": kind,
+                "sharing": sharing,
+                "format": fmt,
+                "reshardable": reshardable,
+                "files": entries,
+            }
+        )
     return {
         "spec_version": SPEC_VERSION,
         "producer": {"name": "bench", "version": "0"},
         "run_id": "bench",
         "step": 10,
         "created_at": "2026-01-01T00:00:00Z",
-        "topology": {"world_size": world, "device_type": "cpu", "mesh": [{"name": "dp_shard", "size": world}]},
-        "progress": {"global_step": 10, "epoch": 0, "batches_in_epoch": 10, "samples_in_epoch": 640, "samples_seen": 640, "accumulation_steps": 1},
+        "topology": {
+            "world_size": world,
+            "device_type": "cpu",
+            "mesh": [{"name": "dp_shard", "size": world}],
+        },
+        "progress": {
+            "global_step": 10,
+            "epoch": 0,
+            "batches_in_epoch": 10,
+            "samples_in_epoch": 640,
+            "samples_seen": 640,
+            "accumulation_steps": 1,
+        },
         "config": {"values": CONFIG, "sha256": json_digest(CONFIG)},
         "components": components,
         "resumable": True,
     }
 
 
-def build(directory: Path, files: list[tuple[str, bytes, int]], world: int, algorithm: str = "xxh3-128") -> None:
+def build(
+    directory: Path, files: list[tuple[str, bytes, int]], world: int, algorithm: str = "xxh3-128"
+) -> None:
     """Write ``files`` and their manifest (``algorithm`` file digests) into the checkpoint directory ``directory``."""
     for path, data, _ in files:
         target = directory / path
@@ -69,7 +103,9 @@ def many_small_files(count: int, world: int) -> list[tuple[str, bytes, int]]:
     files += [(f"data/rank-{r:05d}.json", os.urandom(64), r) for r in range(world)]
     for i in range(count - len(files)):
         component = "model" if i % 2 == 0 else "optim"
-        files.append((f"{component}/{i // 100:03d}/__{i % world}_{i}.distcp", os.urandom(64), i % world))
+        files.append(
+            (f"{component}/{i // 100:03d}/__{i % world}_{i}.distcp", os.urandom(64), i % world)
+        )
     return files
 
 
@@ -78,7 +114,13 @@ def big_files(total_mb: int, world: int) -> list[tuple[str, bytes, int]]:
     files = [(f"rng/rank-{r:05d}.pt", os.urandom(1024), r) for r in range(world)]
     files += [(f"data/rank-{r:05d}.json", os.urandom(1024), r) for r in range(world)]
     for i in range(max(2, total_mb // 16)):
-        files.append((f"{'model' if i % 2 == 0 else 'optim'}/__{i % world}_{i}.distcp", os.urandom(16 * 1024 * 1024), i % world))
+        files.append(
+            (
+                f"{'model' if i % 2 == 0 else 'optim'}/__{i % world}_{i}.distcp",
+                os.urandom(16 * 1024 * 1024),
+                i % world,
+            )
+        )
     return files
 
 
@@ -90,19 +132,35 @@ def timed(command: list[str], runs: int) -> list[float]:
         result = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         times.append(time.perf_counter() - start)
         if result.returncode != 0:
-            raise SystemExit(f"{' '.join(command)} failed ({result.returncode}): {result.stderr.decode()[-2000:]}")
+            raise SystemExit(
+                f"{' '.join(command)} failed ({result.returncode}): {result.stderr.decode()[-2000:]}"
+            )
     return times
 
 
 def main() -> None:
     """Build the checkpoints, time the validator and sha256sum, print the figures."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=7, help="runs per measurement (median reported)")
-    parser.add_argument("--files", type=int, default=10_000, help="file entries in the metadata benchmark")
-    parser.add_argument("--deep-mb", type=int, default=256, help="MiB hashed in the --deep benchmark")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--runs", type=int, default=7, help="runs per measurement (median reported)"
+    )
+    parser.add_argument(
+        "--files", type=int, default=10_000, help="file entries in the metadata benchmark"
+    )
+    parser.add_argument(
+        "--deep-mb", type=int, default=256, help="MiB hashed in the --deep benchmark"
+    )
     args = parser.parse_args()
-    script = Path(sys.executable).with_name("ckptspec")  # the installed console script, as users run it
-    ckptspec = [str(script), "validate"] if script.exists() else [sys.executable, "-m", "ckptspec", "validate"]
+    script = Path(sys.executable).with_name(
+        "ckptspec"
+    )  # the installed console script, as users run it
+    ckptspec = (
+        [str(script), "validate"]
+        if script.exists()
+        else [sys.executable, "-m", "ckptspec", "validate"]
+    )
     root = Path(tempfile.mkdtemp(prefix="ckptspec-bench-"))
     try:
         small = root / "small" / "step-000000010"
@@ -110,9 +168,11 @@ def main() -> None:
         times = timed(ckptspec + [str(small)], args.runs)
         median = statistics.median(times)
         baseline = statistics.median(timed([sys.executable, "-c", "pass"], args.runs))
-        print(f"validate, {args.files} files, no --deep: median {median:.3f} s over {args.runs} runs "
-              f"(min {min(times):.3f}, max {max(times):.3f}; bare interpreter start {baseline:.3f} s); target <= 0.30 s: "
-              f"{'met' if median <= 0.3 else 'NOT met'}")
+        print(
+            f"validate, {args.files} files, no --deep: median {median:.3f} s over {args.runs} runs "
+            f"(min {min(times):.3f}, max {max(times):.3f}; bare interpreter start {baseline:.3f} s); target <= 0.30 s: "
+            f"{'met' if median <= 0.3 else 'NOT met'}"
+        )
         record: dict[str, float] = {"validate_10k_s": median, "interpreter_start_s": baseline}
 
         files = big_files(args.deep_mb, world=8)
@@ -127,10 +187,12 @@ def main() -> None:
             deep = statistics.median(timed(ckptspec + ["--deep", str(big)], args.runs))
             reference = statistics.median(timed(["sha256sum", *paths], args.runs))
             hashing = max(deep - shallow, 1e-9)
-            print(f"--deep, {algorithm} digests, on {mib:.0f} MiB in {len(files)} files: validate --deep {deep:.3f} s "
-                  f"({mib / deep:.0f} MiB/s whole process; {mib / hashing:.0f} MiB/s hashing, after subtracting the "
-                  f"{shallow:.3f} s of a run without --deep); sha256sum {reference:.3f} s ({mib / reference:.0f} MiB/s); "
-                  f"throughput vs sha256sum {reference / deep:.0%} whole process (target >= 70%: {'met' if reference / deep >= 0.7 else 'NOT met'})")
+            print(
+                f"--deep, {algorithm} digests, on {mib:.0f} MiB in {len(files)} files: validate --deep {deep:.3f} s "
+                f"({mib / deep:.0f} MiB/s whole process; {mib / hashing:.0f} MiB/s hashing, after subtracting the "
+                f"{shallow:.3f} s of a run without --deep); sha256sum {reference:.3f} s ({mib / reference:.0f} MiB/s); "
+                f"throughput vs sha256sum {reference / deep:.0%} whole process (target >= 70%: {'met' if reference / deep >= 0.7 else 'NOT met'})"
+            )
             record[f"deep_vs_sha256sum_{algorithm}"] = reference / deep
         print("RECORD " + json.dumps(record))
     finally:

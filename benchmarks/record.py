@@ -37,12 +37,19 @@ def load_average() -> float:
 def run_benchmark(args: list[str]) -> tuple[dict[str, Any], str]:
     """The RECORD of ``benchmarks/<args>``, and the load averages before/after it."""
     before = load_average()
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / args[0]), *args[1:]], cwd=ROOT,
-                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / args[0]), *args[1:]],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     sys.stdout.write(proc.stdout)
     records = [line for line in proc.stdout.splitlines() if line.startswith("RECORD ")]
     if proc.returncode != 0 or not records:
-        raise SystemExit(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        raise SystemExit(
+            f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
     return json.loads(records[-1].removeprefix("RECORD ")), f"{before:.1f}–{load_average():.1f}"
 
 
@@ -58,11 +65,20 @@ def previous_tier_rows() -> dict[str, str]:
     """The tier rows of the current table, by make target (kept when tiers are not re-timed)."""
     text = PAGE.read_text()
     block = text.split(BEGIN, 1)[1].split(END, 1)[0] if BEGIN in text else ""
-    return {m.group(1): line for line in block.splitlines() if (m := re.search(r"`make (test-[a-z]+)`", line))}
+    return {
+        m.group(1): line
+        for line in block.splitlines()
+        if (m := re.search(r"`make (test-[a-z]+)`", line))
+    }
 
 
-def table(validate: dict[str, Any], checkpoint: tuple[dict[str, Any], str], conformance: tuple[dict[str, Any], str],
-          validate_load: str, tiers: dict[str, str]) -> str:
+def table(
+    validate: dict[str, Any],
+    checkpoint: tuple[dict[str, Any], str],
+    conformance: tuple[dict[str, Any], str],
+    validate_load: str,
+    tiers: dict[str, str],
+) -> str:
     c, c_load = checkpoint
     q, q_load = conformance
     rows = [
@@ -85,7 +101,9 @@ def table(validate: dict[str, Any], checkpoint: tuple[dict[str, Any], str], conf
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--tiers", action="store_true", help="also time the test tiers (minutes)")
     args = parser.parse_args()
     validate, validate_load = run_benchmark(["bench_validate.py"])
@@ -95,14 +113,20 @@ def main() -> int:
     if args.tiers:
         for target, bar in TIERS.items():
             seconds, load = time_tier(target)
-            tiers[target] = f"| test tier `{target}` | `make {target}` | {seconds:.0f} s [{load}] | {bar} |"
+            tiers[target] = (
+                f"| test tier `{target}` | `make {target}` | {seconds:.0f} s [{load}] | {bar} |"
+            )
     text = PAGE.read_text()
     if BEGIN not in text or END not in text.split(BEGIN, 1)[1]:
         raise SystemExit(f"docs/benchmarks.md lacks the {BEGIN} ... {END} block")
     head, rest = text.split(BEGIN, 1)
     tail = rest.split(END, 1)[1]
-    PAGE.write_text(f"{head}{BEGIN}\n{table(validate, checkpoint, conformance, validate_load, tiers)}\n{END}{tail}")
-    print(f"docs/benchmarks.md: figures table rewritten ({'with' if args.tiers else 'without'} the test tiers)")
+    PAGE.write_text(
+        f"{head}{BEGIN}\n{table(validate, checkpoint, conformance, validate_load, tiers)}\n{END}{tail}"
+    )
+    print(
+        f"docs/benchmarks.md: figures table rewritten ({'with' if args.tiers else 'without'} the test tiers)"
+    )
     return 0
 
 

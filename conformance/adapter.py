@@ -23,15 +23,25 @@ from __future__ import annotations
 
 import importlib
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Literal, Optional, Sequence, get_args
+from typing import Any, ClassVar, Literal, get_args
 
 from ckptspec.layout import LAYOUT, checkpoint_dir_name, committed_steps
 from ckptspec.training import StepRecord
 
 Capability = Literal[
-    "reshard", "elastic", "eval", "accumulation", "micro_steps", "grad_sync", "epochs", "best", "retention", "multi_node",
+    "reshard",
+    "elastic",
+    "eval",
+    "accumulation",
+    "micro_steps",
+    "grad_sync",
+    "epochs",
+    "best",
+    "retention",
+    "multi_node",
 ]
 
 CAPABILITIES: tuple[Capability, ...] = get_args(Capability)
@@ -104,16 +114,20 @@ class ScenarioConfig:
     global_batch_size: int = 12
     save_every: int = 0  # used by fit(); 0 saves only at the final step
     eval_every: int = 0  # used by fit(); 0 never evaluates
-    keep_last: Optional[int] = None
-    best_metric: Optional[str] = None
+    keep_last: int | None = None
+    best_metric: str | None = None
     best_mode: Literal["max", "min"] = "min"
     best_min_delta: float = 0.0
     elastic: bool = False
-    defer_grad_sync: bool = True  # with `grad_sync`: False synchronises gradients on every micro-batch
-    steps_per_epoch: Optional[int] = None  # with `epochs`: size the training set to this many steps; None: your own
+    defer_grad_sync: bool = (
+        True  # with `grad_sync`: False synchronises gradients on every micro-batch
+    )
+    steps_per_epoch: int | None = (
+        None  # with `epochs`: size the training set to this many steps; None: your own
+    )
     extra: dict[str, Any] = field(default_factory=dict)  # adapter-specific settings, passed through
 
-    def replace(self, **changes: Any) -> "ScenarioConfig":
+    def replace(self, **changes: Any) -> ScenarioConfig:
         """A copy with ``changes`` applied."""
         return ScenarioConfig(**{**asdict(self), **changes})
 
@@ -162,7 +176,7 @@ class TrainerAdapter:
         return {step: str(run_dir / checkpoint_dir_name(step)) for step in committed_steps(run_dir)}
 
     @staticmethod
-    def best_checkpoint(config: ScenarioConfig) -> Optional[int]:
+    def best_checkpoint(config: ScenarioConfig) -> int | None:
         """With ``best`` only: the step of the checkpoint the trainer itself records as best for
         the run of ``config``, or None when it records none. Reads the disk only.
 
@@ -178,7 +192,7 @@ class TrainerAdapter:
     def __init__(self, config: ScenarioConfig, ctx: RankContext) -> None:
         """Build model, optimizer, scheduler, data and checkpoint manager at step 0. No I/O in the run directory."""
 
-    def resume(self, checkpoint: Optional[str] = None) -> int:
+    def resume(self, checkpoint: str | None = None) -> int:
         """*Collective.* Load ``checkpoint`` (a committed checkpoint directory), or the run's
         latest when None; with no checkpoint at all, stay at step 0. Returns the step resumed at.
 
@@ -215,7 +229,7 @@ class TrainerAdapter:
         """
         raise NotImplementedError(f"{type(self).__name__}.fit")
 
-    def evaluate(self, samples: Sequence[int]) -> Optional[dict[str, float]]:
+    def evaluate(self, samples: Sequence[int]) -> dict[str, float] | None:
         """*Collective.* With ``eval`` only: evaluate the current model on this rank's shard
         ``samples`` (ids in ``range(eval_set_size)``; possibly empty). Returns the global
         metrics, or None when the union of all shards is empty."""
@@ -241,7 +255,7 @@ class Declarations:
     refusal_errors: tuple[type[BaseException], ...]
     framework: str
     committed_checkpoints: Callable[[ScenarioConfig], dict[int, str]]
-    best_checkpoint: Callable[[ScenarioConfig], Optional[int]]
+    best_checkpoint: Callable[[ScenarioConfig], int | None]
     saves_at_step_ends_only: bool = False
     restore_on_first_batch: bool = False
     eval_sharding: str = "suite"
@@ -253,16 +267,31 @@ class Declarations:
 
     def checkpoints(self, config: ScenarioConfig) -> dict[int, str]:
         """``committed_checkpoints(config)`` in ascending steps, as ``{int: str}``."""
-        return {int(step): str(path) for step, path in sorted(self.committed_checkpoints(config).items())}
+        return {
+            int(step): str(path)
+            for step, path in sorted(self.committed_checkpoints(config).items())
+        }
 
 
 def declarations(adapter: Any) -> Declarations:
     """The declarations of ``adapter`` (a class or factory), each one it does not declare taken
     from :class:`TrainerAdapter`: the one place the suite reads them, so an adapter that does not
     subclass :class:`TrainerAdapter` keeps working. Raises ``ValueError`` naming a malformed one."""
-    values = {name: getattr(adapter, name, getattr(TrainerAdapter, name)) for name in
-              ("capabilities", "eval_set_size", "checkpoint_format", "refusal_errors", "framework", "committed_checkpoints",
-               "best_checkpoint", "saves_at_step_ends_only", "restore_on_first_batch", "eval_sharding")}
+    values = {
+        name: getattr(adapter, name, getattr(TrainerAdapter, name))
+        for name in (
+            "capabilities",
+            "eval_set_size",
+            "checkpoint_format",
+            "refusal_errors",
+            "framework",
+            "committed_checkpoints",
+            "best_checkpoint",
+            "saves_at_step_ends_only",
+            "restore_on_first_batch",
+            "eval_sharding",
+        )
+    }
     capabilities = values["capabilities"]
     if not isinstance(capabilities, frozenset):
         raise ValueError("`capabilities` must be a frozenset")
@@ -270,16 +299,22 @@ def declarations(adapter: Any) -> Declarations:
     if unknown:
         raise ValueError(f"unknown capabilities {unknown}; known: {list(CAPABILITIES)}")
     if values["checkpoint_format"] not in CHECKPOINT_FORMATS:
-        raise ValueError(f"checkpoint_format {values['checkpoint_format']!r}; known: {list(CHECKPOINT_FORMATS)}")
+        raise ValueError(
+            f"checkpoint_format {values['checkpoint_format']!r}; known: {list(CHECKPOINT_FORMATS)}"
+        )
     errors = values["refusal_errors"]
-    if not isinstance(errors, tuple) or not all(isinstance(e, type) and issubclass(e, BaseException) for e in errors):
+    if not isinstance(errors, tuple) or not all(
+        isinstance(e, type) and issubclass(e, BaseException) for e in errors
+    ):
         raise ValueError(f"`refusal_errors` must be a tuple of exception classes, got {errors!r}")
     if not callable(values["committed_checkpoints"]):
         raise ValueError("`committed_checkpoints` must be a static method (config) -> {step: path}")
     if not callable(values["best_checkpoint"]):
         raise ValueError("`best_checkpoint` must be a static method (config) -> step or None")
     if values["eval_sharding"] not in EVAL_SHARDINGS:
-        raise ValueError(f"eval_sharding {values['eval_sharding']!r}; known: {list(EVAL_SHARDINGS)}")
+        raise ValueError(
+            f"eval_sharding {values['eval_sharding']!r}; known: {list(EVAL_SHARDINGS)}"
+        )
     for flag in ("saves_at_step_ends_only", "restore_on_first_batch"):
         if not isinstance(values[flag], bool):
             raise ValueError(f"`{flag}` must be a bool, got {values[flag]!r}")

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Optional
 
 from ckptspec.conformance.phase import PhaseResult
 from ckptspec.conformance.report import NOT_APPLICABLE, NOT_APPLICABLE_REASON, worst
@@ -40,11 +39,15 @@ class Verdict:
     requirements: tuple[str, ...]
     outcomes: dict[str, str] = field(default_factory=dict)
     messages: dict[str, list[str]] = field(default_factory=dict)
-    replay: Optional[str] = None
+    replay: str | None = None
     failed_before: set[str] = field(default_factory=set)
     first_failure: str = ""
-    failures: dict[str, str] = field(default_factory=dict)  # requirement -> its first failure, across examples
-    native: bool = False  # the adapter declares checkpoint_format "native": writer requirements do not apply
+    failures: dict[str, str] = field(
+        default_factory=dict
+    )  # requirement -> its first failure, across examples
+    native: bool = (
+        False  # the adapter declares checkpoint_format "native": writer requirements do not apply
+    )
 
     def __post_init__(self) -> None:
         self._mark_not_applicable()
@@ -53,7 +56,9 @@ class Verdict:
         for requirement in self.requirements:
             if not self.applies(requirement):
                 self.outcomes[requirement] = NOT_APPLICABLE
-                self.messages[requirement] = [f"{NOT_APPLICABLE_REASON}: {requirement} is a ckptspec-writer requirement"]
+                self.messages[requirement] = [
+                    f"{NOT_APPLICABLE_REASON}: {requirement} is a ckptspec-writer requirement"
+                ]
 
     def applies(self, requirement: str) -> bool:
         """Whether ``requirement`` is judged for this adapter: False only for a *ckptspec writer*
@@ -65,7 +70,7 @@ class Verdict:
         """The test's requirements that are judged for this adapter, in marker order."""
         return [r for r in self.requirements if self.applies(r)]
 
-    def begin(self, replay: Optional[str]) -> None:
+    def begin(self, replay: str | None) -> None:
         """Start a new example (Hypothesis runs several per test). Earlier passes are forgotten;
         earlier failures are kept in :attr:`failed_before`, so that a failure that does not
         reproduce (Hypothesis reports it as flaky) still counts against its requirement."""
@@ -81,15 +86,27 @@ class Verdict:
 
     def _record(self, requirement: str, outcome: str, message: str = "") -> None:
         if requirement not in self.requirements:
-            raise ValueError(f"check names {requirement}, which the test's requirement marker does not list")
+            raise ValueError(
+                f"check names {requirement}, which the test's requirement marker does not list"
+            )
         if not self.applies(requirement):
-            raise ValueError(f"{requirement} is a ckptspec-writer requirement, n/a for a native-format adapter: "
-                             f"it cannot be judged ({outcome}: {message})")
-        self.outcomes[requirement] = worst([self.outcomes[requirement], outcome]) if requirement in self.outcomes else outcome
+            raise ValueError(
+                f"{requirement} is a ckptspec-writer requirement, n/a for a native-format adapter: "
+                f"it cannot be judged ({outcome}: {message})"
+            )
+        self.outcomes[requirement] = (
+            worst([self.outcomes[requirement], outcome])
+            if requirement in self.outcomes
+            else outcome
+        )
         if message:
             self.messages.setdefault(requirement, []).append(message)
-        if outcome == "fail" and requirement not in self.failures:  # later re-executions must not hide it
-            self.failures[requirement] = f"{requirement}: {message}" + (f"\nreplay: {self.replay}" if self.replay else "")
+        if (
+            outcome == "fail" and requirement not in self.failures
+        ):  # later re-executions must not hide it
+            self.failures[requirement] = f"{requirement}: {message}" + (
+                f"\nreplay: {self.replay}" if self.replay else ""
+            )
             self.first_failure = self.first_failure or self.failures[requirement]
 
     def check(self, requirement: str, ok: bool, message: str) -> bool:
@@ -130,7 +147,9 @@ class Verdict:
         if not failed:
             unchecked = [r for r in self.requirements if r not in self.outcomes]
             if unchecked:
-                raise UncheckedRequirement(f"the test concluded without recording a check of {', '.join(unchecked)}")
+                raise UncheckedRequirement(
+                    f"the test concluded without recording a check of {', '.join(unchecked)}"
+                )
             return
         lines = []
         for req in failed:
@@ -144,12 +163,15 @@ class Verdict:
         raise AssertionError("\n".join(lines))
 
 
-def diff_digests(expected: Mapping[str, str], actual: Mapping[str, str], limit: int = 5) -> list[str]:
+def diff_digests(
+    expected: Mapping[str, str], actual: Mapping[str, str], limit: int = 5
+) -> list[str]:
     """Leaf paths whose digests differ, are missing or are extra; at most ``limit`` shown plus a count."""
     paths = sorted(set(expected) | set(actual))
     bad = [p for p in paths if expected.get(p) != actual.get(p)]
     shown = [
-        f"{p} ({'missing' if p not in actual else 'unexpected' if p not in expected else 'differs'})" for p in bad[:limit]
+        f"{p} ({'missing' if p not in actual else 'unexpected' if p not in expected else 'differs'})"
+        for p in bad[:limit]
     ]
     if len(bad) > limit:
         shown.append(f"... {len(bad) - limit} more")
@@ -167,7 +189,9 @@ def components(digests: Mapping[str, str]) -> set[str]:
     return {p.split("/", 1)[0] for p in digests}
 
 
-def refusal_checks(v: Verdict, req: str, result: PhaseResult, refused: Mapping[int, str], before: int = 0) -> None:
+def refusal_checks(
+    v: Verdict, req: str, result: PhaseResult, refused: Mapping[int, str], before: int = 0
+) -> None:
     """Each action of ``refused`` (action index -> what its input is) must fail with a refusal (a
     CheckpointError, or one of the adapter's ``refusal_errors``) on every rank, and the FullState
     actions at ``before`` and at the end must be equal (live state unchanged by all of them)."""
@@ -177,10 +201,27 @@ def refusal_checks(v: Verdict, req: str, result: PhaseResult, refused: Mapping[i
                 v.check(req, False, f"rank {rank}: resume of {what} succeeded; it must be refused")
                 continue
             assert res.error is not None
-            v.check(req, res.error.is_checkpoint_error, f"rank {rank}: {what} refused with {res.error.short()}, "
-                    f"not a CheckpointError or one of the adapter's refusal_errors")
+            v.check(
+                req,
+                res.error.is_checkpoint_error,
+                f"rank {rank}: {what} refused with {res.error.short()}, "
+                f"not a CheckpointError or one of the adapter's refusal_errors",
+            )
     for rank in result.ranks:
-        first, last = result.results(before).get(rank), result.results(len(result.spec.actions) - 1).get(rank)
-        same = first is not None and last is not None and first.ok and last.ok and first.value == last.value
-        v.check(req, same, f"rank {rank}: live state changed by the resumes of {'; '.join(refused.values())}: "
-                f"{diff_digests(first.value if first and first.ok else {}, last.value if last and last.ok else {})}")
+        first, last = (
+            result.results(before).get(rank),
+            result.results(len(result.spec.actions) - 1).get(rank),
+        )
+        same = (
+            first is not None
+            and last is not None
+            and first.ok
+            and last.ok
+            and first.value == last.value
+        )
+        v.check(
+            req,
+            same,
+            f"rank {rank}: live state changed by the resumes of {'; '.join(refused.values())}: "
+            f"{diff_digests(first.value if first and first.ok else {}, last.value if last and last.ok else {})}",
+        )

@@ -25,7 +25,7 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from ckptspec.exit_codes import EXIT_ERROR, EXIT_OK
 
@@ -34,26 +34,82 @@ EXIT_INTERRUPTED = 130
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the subcommand's options."""
-    parser.add_argument("--adapter", default=None, metavar="MODULE:OBJECT",
-                        help="adapter under test (default: $CKPTSPEC_ADAPTER or the reference adapter)")
-    parser.add_argument("--profile", choices=("quick", "full"), default="quick", help="how much to explore (default quick)")
-    parser.add_argument("--max-examples", type=int, default=None, metavar="N", help="Hypothesis examples per scenario test")
-    parser.add_argument("--report", default=None, metavar="PATH", help="also write the JSON report here")
-    parser.add_argument("--junitxml", default=None, metavar="PATH", help="also write a junit XML report here")
-    parser.add_argument("--html", default=None, metavar="PATH", help="also write the report as an HTML page here")
-    parser.add_argument("--xfails", default=None, metavar="PATH", help="file of test ids expected to fail")
-    parser.add_argument("--derandomize", action="store_true", help="fixed examples (Hypothesis' ci profile does this when CI is set)")
-    parser.add_argument("--requirement", action="append", default=[], metavar="ID",
-                        help="only the tests that check requirement ID (repeatable)")
-    parser.add_argument("-n", "--numprocesses", default=None, metavar="N", help="pytest-xdist workers (e.g. 2 or auto)")
-    parser.add_argument("-k", dest="keyword", default=None, metavar="EXPR", help="only tests matching this pytest -k expression")
-    parser.add_argument("pytest_args", nargs="*", metavar="PYTEST_ARG", help="extra pytest arguments (after --)")
+    parser.add_argument(
+        "--adapter",
+        default=None,
+        metavar="MODULE:OBJECT",
+        help="adapter under test (default: $CKPTSPEC_ADAPTER or the reference adapter)",
+    )
+    parser.add_argument(
+        "--profile",
+        choices=("quick", "full"),
+        default="quick",
+        help="how much to explore (default quick)",
+    )
+    parser.add_argument(
+        "--max-examples",
+        type=int,
+        default=None,
+        metavar="N",
+        help="Hypothesis examples per scenario test",
+    )
+    parser.add_argument(
+        "--report", default=None, metavar="PATH", help="also write the JSON report here"
+    )
+    parser.add_argument(
+        "--junitxml", default=None, metavar="PATH", help="also write a junit XML report here"
+    )
+    parser.add_argument(
+        "--html", default=None, metavar="PATH", help="also write the report as an HTML page here"
+    )
+    parser.add_argument(
+        "--xfails", default=None, metavar="PATH", help="file of test ids expected to fail"
+    )
+    parser.add_argument(
+        "--derandomize",
+        action="store_true",
+        help="fixed examples (Hypothesis' ci profile does this when CI is set)",
+    )
+    parser.add_argument(
+        "--requirement",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="only the tests that check requirement ID (repeatable)",
+    )
+    parser.add_argument(
+        "-n",
+        "--numprocesses",
+        default=None,
+        metavar="N",
+        help="pytest-xdist workers (e.g. 2 or auto)",
+    )
+    parser.add_argument(
+        "-k",
+        dest="keyword",
+        default=None,
+        metavar="EXPR",
+        help="only tests matching this pytest -k expression",
+    )
+    parser.add_argument(
+        "pytest_args", nargs="*", metavar="PYTEST_ARG", help="extra pytest arguments (after --)"
+    )
 
 
 def pytest_args(args: argparse.Namespace, report: str) -> list[str]:
     """The pytest command line for ``args``, writing the JSON report to ``report``."""
-    argv = ["--pyargs", "ckptspec.conformance.tests", "-p", "no:cacheprovider", "-q", "-rfE",
-            "--ckptspec-profile", args.profile, "--ckptspec-report", report]
+    argv = [
+        "--pyargs",
+        "ckptspec.conformance.tests",
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        "-rfE",
+        "--ckptspec-profile",
+        args.profile,
+        "--ckptspec-report",
+        report,
+    ]
     if args.adapter:
         argv += ["--ckptspec-adapter", args.adapter]
     if args.max_examples is not None:
@@ -86,8 +142,15 @@ def unknown_requirements(ids: list[str]) -> list[str]:
         if rid in checked:
             continue
         close = difflib.get_close_matches(rid, checked, n=3)
-        why = "is checked by the validator only, not by the suite" if rid in known else "is not a requirement of the spec"
-        problems.append(f"--requirement {rid}: {why}" + (f" (did you mean {' or '.join(close)}?)" if close else ""))
+        why = (
+            "is checked by the validator only, not by the suite"
+            if rid in known
+            else "is not a requirement of the spec"
+        )
+        problems.append(
+            f"--requirement {rid}: {why}"
+            + (f" (did you mean {' or '.join(close)}?)" if close else "")
+        )
     return problems
 
 
@@ -131,8 +194,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="ckptspec-conformance-") as scratch:
             # Progress goes to a copy of stderr: pytest's capture redirects fd 2 itself while a test runs.
-            with os.fdopen(os.dup(2), "w") as stderr, progress.ProgressPrinter(Path(scratch), stderr) as printer:
-                os.environ[progress.PROGRESS_ENV] = str(printer.path)  # inherited by xdist's workers
+            with (
+                os.fdopen(os.dup(2), "w") as stderr,
+                progress.ProgressPrinter(Path(scratch), stderr) as printer,
+            ):
+                os.environ[progress.PROGRESS_ENV] = str(
+                    printer.path
+                )  # inherited by xdist's workers
                 try:
                     code = pytest.main(pytest_args(args, report), plugins=[stopper])
                 finally:
@@ -143,7 +211,9 @@ def run(args: argparse.Namespace) -> int:
     if args.html and Path(report).is_file():
         from ckptspec.html_report import conformance_html
 
-        Path(args.html).write_text(conformance_html(json.loads(Path(report).read_text())), encoding="utf-8")
+        Path(args.html).write_text(
+            conformance_html(json.loads(Path(report).read_text())), encoding="utf-8"
+        )
         print(f"ckptspec conformance: HTML report written to {args.html}", file=sys.stderr)
     if stopper.interrupted or code == pytest.ExitCode.INTERRUPTED:
         kept = f"; partial report in {report}" if Path(report).is_file() else ""
@@ -152,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
     return status
 
 
-def _report_status(report: str, code: Optional[int]) -> int:
+def _report_status(report: str, code: int | None) -> int:
     if not Path(report).is_file():
         return EXIT_ERROR if code != 0 else EXIT_OK
     return int(json.loads(Path(report).read_text())["exit_status"])

@@ -31,7 +31,7 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 from ckptspec.conformance.faults import BLOBS, JournalEntry
 
@@ -50,13 +50,15 @@ class Choice:
     index: int = -1
 
     def __str__(self) -> str:
-        return f"{self.kind} {self.path}" + (f" (journal entry {self.index})" if self.kind == "undo" else "")
+        return f"{self.kind} {self.path}" + (
+            f" (journal entry {self.index})" if self.kind == "undo" else ""
+        )
 
 
 @dataclass
 class _Node:
     kind: str  # "file", "dir", "link"
-    origin: Optional[str] = None  # its path in the directory before, if it existed then
+    origin: str | None = None  # its path in the directory before, if it existed then
     writes: list[tuple[int, bool]] = field(default_factory=list)  # (entry index, truncated)
     syncs: list[tuple[int, str]] = field(default_factory=list)  # (entry index, sha256)
 
@@ -81,7 +83,7 @@ def _move(names: dict[str, int], src: str, dst: str) -> None:
     _remove(names, dst)
     for k, v in moved.items():
         del names[k]
-        names[dst + k[len(src):]] = v
+        names[dst + k[len(src) :]] = v
 
 
 def _remove(names: dict[str, int], path: str) -> None:
@@ -94,7 +96,9 @@ class CrashModel:
     journaled operations), ``after`` (as the crash left it), ``journal`` (its directory, for the
     fsync copies) and its ``entries`` (:func:`~ckptspec.conformance.faults.read_journal`)."""
 
-    def __init__(self, before: Path, after: Path, journal: Path, entries: Sequence[JournalEntry]) -> None:
+    def __init__(
+        self, before: Path, after: Path, journal: Path, entries: Sequence[JournalEntry]
+    ) -> None:
         self.before, self.after, self.blobs = before, after, journal / BLOBS
         self.entries = list(entries)
         self.nodes: list[_Node] = []
@@ -106,9 +110,13 @@ class CrashModel:
         self.final = self._simulate()
         self.kill_state = _listing(after)
         # made outside the journal (before the journaled calls began): kept as the kill left them
-        self.outside = {path: self._new(kind) for path, kind in sorted(self.kill_state.items()) if path not in self.final}
+        self.outside = {
+            path: self._new(kind)
+            for path, kind in sorted(self.kill_state.items())
+            if path not in self.final
+        }
 
-    def _new(self, kind: str, origin: Optional[str] = None) -> int:
+    def _new(self, kind: str, origin: str | None = None) -> int:
         self.nodes.append(_Node(kind, origin))
         return len(self.nodes) - 1
 
@@ -121,7 +129,9 @@ class CrashModel:
                 self.parents[i] = [names.get(_parent(e.path), -1)]
                 names[e.path] = self.created[i] = self._new(e.kind)
             elif e.op == "rename":
-                self.parents[i] = sorted({names.get(_parent(e.path), -1), names.get(_parent(e.dst), -1)})
+                self.parents[i] = sorted(
+                    {names.get(_parent(e.path), -1), names.get(_parent(e.dst), -1)}
+                )
                 if e.path in names:
                     _move(names, e.path, e.dst)
             elif e.op in ("unlink", "rmdir"):
@@ -137,8 +147,11 @@ class CrashModel:
                     dir_syncs.setdefault(node, []).append(i)
                 else:
                     self.nodes[node].syncs.append((i, e.sha256))
-        self._durable = {i for i, parents in self.parents.items()
-                         if all(any(j > i for j in dir_syncs.get(p, ())) for p in parents)}
+        self._durable = {
+            i
+            for i, parents in self.parents.items()
+            if all(any(j > i for j in dir_syncs.get(p, ())) for p in parents)
+        }
         return names
 
     # --- the choices -------------------------------------------------------------------------
@@ -163,8 +176,13 @@ class CrashModel:
         operation on an entry of a directory that no longer exists is left out (undoing it
         changes nothing visible)."""
         alive = set(self.final.values())
-        out = [Choice("undo", e.dst or e.path, i) for i, e in enumerate(self.entries)
-               if e.op in _ENTRY_OPS and not self.durable(i) and all(p in alive for p in self.parents[i])]
+        out = [
+            Choice("undo", e.dst or e.path, i)
+            for i, e in enumerate(self.entries)
+            if e.op in _ENTRY_OPS
+            and not self.durable(i)
+            and all(p in alive for p in self.parents[i])
+        ]
         for path, node in sorted(self.final.items()):
             if self.nodes[node].kind == "file" and not self._data_durable(node, path):
                 out += [Choice("cut", path), Choice("tear", path)]
@@ -200,7 +218,9 @@ class CrashModel:
             if n.origin is None:
                 return self._after_bytes(where[node]) if node in where else b""
             return (self.before / n.origin).read_bytes()
-        if node not in where or self.kill_state.get(where[node]) != "file":  # unlinked, the unlink undone
+        if (
+            node not in where or self.kill_state.get(where[node]) != "file"
+        ):  # unlinked, the unlink undone
             return self._durable_content(node)
         effect = effects.get(node)
         if effect == "cut":
@@ -224,7 +244,12 @@ class CrashModel:
             parent_is_dir = parent is not None and self.nodes[parent].kind == "dir"
             if e.op == "create" and parent_is_dir and e.path not in names:
                 names[e.path] = self.created[i]
-            elif e.op == "rename" and parent_is_dir and e.path in names and not self._occupied(names, e.dst):
+            elif (
+                e.op == "rename"
+                and parent_is_dir
+                and e.path in names
+                and not self._occupied(names, e.dst)
+            ):
                 _move(names, e.path, e.dst)
             elif e.op == "unlink" and e.path in names and self.nodes[names[e.path]].kind != "dir":
                 del names[e.path]
@@ -243,7 +268,11 @@ class CrashModel:
             if kind == "dir":
                 out.mkdir()
             elif kind == "link":
-                source = self.after / where[node] if node in where else self.before / (self.nodes[node].origin or path)
+                source = (
+                    self.after / where[node]
+                    if node in where
+                    else self.before / (self.nodes[node].origin or path)
+                )
                 if source.is_symlink():
                     out.symlink_to(os.readlink(source))
             else:

@@ -49,7 +49,13 @@ from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 from ckptspec.conformance.phase import PhaseResult, PhaseSpec, RankResult
 from ckptspec.conformance.worker import process_start_time, run_rank
 
-_PRELOAD = ["torch", "torch.distributed", "ckptspec.conformance.worker", "ckptspec.digest", "ckptspec.errors"]
+_PRELOAD = [
+    "torch",
+    "torch.distributed",
+    "ckptspec.conformance.worker",
+    "ckptspec.digest",
+    "ckptspec.errors",
+]
 STRAGGLER_S = 30.0
 """Once one rank has returned, how long the others may take before they count as hung."""
 _SUITE_SIGNALS = frozenset({signal.SIGKILL, signal.SIGTERM})
@@ -63,7 +69,10 @@ def _start_method() -> str:
     """``forkserver`` (torch pre-imported) where available, else ``spawn``; the environment
     variable ``CKPTSPEC_START_METHOD=spawn`` forces spawn (for measurements and debugging)."""
     global _forkserver_ready
-    if os.environ.get("CKPTSPEC_START_METHOD") == "spawn" or "forkserver" not in multiprocessing.get_all_start_methods():
+    if (
+        os.environ.get("CKPTSPEC_START_METHOD") == "spawn"
+        or "forkserver" not in multiprocessing.get_all_start_methods()
+    ):
         return "spawn"
     if not _forkserver_ready:
         multiprocessing.get_context("forkserver").set_forkserver_preload(_PRELOAD)
@@ -99,7 +108,10 @@ def _kill_ranks(phase_dir: Path, world_size: int) -> None:
 
 def _all_exited(phase_dir: Path, world_size: int) -> bool:
     """Whether every rank of the phase has started and its process is gone."""
-    return all((process := _rank_process(phase_dir, rank)) is not None and not process[1] for rank in range(world_size))
+    return all(
+        (process := _rank_process(phase_dir, rank)) is not None and not process[1]
+        for rank in range(world_size)
+    )
 
 
 def _output_tail(log_dir: Path, local_rank: int) -> str:
@@ -109,7 +121,9 @@ def _output_tail(log_dir: Path, local_rank: int) -> str:
     lines: list[str] = []
     for stream in ("stderr", "stdout"):
         for log in sorted(log_dir.glob(f"*/attempt_*/{local_rank}/{stream}.log")):
-            lines += [f"  [{stream}] {line}" for line in _read_text(log).splitlines()[-OUTPUT_TAIL_LINES:]]
+            lines += [
+                f"  [{stream}] {line}" for line in _read_text(log).splitlines()[-OUTPUT_TAIL_LINES:]
+            ]
     return "\n".join(lines) or "  (no output)"
 
 
@@ -119,8 +133,11 @@ def _launch_node(config: Any, args: tuple[Any, ...], outcome: dict[str, Any]) ->
     try:
         elastic_launch(config, run_rank)(*args)
     except ChildFailedError as exc:  # a rank died (an injected kill, a crash, or the watchdog)
-        outcome["died"] = {rank: (-failure.exitcode, failure.local_rank)
-                           for rank, failure in exc.failures.items() if failure.exitcode < 0}
+        outcome["died"] = {
+            rank: (-failure.exitcode, failure.local_rank)
+            for rank, failure in exc.failures.items()
+            if failure.exitcode < 0
+        }
     except Exception as exc:  # noqa: BLE001 - the launcher itself failed: a harness error
         outcome["error"] = f"{type(exc).__name__}: {exc}"
 
@@ -154,7 +171,10 @@ def run_phase(spec: PhaseSpec, phase_dir: str | os.PathLike[str]) -> PhaseResult
         signals_to_handle="SIGTERM,SIGHUP,SIGQUIT",
     )
     log_dirs = [directory / "logs" / f"agent-{i}" for i in range(spec.nodes)]
-    configs = [dataclasses.replace(config, logs_specs=DefaultLogsSpecs(log_dir=str(d), redirects=Std.ALL)) for d in log_dirs]
+    configs = [
+        dataclasses.replace(config, logs_specs=DefaultLogsSpecs(log_dir=str(d), redirects=Std.ALL))
+        for d in log_dirs
+    ]
     expired, done = threading.Event(), threading.Event()
     started = time.perf_counter()
 
@@ -164,7 +184,9 @@ def run_phase(spec: PhaseSpec, phase_dir: str | os.PathLike[str]) -> PhaseResult
             if store and _all_exited(directory, spec.world_size):
                 store.clear()
             now = time.perf_counter()
-            if first_return is None and any((directory / f"rank-{r}.pkl").exists() for r in range(spec.world_size)):
+            if first_return is None and any(
+                (directory / f"rank-{r}.pkl").exists() for r in range(spec.world_size)
+            ):
                 first_return = now
             late = first_return is not None and now - first_return > STRAGGLER_S
             if now - started > spec.timeout_s or late:
@@ -175,8 +197,15 @@ def run_phase(spec: PhaseSpec, phase_dir: str | os.PathLike[str]) -> PhaseResult
     thread = threading.Thread(target=watchdog, name="ckptspec-watchdog", daemon=True)
     args = (spec, str(directory), list(sys.path))
     outcomes: list[dict[str, Any]] = [{} for _ in range(spec.nodes)]
-    agents = [threading.Thread(target=_launch_node, args=(configs[i], args, outcomes[i]), name=f"ckptspec-agent-{i}", daemon=True)
-              for i in range(1, spec.nodes)]
+    agents = [
+        threading.Thread(
+            target=_launch_node,
+            args=(configs[i], args, outcomes[i]),
+            name=f"ckptspec-agent-{i}",
+            daemon=True,
+        )
+        for i in range(1, spec.nodes)
+    ]
     thread.start()
     try:
         for agent in agents:
@@ -187,9 +216,14 @@ def run_phase(spec: PhaseSpec, phase_dir: str | os.PathLike[str]) -> PhaseResult
     finally:
         done.set()
         thread.join()
-    died = {rank: (number, _output_tail(log_dir, local_rank))
-            for outcome, log_dir in zip(outcomes, log_dirs) for rank, (number, local_rank) in outcome.get("died", {}).items()}
-    harness_error = "; ".join(outcome["error"] for outcome in outcomes if "error" in outcome) or None
+    died = {
+        rank: (number, _output_tail(log_dir, local_rank))
+        for outcome, log_dir in zip(outcomes, log_dirs)
+        for rank, (number, local_rank) in outcome.get("died", {}).items()
+    }
+    harness_error = (
+        "; ".join(outcome["error"] for outcome in outcomes if "error" in outcome) or None
+    )
     seconds = time.perf_counter() - started
     ranks: dict[int, RankResult] = {}
     for rank in range(spec.world_size):

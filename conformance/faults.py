@@ -46,19 +46,29 @@ import hashlib
 import io
 import json
 import os
-import stat
 import signal
+import stat
 import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from ckptspec.conformance.phase import Fault, Mutation
 
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-_PATH_CALLS = ("rename", "replace", "symlink", "link", "unlink", "remove", "rmdir", "mkdir", "truncate")
+_PATH_CALLS = (
+    "rename",
+    "replace",
+    "symlink",
+    "link",
+    "unlink",
+    "remove",
+    "rmdir",
+    "mkdir",
+    "truncate",
+)
 _TWO_PATH_CALLS = ("rename", "replace", "symlink", "link")
 _FD_CALLS = ("fsync", "fdatasync", "ftruncate")
 OUTSIDE_ROOT = "<outside the output directory>"
@@ -110,13 +120,23 @@ class _Journal:
         self.rank = rank
         self.blobs = os.path.join(directory, BLOBS)
         os.makedirs(self.blobs, exist_ok=True)
-        self.fd = os.open(os.path.join(directory, f"rank-{rank}.jsonl"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self.fd = os.open(
+            os.path.join(directory, f"rank-{rank}.jsonl"),
+            os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+            0o644,
+        )
         self.seq = 0
-        self._open, self._replace, self._write = io.open, os.replace, os.write  # before they are patched
+        self._open, self._replace, self._write = (
+            io.open,
+            os.replace,
+            os.write,
+        )  # before they are patched
 
-    def add(self, op: str, path: str, at: Optional[float] = None, **fields: Any) -> None:
+    def add(self, op: str, path: str, at: float | None = None, **fields: Any) -> None:
         self.seq += 1
-        entry = JournalEntry(time.monotonic() if at is None else at, self.rank, self.seq, op, path, **fields)
+        entry = JournalEntry(
+            time.monotonic() if at is None else at, self.rank, self.seq, op, path, **fields
+        )
         self._write(self.fd, (json.dumps(asdict(entry)) + "\n").encode())
 
     def sync(self, rel: str, real_path: str, started: float) -> None:
@@ -141,12 +161,18 @@ class _Journal:
 
 
 class _Counter:
-    def __init__(self, root: str, fault: Optional[Fault], rank: int, on_kill: Callable[[str], None]) -> None:
+    def __init__(
+        self, root: str, fault: Fault | None, rank: int, on_kill: Callable[[str], None]
+    ) -> None:
         self.root = os.path.realpath(root)
-        self.fault = fault if fault is not None and fault.rank == rank and fault.kind != "count" else None
+        self.fault = (
+            fault if fault is not None and fault.rank == rank and fault.kind != "count" else None
+        )
         self.on_kill = on_kill
         self.log: list[Mutation] = []
-        self.journal = _Journal(fault.journal, rank) if fault is not None and fault.journal else None
+        self.journal = (
+            _Journal(fault.journal, rank) if fault is not None and fault.journal else None
+        )
 
     def record(self, op: str, path: Any, dst: Any = None, **fields: Any) -> None:
         """Journal a completed operation (when journaling); a move from outside the root is the
@@ -178,12 +204,16 @@ class _Counter:
         """Number a mutation; fire the fault at its crash point, or at the first call after it
         that ``changes`` something. An ``oserror`` fault stays armed: every later call that
         changes something fails too."""
-        entry = Mutation(time.monotonic(), op, self.rel(path), self.rel(dst) if dst is not None else "")
+        entry = Mutation(
+            time.monotonic(), op, self.rel(path), self.rel(dst) if dst is not None else ""
+        )
         self.log.append(entry)
         if self.fault is None or len(self.log) < self.fault.at or not changes:
             return
         fault = self.fault
-        where = f"mutation {len(self.log)}" + (f" (point {fault.at} was a no-op)" if len(self.log) != fault.at else "")
+        where = f"mutation {len(self.log)}" + (
+            f" (point {fault.at} was a no-op)" if len(self.log) != fault.at else ""
+        )
         if fault.kind == "kill":
             self.on_kill(f"SIGKILL before {where}: {entry}")
             os.kill(os.getpid(), signal.SIGKILL)
@@ -218,7 +248,9 @@ class _Counter:
 
 
 @contextlib.contextmanager
-def interpose(root: str, fault: Optional[Fault], rank: int, on_kill: Callable[[str], None]) -> Iterator[list[str]]:
+def interpose(
+    root: str, fault: Fault | None, rank: int, on_kill: Callable[[str], None]
+) -> Iterator[list[str]]:
     """Number every mutation under ``root`` while the block runs; yield the growing log.
 
     ``fault`` fires only on its own rank; ``on_kill(description)`` runs just before a ``kill``
@@ -234,7 +266,11 @@ def interpose(root: str, fault: Optional[Fault], rank: int, on_kill: Callable[[s
     real_open = io.open
 
     def open_(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
-        if not (isinstance(mode, str) and any(c in mode for c in "wax+") and counter.under_root(_parent_or_self(file))):
+        if not (
+            isinstance(mode, str)
+            and any(c in mode for c in "wax+")
+            and counter.under_root(_parent_or_self(file))
+        ):
             return real_open(file, mode, *args, **kwargs)
         counter.mutation("open", file)
         new = not _exists(file)
@@ -259,14 +295,28 @@ def interpose(root: str, fault: Optional[Fault], rank: int, on_kill: Callable[[s
 
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             if name == "symlink":  # symlink(target, link): the mutation is at `link`
-                target, dst = (_resolve(args[1], kwargs.get("dir_fd")), args[0]) if len(args) > 1 else (None, None)
+                target, dst = (
+                    (_resolve(args[1], kwargs.get("dir_fd")), args[0])
+                    if len(args) > 1
+                    else (None, None)
+                )
             else:
-                target = _resolve(args[0], kwargs.get("dir_fd", kwargs.get("src_dir_fd"))) if args else None
-                dst = _resolve(args[1], kwargs.get("dst_dir_fd")) if name in _TWO_PATH_CALLS and len(args) > 1 else None
+                target = (
+                    _resolve(args[0], kwargs.get("dir_fd", kwargs.get("src_dir_fd")))
+                    if args
+                    else None
+                )
+                dst = (
+                    _resolve(args[1], kwargs.get("dst_dir_fd"))
+                    if name in _TWO_PATH_CALLS and len(args) > 1
+                    else None
+                )
             # A move into the root from outside it (fsspec's transactions stage in $TMPDIR) is a
             # mutation under the root too.
             inside = target is not None and counter.under_root(_parent_or_self(target))
-            moved_in = name != "symlink" and dst is not None and counter.under_root(_parent_or_self(dst))
+            moved_in = (
+                name != "symlink" and dst is not None and counter.under_root(_parent_or_self(dst))
+            )
             if not (inside or moved_in):
                 return real(*args, **kwargs)
             counter.mutation(name, target, dst, _changes(name, target))
@@ -290,7 +340,9 @@ def interpose(root: str, fault: Optional[Fault], rank: int, on_kill: Callable[[s
                 if name == "ftruncate":
                     counter.record("write", fileno, trunc=bool(args) and args[0] == 0)
                 else:
-                    counter.journal.sync(counter.rel(fileno), os.readlink(f"/proc/self/fd/{fileno}"), started)
+                    counter.journal.sync(
+                        counter.rel(fileno), os.readlink(f"/proc/self/fd/{fileno}"), started
+                    )
             return result
 
         return wrapper
@@ -298,7 +350,9 @@ def interpose(root: str, fault: Optional[Fault], rank: int, on_kill: Callable[[s
     def native_writer(op: str, real: Callable[..., Any], path_arg: int) -> Callable[..., Any]:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             path = args[path_arg] if len(args) > path_arg else None
-            if not (isinstance(path, (str, os.PathLike)) and counter.under_root(_parent_or_self(path))):
+            if not (
+                isinstance(path, (str, os.PathLike)) and counter.under_root(_parent_or_self(path))
+            ):
                 return real(*args, **kwargs)
             counter.mutation(op, path)
             new = not _exists(path)
@@ -310,10 +364,18 @@ def interpose(root: str, fault: Optional[Fault], rank: int, on_kill: Callable[[s
 
     serialization = sys.modules.get("torch.serialization")
     if serialization is not None:
-        patch(serialization, "_open_zipfile_writer", native_writer("torch.save", serialization._open_zipfile_writer, 0))
+        patch(
+            serialization,
+            "_open_zipfile_writer",
+            native_writer("torch.save", serialization._open_zipfile_writer, 0),
+        )
     safetensors = sys.modules.get("safetensors.torch")
     if safetensors is not None:
-        patch(safetensors, "serialize_file", native_writer("safetensors", safetensors.serialize_file, 1))
+        patch(
+            safetensors,
+            "serialize_file",
+            native_writer("safetensors", safetensors.serialize_file, 1),
+        )
     patch(builtins, "open", open_)
     patch(io, "open", open_)
     patch(os, "open", os_open)
@@ -377,7 +439,7 @@ def _changes(name: str, target: Any) -> bool:
     return exists or name == "truncate"
 
 
-def _resolve(path: Any, dir_fd: Optional[int]) -> Any:
+def _resolve(path: Any, dir_fd: int | None) -> Any:
     """``path`` made absolute when it is relative to the directory descriptor ``dir_fd``."""
     if dir_fd is None or isinstance(path, int):
         return path

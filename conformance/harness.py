@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Optional, TypeVar
+from typing import Any, TypeVar
 
 from ckptspec.conformance import progress
 from ckptspec.conformance.adapter import ScenarioConfig, declarations, load_adapter
@@ -49,7 +49,9 @@ class TrainerCrashed(AssertionError):
 class Harness:
     """The adapter under test plus everything needed to run phases against it."""
 
-    def __init__(self, adapter: str, profile: Profile, shared_root: Path, private_root: Path) -> None:
+    def __init__(
+        self, adapter: str, profile: Profile, shared_root: Path, private_root: Path
+    ) -> None:
         cls = load_adapter(adapter)
         self.adapter = adapter
         self.adapter_class = cls
@@ -69,7 +71,7 @@ class Harness:
         path.mkdir(parents=True)
         return path
 
-    def config(self, where: Optional[Path] = None, **settings: Any) -> ScenarioConfig:
+    def config(self, where: Path | None = None, **settings: Any) -> ScenarioConfig:
         """A scenario config whose run directory is ``<where>/out/run`` (``where`` fresh by default)."""
         where = where if where is not None else self.new_dir("run")
         return ScenarioConfig(output_dir=str(where / "out"), run_id="run", **settings)
@@ -123,7 +125,8 @@ class Harness:
             world_size=world_size,
             actions=tuple(actions),
             may_fail=frozenset(may_fail),
-            timeout_s=self.profile.eval_phase_timeout_s if all(isinstance(a, Evaluate) for a in actions)
+            timeout_s=self.profile.eval_phase_timeout_s
+            if all(isinstance(a, Evaluate) for a in actions)
             else self.profile.phase_timeout_s,
             nodes=nodes,
         )
@@ -131,21 +134,29 @@ class Harness:
         try:
             result = self._run(spec, config)
             if result.crashed and not result.harness_error and before is None:
-                raise HarnessError(f"a rank died by a signal the suite did not send, and the phase could not be rerun "
-                                   f"(its run was being written by another job):\n{result.describe()}")
+                raise HarnessError(
+                    f"a rank died by a signal the suite did not send, and the phase could not be rerun "
+                    f"(its run was being written by another job):\n{result.describe()}"
+                )
             if result.crashed and not result.harness_error:
                 self._restore(config, before)
                 again = self._run(spec, config)
                 if again.crashed:
-                    raise TrainerCrashed(f"the trainer crashed (reproduced by a rerun from the same state):\n{again.describe()}")
-                raise HarnessError("flaky environment: a rank died by a signal the suite did not send, and the rerun "
-                                   f"from the same state did not:\n{result.describe()}")
+                    raise TrainerCrashed(
+                        f"the trainer crashed (reproduced by a rerun from the same state):\n{again.describe()}"
+                    )
+                raise HarnessError(
+                    "flaky environment: a rank died by a signal the suite did not send, and the rerun "
+                    f"from the same state did not:\n{result.describe()}"
+                )
         finally:
             if before is not None:
                 shutil.rmtree(before, ignore_errors=True)
         harness_failures = [e for _, _, e in result.errors() if e.harness]
         if result.harness_error or harness_failures:
-            raise HarnessError(result.describe() + "".join(f"\n{e.traceback}" for e in harness_failures))
+            raise HarnessError(
+                result.describe() + "".join(f"\n{e.traceback}" for e in harness_failures)
+            )
         return result
 
     def _run(self, spec: PhaseSpec, config: ScenarioConfig) -> PhaseResult:
@@ -158,13 +169,17 @@ class Harness:
         except BaseException:
             progress.phase_ended(started, world_size, spec.actions, 0.0, "harness error")
             raise
-        progress.phase_ended(started, world_size, spec.actions, result.seconds, progress.phase_status(result))
+        progress.phase_ended(
+            started, world_size, spec.actions, result.seconds, progress.phase_status(result)
+        )
         with open(self.shared_root / "phases.log", "a") as log:
             names = ",".join(type(a).__name__ for a in spec.actions)
-            log.write(f"{result.seconds:7.2f}s ws={world_size} {names} missing={list(result.missing)}\n")
+            log.write(
+                f"{result.seconds:7.2f}s ws={world_size} {names} missing={list(result.missing)}\n"
+            )
         return result
 
-    def _snapshot(self, config: ScenarioConfig) -> Optional[Path]:
+    def _snapshot(self, config: ScenarioConfig) -> Path | None:
         """A directory holding a copy of ``config.output_dir`` as ``out`` (symlinks kept; no ``out``
         when it does not exist), for rerunning a phase that crashed. None when it could not be
         copied: another job was writing the run (a second writer's test)."""
@@ -187,7 +202,12 @@ class Harness:
             shutil.copytree(snapshot / "out", config.output_dir, symlinks=True)
 
     def phase_in_background(
-        self, config: ScenarioConfig, world_size: int, actions: Sequence[Action], *, may_fail: Iterable[int] = ()
+        self,
+        config: ScenarioConfig,
+        world_size: int,
+        actions: Sequence[Action],
+        *,
+        may_fail: Iterable[int] = (),
     ) -> Future[PhaseResult]:
         """Start :meth:`phase` in a thread and return at once; the future holds its result (or
         its :class:`HarnessError`). Used with a :class:`~ckptspec.conformance.gate.Gate` to run two jobs at the same time."""
@@ -203,7 +223,9 @@ class Harness:
         The value is pickled; a :class:`HarnessError` or :class:`TrainerCrashed` is cached too and
         re-raised, so that one broken set-up does not cost every test that shares it another launch.
         """
-        digest = hashlib.sha256(json.dumps([self.adapter, name, _jsonable(key)], sort_keys=True).encode()).hexdigest()[:16]
+        digest = hashlib.sha256(
+            json.dumps([self.adapter, name, _jsonable(key)], sort_keys=True).encode()
+        ).hexdigest()[:16]
         entry = self.shared_root / "memo" / f"{name}-{digest}"
         entry.mkdir(parents=True, exist_ok=True)
         with open(entry / "lock", "w") as lock:
@@ -234,7 +256,9 @@ def file_tree(root: Path) -> dict[str, str]:
     """Every regular file and symlink under ``root``: relative path -> SHA-256 (or ``-> target``)."""
     out: dict[str, str] = {}
     for dirpath, dirnames, filenames in os.walk(root):
-        for name in sorted(filenames) + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+        for name in sorted(filenames) + [
+            d for d in dirnames if os.path.islink(os.path.join(dirpath, d))
+        ]:
             path = Path(dirpath) / name
             rel = str(path.relative_to(root))
             if path.is_symlink():

@@ -20,7 +20,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 MATRIX_DIR = REPO / "docs" / "matrix"
@@ -70,7 +70,7 @@ def _first_line(text: str) -> str:
     return stable_text(" ".join(text.strip().splitlines()[:1]))[:300]
 
 
-def render(reports: Mapping[str, Optional[dict[str, Any]]], bugs: str = "") -> str:
+def render(reports: Mapping[str, dict[str, Any] | None], bugs: str = "") -> str:
     """The matrix page for ``reports`` (label -> parsed report, None when missing) and the
     hand-written bug-report section ``bugs``."""
     from ckptspec.requirements import REQUIREMENTS
@@ -98,26 +98,49 @@ def render(reports: Mapping[str, Optional[dict[str, Any]]], bugs: str = "") -> s
         if r is None:
             out.append(f"| {label} | (no report) | | | | |")
             continue
-        out.append(f"| {label} | `{r.get('adapter', '')}` | {r.get('framework') or '-'} | {r.get('torch_version', '')} | "
-                   f"{r.get('python_version', '')} | {r.get('exit_status', '')} |")
-    out += ["", "| requirement | level | class | " + " | ".join(labels) + " |",
-            "|---|---|---|" + "---|" * len(labels)]
-    rows = {label: {row["id"]: row for row in (reports.get(label) or {}).get("requirements", [])} for label in labels}
+        out.append(
+            f"| {label} | `{r.get('adapter', '')}` | {r.get('framework') or '-'} | {r.get('torch_version', '')} | "
+            f"{r.get('python_version', '')} | {r.get('exit_status', '')} |"
+        )
+    out += [
+        "",
+        "| requirement | level | class | " + " | ".join(labels) + " |",
+        "|---|---|---|" + "---|" * len(labels),
+    ]
+    rows = {
+        label: {row["id"]: row for row in (reports.get(label) or {}).get("requirements", [])}
+        for label in labels
+    }
     for req in REQUIREMENTS:
-        cells = [cell(rows[label][req.id]["outcome"]) if req.id in rows[label] else "-" for label in labels]
-        out.append(f"| {req.id} {req.title} | {req.level.value} | {req.conformance_class.value} | " + " | ".join(cells) + " |")
+        cells = [
+            cell(rows[label][req.id]["outcome"]) if req.id in rows[label] else "-"
+            for label in labels
+        ]
+        out.append(
+            f"| {req.id} {req.title} | {req.level.value} | {req.conformance_class.value} | "
+            + " | ".join(cells)
+            + " |"
+        )
     out += ["", "## Failures", ""]
     any_failure = False
     for label in labels:
         report = reports.get(label) or {}
-        bad = [t for t in report.get("tests", []) if any(o in ("fail", "xfail", "error") for o in t["requirements"].values())]
+        bad = [
+            t
+            for t in report.get("tests", [])
+            if any(o in ("fail", "xfail", "error") for o in t["requirements"].values())
+        ]
         if not bad:
             continue
         any_failure = True
         out += [f"### {label}", ""]
         for t in bad:
-            failed = sorted(r for r, o in t["requirements"].items() if o in ("fail", "xfail", "error"))
-            out.append(f"- `{t['nodeid'].rsplit('::', 1)[-1]}` ({', '.join(failed)}): {_first_line(t.get('message', ''))}")
+            failed = sorted(
+                r for r, o in t["requirements"].items() if o in ("fail", "xfail", "error")
+            )
+            out.append(
+                f"- `{t['nodeid'].rsplit('::', 1)[-1]}` ({', '.join(failed)}): {_first_line(t.get('message', ''))}"
+            )
             out.append(f"  replay: `{t.get('replay') or _replay(report, t['nodeid'])}`")
         out.append("")
     if not any_failure:
@@ -130,13 +153,15 @@ def render(reports: Mapping[str, Optional[dict[str, Any]]], bugs: str = "") -> s
 def _replay(report: Mapping[str, Any], nodeid: str) -> str:
     """The command that reruns the test ``nodeid`` of ``report`` alone."""
     name = nodeid.rsplit("::", 1)[-1].split("[", 1)[0]
-    return (f"pytest --pyargs ckptspec.conformance.tests -k {name} --ckptspec-adapter {report.get('adapter', '')} "
-            f"--ckptspec-profile {report.get('profile', 'quick')} --ckptspec-derandomize")
+    return (
+        f"pytest --pyargs ckptspec.conformance.tests -k {name} --ckptspec-adapter {report.get('adapter', '')} "
+        f"--ckptspec-profile {report.get('profile', 'quick')} --ckptspec-derandomize"
+    )
 
 
-def load_reports(directory: Path = MATRIX_DIR) -> dict[str, Optional[dict[str, Any]]]:
+def load_reports(directory: Path = MATRIX_DIR) -> dict[str, dict[str, Any] | None]:
     """Every trainer's stored report (None where its file is missing)."""
-    out: dict[str, Optional[dict[str, Any]]] = {}
+    out: dict[str, dict[str, Any] | None] = {}
     for trainer in TRAINERS:
         path = directory / trainer.report
         out[trainer.label] = json.loads(path.read_text()) if path.is_file() else None
@@ -149,10 +174,16 @@ def generate(directory: Path = MATRIX_DIR) -> str:
     return render(load_reports(directory), bugs.read_text() if bugs.is_file() else "")
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Write (or, with ``--check``, compare) ``docs/matrix.md``. Exit 0 ok, 1 stale, 2 unreadable reports."""
-    parser = argparse.ArgumentParser(prog="python -m ckptspec.conformance.matrix", description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 if docs/matrix.md is not what the reports generate")
+    parser = argparse.ArgumentParser(
+        prog="python -m ckptspec.conformance.matrix", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 1 if docs/matrix.md is not what the reports generate",
+    )
     args = parser.parse_args(argv)
     try:
         page = generate()
@@ -162,7 +193,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.check:
         current = MATRIX_PAGE.read_text() if MATRIX_PAGE.is_file() else ""
         if current != page:
-            print(f"{MATRIX_PAGE} is stale: run `python -m ckptspec.conformance.matrix`", file=sys.stderr)
+            print(
+                f"{MATRIX_PAGE} is stale: run `python -m ckptspec.conformance.matrix`",
+                file=sys.stderr,
+            )
             return 1
         return 0
     MATRIX_PAGE.write_text(page)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from collections.abc import Sequence
-from typing import Any, Optional
+from dataclasses import dataclass
+from typing import Any
 
 DEFAULT_ADAPTER = "ckptspec.reference_impl.adapter:ReferenceAdapter"
 
@@ -23,16 +23,32 @@ class Profile:
     name: str
     max_examples: int
     world_sizes: tuple[int, ...]  # sizes scenarios may save and load at
-    crash_points: Optional[int]  # drawn crash points besides the commit landmarks; None: every mutation
+    crash_points: (
+        int | None
+    )  # drawn crash points besides the commit landmarks; None: every mutation
     phase_timeout_s: float
-    eval_phase_timeout_s: float  # phases that only build the adapter and evaluate: a hang shows sooner
+    eval_phase_timeout_s: (
+        float  # phases that only build the adapter and evaluate: a hang shows sooner
+    )
 
 
 PROFILES: dict[str, Profile] = {
-    "quick": Profile("quick", max_examples=1, world_sizes=(1, 2, 3), crash_points=1, phase_timeout_s=60.0,
-                     eval_phase_timeout_s=30.0),
-    "full": Profile("full", max_examples=3, world_sizes=(1, 2, 3, 4), crash_points=None, phase_timeout_s=120.0,
-                    eval_phase_timeout_s=60.0),
+    "quick": Profile(
+        "quick",
+        max_examples=1,
+        world_sizes=(1, 2, 3),
+        crash_points=1,
+        phase_timeout_s=60.0,
+        eval_phase_timeout_s=30.0,
+    ),
+    "full": Profile(
+        "full",
+        max_examples=3,
+        world_sizes=(1, 2, 3, 4),
+        crash_points=None,
+        phase_timeout_s=120.0,
+        eval_phase_timeout_s=60.0,
+    ),
 }
 
 
@@ -44,9 +60,9 @@ class RunOptions:
     profile: Profile = PROFILES["quick"]
     max_examples: int = PROFILES["quick"].max_examples
     derandomize: bool = False
-    replay: Optional[dict[str, Any]] = None
-    report: Optional[str] = None
-    xfails: Optional[str] = None
+    replay: dict[str, Any] | None = None
+    report: str | None = None
+    xfails: str | None = None
     select_requirements: tuple[str, ...] = ()
     stop_on_requirement_failure: bool = False
 
@@ -55,13 +71,13 @@ _current = RunOptions()
 
 
 def resolve(
-    adapter: Optional[str],
+    adapter: str | None,
     profile: str,
-    max_examples: Optional[int],
+    max_examples: int | None,
     derandomize: bool,
-    replay: Optional[str],
-    report: Optional[str],
-    xfails: Optional[str],
+    replay: str | None,
+    report: str | None,
+    xfails: str | None,
     select_requirements: Sequence[str] = (),
     stop_on_requirement_failure: bool = False,
 ) -> RunOptions:
@@ -70,8 +86,12 @@ def resolve(
     and the suite's profiles inherit from whatever profile is loaded.)"""
     chosen = PROFILES[profile]
     parsed = json.loads(replay) if replay else None
-    if parsed is not None and not (isinstance(parsed, dict) and "test" in parsed and "scenario" in parsed):
-        raise ValueError('--ckptspec-replay takes JSON of the form {"test": NAME, "scenario": {...}}')
+    if parsed is not None and not (
+        isinstance(parsed, dict) and "test" in parsed and "scenario" in parsed
+    ):
+        raise ValueError(
+            '--ckptspec-replay takes JSON of the form {"test": NAME, "scenario": {...}}'
+        )
     return RunOptions(
         adapter=adapter or os.environ.get("CKPTSPEC_ADAPTER") or DEFAULT_ADAPTER,
         profile=chosen,

@@ -35,8 +35,9 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Optional, Sequence
+from typing import Any, ClassVar
 
 import torch.distributed as dist
 
@@ -64,7 +65,9 @@ class _Stop(BaseException):
 class Directive:
     """What a parked loop does next; the adapter's callback reads it from :meth:`OwnerLoopAdapter.park`."""
 
-    save: bool = False  # save at this step end (the framework's own save, e.g. ``control.should_save``)
+    save: bool = (
+        False  # save at this step end (the framework's own save, e.g. ``control.should_save``)
+    )
 
 
 @dataclass(frozen=True)
@@ -92,13 +95,13 @@ class OwnerLoopAdapter(TrainerAdapter):
     rank: int = 0  # set by the subclass; named in timeouts
 
     # --- the subclass's part -------------------------------------------------------------------
-    def run_loop(self, checkpoint: Optional[str], max_steps: Optional[int]) -> None:
+    def run_loop(self, checkpoint: str | None, max_steps: int | None) -> None:
         """Run the framework's entry point (blocking) on the loop thread: load ``checkpoint`` when
         given (the framework's own resume), train until ``max_steps`` (None: until stopped) and
         call :meth:`park` at train begin, every step end and every save."""
         raise NotImplementedError(f"{type(self).__name__}.run_loop")
 
-    def evaluate_global(self, global_ids: Sequence[int]) -> Optional[dict[str, float]]:
+    def evaluate_global(self, global_ids: Sequence[int]) -> dict[str, float] | None:
         """*Collective.* With ``eval``: evaluate the union of every rank's ids through the
         framework's own evaluation (which shards them); the global metrics, None when empty."""
         raise NotImplementedError(f"{type(self).__name__}.evaluate_global (capability `eval`)")
@@ -107,7 +110,7 @@ class OwnerLoopAdapter(TrainerAdapter):
         """*Collective.* :meth:`TrainerAdapter.full_state`, called on the loop thread while parked."""
         raise NotImplementedError(f"{type(self).__name__}.read_full_state")
 
-    def latest_checkpoint(self) -> Optional[str]:
+    def latest_checkpoint(self) -> str | None:
         """The checkpoint ``resume(None)`` loads: the highest step of ``committed_checkpoints``."""
         found = self.declared_checkpoints()
         return found[max(found)] if found else None
@@ -117,8 +120,8 @@ class OwnerLoopAdapter(TrainerAdapter):
         return {int(k): v for k, v in self.committed_checkpoints(self.config).items()}  # type: ignore[attr-defined]
 
     # --- the bridge ----------------------------------------------------------------------------
-    _thread: Optional[threading.Thread] = None
-    _last: Optional[LoopEvent] = None
+    _thread: threading.Thread | None = None
+    _last: LoopEvent | None = None
 
     @property
     def step(self) -> int:  # type: ignore[override]
@@ -143,10 +146,10 @@ class OwnerLoopAdapter(TrainerAdapter):
             except Exception as exc:  # noqa: BLE001 - handed to the suite's call
                 self._events.put(LoopEvent("error", step, exc))
 
-    def _start(self, checkpoint: Optional[str], max_steps: Optional[int]) -> None:
+    def _start(self, checkpoint: str | None, max_steps: int | None) -> None:
         self._stop_loop()
-        self._events: "queue.Queue[LoopEvent]" = queue.Queue()
-        self._orders: "queue.Queue[Any]" = queue.Queue()
+        self._events: queue.Queue[LoopEvent] = queue.Queue()
+        self._orders: queue.Queue[Any] = queue.Queue()
         self._last = None
         events = self._events
 
@@ -160,20 +163,27 @@ class OwnerLoopAdapter(TrainerAdapter):
                 return
             events.put(LoopEvent("fit_end", self.step))
 
-        self._thread = threading.Thread(target=body, name=f"owner-loop-rank-{self.rank}", daemon=True)
+        self._thread = threading.Thread(
+            target=body, name=f"owner-loop-rank-{self.rank}", daemon=True
+        )
         self._thread.start()
 
-    def _wait(self, awaited: str, records: Optional[list[StepRecord]] = None) -> LoopEvent:
+    def _wait(self, awaited: str, records: list[StepRecord] | None = None) -> LoopEvent:
         """The next event of kind ``awaited``; every other event is answered with an empty
         directive (continue). Step-end records are appended to ``records``."""
         while True:
             try:
                 event = self._events.get(timeout=self.deadline_s)
             except queue.Empty:
-                last = f"{self._last.kind} at step {self._last.step}" if self._last else "none (not started)"
+                last = (
+                    f"{self._last.kind} at step {self._last.step}"
+                    if self._last
+                    else "none (not started)"
+                )
                 raise OwnerLoopTimeout(
                     f"rank {self.rank}: the framework's loop did not reach {awaited!r} within {self.deadline_s:g}s "
-                    f"(last event: {last})") from None
+                    f"(last event: {last})"
+                ) from None
             if event.kind == "error":
                 raise event.value
             if event.kind == "called":
@@ -184,8 +194,10 @@ class OwnerLoopAdapter(TrainerAdapter):
             if event.kind == awaited:
                 return event
             if event.kind == "fit_end":
-                raise OwnerLoopEnded(f"rank {self.rank}: the framework's loop finished at step {event.step} "
-                                     f"before reaching {awaited!r}")
+                raise OwnerLoopEnded(
+                    f"rank {self.rank}: the framework's loop finished at step {event.step} "
+                    f"before reaching {awaited!r}"
+                )
             self._orders.put(Directive())
 
     def _stop_loop(self) -> None:
@@ -203,11 +215,15 @@ class OwnerLoopAdapter(TrainerAdapter):
         return self._wait("called").value
 
     def _parked(self) -> bool:
-        return self._thread is not None and self._thread.is_alive() and self._last is not None \
+        return (
+            self._thread is not None
+            and self._thread.is_alive()
+            and self._last is not None
             and self._last.kind != "fit_end"
+        )
 
     # --- the suite's protocol ------------------------------------------------------------------
-    def resume(self, checkpoint: Optional[str] = None) -> int:
+    def resume(self, checkpoint: str | None = None) -> int:
         """*Collective.* (Re)start the loop loading ``checkpoint`` (latest when None; nothing
         when there is none); returns the step at train begin. A refusal is the framework's
         exception, re-raised."""
@@ -228,8 +244,10 @@ class OwnerLoopAdapter(TrainerAdapter):
     def save(self) -> str:
         """*Collective.* Save at the current step end through the framework's own save; returns its path."""
         if not self._parked() or self._last is None or self._last.kind not in ("step_end", "save"):
-            raise RuntimeError(f"rank {self.rank}: this trainer saves only at a step end (saves_at_step_ends_only); "
-                               f"the loop is at {self._last.kind if self._last else 'no event'}")
+            raise RuntimeError(
+                f"rank {self.rank}: this trainer saves only at a step end (saves_at_step_ends_only); "
+                f"the loop is at {self._last.kind if self._last else 'no event'}"
+            )
         if self._last.kind == "save":
             return str(self._last.value)
         self._orders.put(Directive(save=True))
@@ -242,7 +260,7 @@ class OwnerLoopAdapter(TrainerAdapter):
         self._wait("fit_end", records)
         return records
 
-    def evaluate(self, samples: Sequence[int]) -> Optional[dict[str, float]]:
+    def evaluate(self, samples: Sequence[int]) -> dict[str, float] | None:
         """*Collective.* With ``eval``: the union of every rank's ``samples`` through :meth:`evaluate_global`."""
         global_ids = list(samples)
         if dist.is_initialized() and dist.get_world_size() > 1:

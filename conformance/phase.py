@@ -10,7 +10,7 @@ full states are digested inside the rank (:func:`ckptspec.digest.leaf_digests`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal
 
 from ckptspec.conformance.adapter import ScenarioConfig
 
@@ -56,7 +56,7 @@ class Mutation:
 class Resume:
     """``adapter.resume(checkpoint)``; the result value is the step resumed at."""
 
-    checkpoint: Optional[str] = None
+    checkpoint: str | None = None
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ class TrainMicro:
 class Save:
     """``adapter.save()``, optionally under a :class:`Fault`; the value is the checkpoint path."""
 
-    fault: Optional[Fault] = None
+    fault: Fault | None = None
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ class FullState:
     """``adapter.full_state()`` digested in the rank: the value is ``{leaf path: digest}``."""
 
 
-Action = Union[Resume, Train, TrainMicro, Save, Fit, Evaluate, FullState, Hold]
+Action = Resume | Train | TrainMicro | Save | Fit | Evaluate | FullState | Hold
 
 
 @dataclass(frozen=True)
@@ -131,8 +131,10 @@ class PhaseSpec:
 
     def __post_init__(self) -> None:
         if self.nodes < 1 or self.world_size % self.nodes:
-            raise ValueError(f"a phase of world size {self.world_size} cannot run on {self.nodes} node(s): "
-                             "nodes must be a positive divisor of the world size")
+            raise ValueError(
+                f"a phase of world size {self.world_size} cannot run on {self.nodes} node(s): "
+                "nodes must be a positive divisor of the world size"
+            )
 
 
 @dataclass(frozen=True)
@@ -159,8 +161,8 @@ class ActionResult:
 
     name: str
     value: Any = None
-    error: Optional[ErrorInfo] = None
-    step: Optional[int] = None  # adapter.step after the action, when it could be read
+    error: ErrorInfo | None = None
+    step: int | None = None  # adapter.step after the action, when it could be read
     mutations: tuple[Mutation, ...] = ()  # file-system mutations seen under a Fault
     seconds: float = 0.0
 
@@ -195,7 +197,7 @@ class PhaseResult:
     progress: dict[int, str] = field(default_factory=dict)
     crashed: dict[int, str] = field(default_factory=dict)
     timed_out: bool = False
-    harness_error: Optional[str] = None
+    harness_error: str | None = None
     seconds: float = 0.0
 
     def results(self, index: int) -> dict[int, ActionResult]:
@@ -224,7 +226,9 @@ class PhaseResult:
         if self.harness_error:
             lines.append(f"harness error: {self.harness_error}")
         if self.timed_out:
-            lines.append(f"HANG: ranks {list(self.missing)} did not return (killed by the engine's deadline)")
+            lines.append(
+                f"HANG: ranks {list(self.missing)} did not return (killed by the engine's deadline)"
+            )
         elif self.missing:
             lines.append(f"ranks {list(self.missing)} returned no result")
         for r, where in sorted(self.progress.items()):

@@ -31,7 +31,7 @@ import tempfile
 import time
 from functools import cache
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import pytest
 
@@ -59,28 +59,66 @@ PLUGIN_NAME = "ckptspec-conformance"
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("ckptspec", "ckptspec conformance suite")
-    group.addoption("--ckptspec-adapter", default=None, metavar="MODULE:OBJECT",
-                    help="adapter under test (env CKPTSPEC_ADAPTER; default: the reference adapter)")
-    group.addoption("--ckptspec-profile", default="quick", choices=("quick", "full"),
-                    help="quick (every CI run) or full (releases)")
-    group.addoption("--ckptspec-max-examples", type=int, default=None, metavar="N",
-                    help="Hypothesis examples per scenario test (default: from the profile)")
-    group.addoption("--ckptspec-report", default=None, metavar="PATH", help="write the JSON report here")
-    group.addoption("--ckptspec-xfails", default=None, metavar="PATH",
-                    help="file of test ids expected to fail (one per line, # comments)")
-    group.addoption("--ckptspec-derandomize", action="store_true", default=False,
-                    help="fixed Hypothesis examples (Hypothesis' ci profile does this when CI is set)")
-    group.addoption("--ckptspec-replay", default=None, metavar="JSON",
-                    help='rerun one failing example: {"test": NAME, "scenario": {...}}')
-    group.addoption("--ckptspec-select-requirement", action="append", default=[], metavar="ID",
-                    help="keep only the tests whose requirement marker names ID (repeatable)")
-    group.addoption("--ckptspec-stop-on-requirement-failure", action="store_true", default=False,
-                    help="stop after the first test that fails a selected requirement")
+    group.addoption(
+        "--ckptspec-adapter",
+        default=None,
+        metavar="MODULE:OBJECT",
+        help="adapter under test (env CKPTSPEC_ADAPTER; default: the reference adapter)",
+    )
+    group.addoption(
+        "--ckptspec-profile",
+        default="quick",
+        choices=("quick", "full"),
+        help="quick (every CI run) or full (releases)",
+    )
+    group.addoption(
+        "--ckptspec-max-examples",
+        type=int,
+        default=None,
+        metavar="N",
+        help="Hypothesis examples per scenario test (default: from the profile)",
+    )
+    group.addoption(
+        "--ckptspec-report", default=None, metavar="PATH", help="write the JSON report here"
+    )
+    group.addoption(
+        "--ckptspec-xfails",
+        default=None,
+        metavar="PATH",
+        help="file of test ids expected to fail (one per line, # comments)",
+    )
+    group.addoption(
+        "--ckptspec-derandomize",
+        action="store_true",
+        default=False,
+        help="fixed Hypothesis examples (Hypothesis' ci profile does this when CI is set)",
+    )
+    group.addoption(
+        "--ckptspec-replay",
+        default=None,
+        metavar="JSON",
+        help='rerun one failing example: {"test": NAME, "scenario": {...}}',
+    )
+    group.addoption(
+        "--ckptspec-select-requirement",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="keep only the tests whose requirement marker names ID (repeatable)",
+    )
+    group.addoption(
+        "--ckptspec-stop-on-requirement-failure",
+        action="store_true",
+        default=False,
+        help="stop after the first test that fails a selected requirement",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "requirement(*ids): spec requirement IDs the test checks")
-    config.addinivalue_line("markers", "needs(*capabilities): skip unless the adapter declares them")
+    config.addinivalue_line(
+        "markers", "needs(*capabilities): skip unless the adapter declares them"
+    )
     try:
         resolved = options.resolve(
             config.getoption("--ckptspec-adapter"),
@@ -124,9 +162,11 @@ class ConformancePlugin:
     def __init__(self, config: pytest.Config, opts: Any) -> None:
         self.config = config
         self.options = opts  # a ckptspec.conformance.options.RunOptions
-        self.records: list[Any] = []  # ckptspec.conformance.report.RecordedTest, in the order tests ran
+        self.records: list[
+            Any
+        ] = []  # ckptspec.conformance.report.RecordedTest, in the order tests ran
         self.started = time.time()
-        self.session: Optional[pytest.Session] = None
+        self.session: pytest.Session | None = None
         self._harness: Any = None
 
     # ------------------------------------------------------------------ the harness
@@ -137,12 +177,16 @@ class ConformancePlugin:
             from ckptspec.conformance.harness import Harness
 
             base = self.config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]  # pytest's tmp_path plugin
-            shared = (base.parent if hasattr(self.config, "workerinput") else base) / "ckptspec-shared"
+            shared = (
+                base.parent if hasattr(self.config, "workerinput") else base
+            ) / "ckptspec-shared"
             shared.mkdir(exist_ok=True)
             private = Path(tempfile.mkdtemp(prefix="ckptspec-", dir=base))
             try:
                 self._harness = Harness(self.options.adapter, self.options.profile, shared, private)
-            except ValueError as exc:  # a malformed or unimportable adapter: a usage error, not a traceback
+            except (
+                ValueError
+            ) as exc:  # a malformed or unimportable adapter: a usage error, not a traceback
                 raise pytest.UsageError(f"--ckptspec-adapter: {exc}") from None
         return self._harness
 
@@ -156,16 +200,22 @@ class ConformancePlugin:
         """Per-requirement checks of this test (see :mod:`ckptspec.conformance.checks`). A test
         none of whose requirements applies to the adapter (the verdict says so) is not run:
         it is recorded ``n/a``."""
-        verdict = Verdict(requirements=tuple(requirements_of(request.node)), native=self.harness.native)
+        verdict = Verdict(
+            requirements=tuple(requirements_of(request.node)), native=self.harness.native
+        )
         if verdict.requirements and not verdict.applicable():
-            pytest.skip(f"{NOT_APPLICABLE_REASON}: {', '.join(verdict.requirements)} are ckptspec-writer requirements")
+            pytest.skip(
+                f"{NOT_APPLICABLE_REASON}: {', '.join(verdict.requirements)} are ckptspec-writer requirements"
+            )
         return verdict
 
     # ------------------------------------------------------------------ collection
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         self.session = session
 
-    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+    def pytest_collection_modifyitems(
+        self, config: pytest.Config, items: list[pytest.Item]
+    ) -> None:
         suite = [i for i in items if is_suite(i)]
         if not suite:
             return
@@ -182,7 +232,9 @@ class ConformancePlugin:
             elif selected and not selected & set(reqs):
                 deselected.append(item)
             if any(xfail_matches(x, item.nodeid) for x in xfail_ids):
-                item.add_marker(pytest.mark.xfail(reason="listed in the ckptspec xfails file", strict=False))
+                item.add_marker(
+                    pytest.mark.xfail(reason="listed in the ckptspec xfails file", strict=False)
+                )
         if deselected:
             config.hook.pytest_deselected(items=deselected)
             items[:] = [i for i in items if i not in deselected]
@@ -210,13 +262,16 @@ class ConformancePlugin:
             harness_error = is_harness_error(call.excinfo.value, HarnessError)
         if call.when == "call" or call.excinfo is not None:
             report.user_properties.append(
-                (_VERDICT_KEY, {
-                    "outcomes": verdict.final_outcomes() if verdict is not None else {},
-                    "replay": verdict.replay if verdict is not None else None,
-                    "first_failure": verdict.first_failure if verdict is not None else "",
-                    "failures": dict(verdict.failures) if verdict is not None else {},
-                    "harness_error": harness_error and call.when == "call",
-                })
+                (
+                    _VERDICT_KEY,
+                    {
+                        "outcomes": verdict.final_outcomes() if verdict is not None else {},
+                        "replay": verdict.replay if verdict is not None else None,
+                        "first_failure": verdict.first_failure if verdict is not None else "",
+                        "failures": dict(verdict.failures) if verdict is not None else {},
+                        "harness_error": harness_error and call.when == "call",
+                    },
+                )
             )
 
     @pytest.hookimpl(hookwrapper=True)
@@ -229,7 +284,9 @@ class ConformancePlugin:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         props = dict(report.user_properties)
-        if _REQS_KEY not in props or not (report.when == "call" or (report.when == "setup" and not report.passed)):
+        if _REQS_KEY not in props or not (
+            report.when == "call" or (report.when == "setup" and not report.passed)
+        ):
             return
         info = props.get(_VERDICT_KEY, {"outcomes": {}, "replay": None, "harness_error": False})
         pytest_outcome = _pytest_outcome(report)
@@ -238,12 +295,18 @@ class ConformancePlugin:
             # The first failing example's message: Hypothesis re-executes a failing example, and a
             # re-execution that broke the harness must not hide the failure it reproduces.
             first, last = info.get("first_failure", ""), _first_line(report)
-            message = f"{first}\n(the last execution ended with: {last[:500]})" if first and info["harness_error"] else first or last
+            message = (
+                f"{first}\n(the last execution ended with: {last[:500]})"
+                if first and info["harness_error"]
+                else first or last
+            )
         recorded = RecordedTest(
             nodeid=report.nodeid,
             outcome=pytest_outcome,
             duration_s=round(report.duration, 3),
-            requirements=requirement_outcomes(pytest_outcome, props[_REQS_KEY], info["outcomes"], info["harness_error"]),
+            requirements=requirement_outcomes(
+                pytest_outcome, props[_REQS_KEY], info["outcomes"], info["harness_error"]
+            ),
             message=message,
             replay=info["replay"],
             messages=info.get("failures", {}),
@@ -253,14 +316,22 @@ class ConformancePlugin:
 
     def _stop_if_selected_requirement_failed(self, recorded: Any) -> None:
         """``--ckptspec-stop-on-requirement-failure``: one failure of a selected requirement is the verdict."""
-        if not (self.options.stop_on_requirement_failure and self.options.select_requirements and self.session):
+        if not (
+            self.options.stop_on_requirement_failure
+            and self.options.select_requirements
+            and self.session
+        ):
             return
-        failed = sorted(r for r, o in recorded.requirements.items() if o == "fail" and r in self.options.select_requirements)
+        failed = sorted(
+            r
+            for r, o in recorded.requirements.items()
+            if o == "fail" and r in self.options.select_requirements
+        )
         if failed:
             self.session.shouldstop = f"selected requirement(s) {', '.join(failed)} failed"
 
     # ------------------------------------------------------------------ header and report
-    def pytest_report_header(self, config: pytest.Config) -> Optional[list[str]]:
+    def pytest_report_header(self, config: pytest.Config) -> list[str] | None:
         """The suite's header, when the command line names the suite (works under xdist too)."""
         if not any(_names_suite(str(arg)) for arg in config.args):
             return None
@@ -280,21 +351,33 @@ class ConformancePlugin:
             f"profile: {opts.profile.name}; derandomize: {hypothesis_profile(opts).derandomize}",
         ]
 
-    def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-        if hasattr(config, "workerinput") or (not self.records and exitstatus != pytest.ExitCode.INTERRUPTED):
+    def pytest_terminal_summary(
+        self, terminalreporter: Any, exitstatus: int, config: pytest.Config
+    ) -> None:
+        if hasattr(config, "workerinput") or (
+            not self.records and exitstatus != pytest.ExitCode.INTERRUPTED
+        ):
             return
         opts = self.options
         rows = build_rows(self.records)
-        if opts.select_requirements:  # the requirements asked for, and any other a selected test checked
+        if (
+            opts.select_requirements
+        ):  # the requirements asked for, and any other a selected test checked
             rows = [r for r in rows if r.tests or r.id in opts.select_requirements]
         terminalreporter.write_sep("=", "ckptspec conformance: requirement outcomes")
         for line in self.header_lines() + summary_table(rows):
             terminalreporter.write_line(line)
         unknown: list[str] = []
         if opts.xfails:
-            unknown = [x for x in read_xfails(opts.xfails) if not any(xfail_matches(x, t.nodeid) for t in self.records)]
+            unknown = [
+                x
+                for x in read_xfails(opts.xfails)
+                if not any(xfail_matches(x, t.nodeid) for t in self.records)
+            ]
             for x in unknown:
-                terminalreporter.write_line(f"WARNING: xfails file names unknown test id {x!r}", yellow=True)
+                terminalreporter.write_line(
+                    f"WARNING: xfails file names unknown test id {x!r}", yellow=True
+                )
         if opts.report:
             write_json(opts.report, self.report_header(), rows, self.records, unknown)
             terminalreporter.write_line(f"ckptspec report written to {opts.report}")
@@ -330,7 +413,11 @@ def is_harness_error(exc: BaseException, harness_error: type) -> bool:
 
 
 def _pytest_outcome(report: pytest.TestReport) -> str:
-    if report.skipped and isinstance(report.longrepr, tuple) and NOT_APPLICABLE_REASON in str(report.longrepr[2]):
+    if (
+        report.skipped
+        and isinstance(report.longrepr, tuple)
+        and NOT_APPLICABLE_REASON in str(report.longrepr[2])
+    ):
         return NOT_APPLICABLE
     if hasattr(report, "wasxfail"):
         return "xfailed" if report.skipped else "xpassed"

@@ -33,11 +33,15 @@ if TYPE_CHECKING:
 PROGRESS_ENV = "CKPTSPEC_PROGRESS"
 """Environment variable naming the FIFO that phase events are written to."""
 
-_LINE_LIMIT = 4000  # under Linux's PIPE_BUF (4096): one write, never interleaved with another worker's
+_LINE_LIMIT = (
+    4000  # under Linux's PIPE_BUF (4096): one write, never interleaved with another worker's
+)
 _STOP = b'{"event": "stop"}\n'
 
 _lock = threading.Lock()
-_tests: dict[str, tuple[int, float]] = {}  # test -> (phases started, monotonic start of its first phase)
+_tests: dict[
+    str, tuple[int, float]
+] = {}  # test -> (phases started, monotonic start of its first phase)
 
 
 def _current_test() -> str:
@@ -53,9 +57,11 @@ def _send(event: dict[str, Any]) -> None:
     line = json.dumps(event)
     if len(line) >= _LINE_LIMIT:
         event["test"] = event["test"][:200]
-        line = json.dumps(event)[:_LINE_LIMIT - 1]
+        line = json.dumps(event)[: _LINE_LIMIT - 1]
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)  # ENXIO (no reader) or ENOENT: nobody listens
+        fd = os.open(
+            path, os.O_WRONLY | os.O_NONBLOCK
+        )  # ENXIO (no reader) or ENOENT: nobody listens
     except OSError:
         return
     try:
@@ -73,12 +79,20 @@ def phase_started(world_size: int, actions: Sequence[object]) -> tuple[str, int]
     with _lock:
         count, first = _tests.get(test, (0, time.monotonic()))
         _tests[test] = (count + 1, first)
-    _send({"event": "start", "test": test, "phase": count + 1, "worker": os.environ.get("PYTEST_XDIST_WORKER", "main"),
-           "world_size": world_size, "actions": [type(a).__name__ for a in actions]})
+    _send(
+        {
+            "event": "start",
+            "test": test,
+            "phase": count + 1,
+            "worker": os.environ.get("PYTEST_XDIST_WORKER", "main"),
+            "world_size": world_size,
+            "actions": [type(a).__name__ for a in actions],
+        }
+    )
     return test, count + 1
 
 
-def phase_status(result: "PhaseResult") -> str:
+def phase_status(result: PhaseResult) -> str:
     """How a phase ended, in a few words (a rank error may be what the test expects)."""
     if result.harness_error or any(e.harness for _, _, e in result.errors()):
         return "harness error"
@@ -90,14 +104,30 @@ def phase_status(result: "PhaseResult") -> str:
     return f"done, errors on ranks {failed}" if failed else "done"
 
 
-def phase_ended(started: tuple[str, int], world_size: int, actions: Sequence[object], seconds: float, status: str) -> None:
+def phase_ended(
+    started: tuple[str, int],
+    world_size: int,
+    actions: Sequence[object],
+    seconds: float,
+    status: str,
+) -> None:
     """Announce the end of the phase that :func:`phase_started` returned ``started`` for."""
     test, phase = started
     with _lock:
         test_elapsed = time.monotonic() - _tests[test][1]
-    _send({"event": "end", "test": test, "phase": phase, "worker": os.environ.get("PYTEST_XDIST_WORKER", "main"),
-           "world_size": world_size, "actions": [type(a).__name__ for a in actions], "seconds": round(seconds, 2),
-           "test_seconds": round(test_elapsed, 2), "status": status})
+    _send(
+        {
+            "event": "end",
+            "test": test,
+            "phase": phase,
+            "worker": os.environ.get("PYTEST_XDIST_WORKER", "main"),
+            "world_size": world_size,
+            "actions": [type(a).__name__ for a in actions],
+            "seconds": round(seconds, 2),
+            "test_seconds": round(test_elapsed, 2),
+            "status": status,
+        }
+    )
 
 
 def describe(event: dict[str, Any]) -> str:
@@ -125,7 +155,7 @@ class ProgressPrinter:
         self._fd = os.open(self.path, os.O_RDWR)
         self._thread = threading.Thread(target=self._read, name="ckptspec-progress", daemon=True)
 
-    def __enter__(self) -> "ProgressPrinter":
+    def __enter__(self) -> ProgressPrinter:
         self._thread.start()
         return self
 

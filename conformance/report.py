@@ -16,7 +16,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from ckptspec.conformance_output import CONFORMANCE_REPORT_VERSION
 from ckptspec.exit_codes import EXIT_ERROR, EXIT_FAIL, EXIT_OK
@@ -44,8 +44,10 @@ class RecordedTest:
     duration_s: float
     requirements: dict[str, str]  # requirement ID -> outcome in this test
     message: str = ""
-    replay: Optional[str] = None
-    messages: dict[str, str] = field(default_factory=dict)  # requirement ID -> its own first failure message
+    replay: str | None = None
+    messages: dict[str, str] = field(
+        default_factory=dict
+    )  # requirement ID -> its own first failure message
 
 
 @dataclass
@@ -63,7 +65,10 @@ class RequirementRow:
 
 
 def requirement_outcomes(
-    pytest_outcome: str, requirements: Iterable[str], verdict: Mapping[str, str], harness_error: bool
+    pytest_outcome: str,
+    requirements: Iterable[str],
+    verdict: Mapping[str, str],
+    harness_error: bool,
 ) -> dict[str, str]:
     """Per-requirement outcomes of one test from pytest's outcome and the test's verdict.
 
@@ -88,7 +93,9 @@ def requirement_outcomes(
     return {r: verdict.get(r, "not-run") for r in reqs}
 
 
-def build_rows(records: Iterable[RecordedTest], messages_per_requirement: int = 3) -> list[RequirementRow]:
+def build_rows(
+    records: Iterable[RecordedTest], messages_per_requirement: int = 3
+) -> list[RequirementRow]:
     """One row per requirement of the spec, in registry order. A row's messages are each failing
     test's message for that requirement (another requirement of the same test that failed first
     never stands in for it); the test's message when it recorded none of its own."""
@@ -106,7 +113,9 @@ def build_rows(records: Iterable[RecordedTest], messages_per_requirement: int = 
                 verified_by=list(req.verified_by),
                 outcome=outcome,
                 tests=[t.nodeid for t in named],
-                messages=[f"{t.nodeid}: {t.messages.get(req.id, t.message)}" for t in bad][:messages_per_requirement],
+                messages=[f"{t.nodeid}: {t.messages.get(req.id, t.message)}" for t in bad][
+                    :messages_per_requirement
+                ],
                 replay=[t.replay for t in bad if t.replay],
             )
         )
@@ -119,7 +128,10 @@ def exit_status(rows: Iterable[RequirementRow]) -> int:
     rows = list(rows)
     if any(r.level == "MUST" and r.outcome == "fail" for r in rows):
         return EXIT_FAIL
-    if any(r.outcome == "error" or (r.level == "MUST" and r.tests and r.outcome == "not-run") for r in rows):
+    if any(
+        r.outcome == "error" or (r.level == "MUST" and r.tests and r.outcome == "not-run")
+        for r in rows
+    ):
         return EXIT_ERROR
     return EXIT_OK
 
@@ -132,7 +144,9 @@ def summary_table(rows: Iterable[RequirementRow]) -> list[str]:
     counts: dict[str, int] = {}
     for r in rows:
         counts[r.outcome] = counts.get(r.outcome, 0) + 1
-    lines.append(", ".join(f"{n} {o}" for o, n in sorted(counts.items(), key=lambda kv: ORDER.index(kv[0]))))
+    lines.append(
+        ", ".join(f"{n} {o}" for o, n in sorted(counts.items(), key=lambda kv: ORDER.index(kv[0])))
+    )
     return lines
 
 

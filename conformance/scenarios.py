@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import astuple, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from ckptspec.conformance.adapter import ScenarioConfig
 from ckptspec.conformance.harness import Harness
@@ -25,7 +25,7 @@ def _per_rank(result: PhaseResult, index: int) -> dict[int, Any]:
     return {r: res.value for r, res in result.results(index).items() if res.ok}
 
 
-def _failed(result: PhaseResult) -> Optional[str]:
+def _failed(result: PhaseResult) -> str | None:
     return None if not result.missing and not result.errors() else result.describe()
 
 
@@ -35,7 +35,7 @@ class Baseline:
 
     records: Records
     states: dict[int, Digests]  # step -> rank -> digests
-    failure: Optional[str] = None
+    failure: str | None = None
 
 
 @dataclass
@@ -56,7 +56,7 @@ class SplitRun:
     segments: list[Segment]
     records: Records  # every step trained, over all phases
     final: Digests
-    failure: Optional[str] = None
+    failure: str | None = None
 
 
 def scenario_config(h: Harness, s: ResumeScenario, where: Path) -> ScenarioConfig:
@@ -100,7 +100,9 @@ def split_run(h: Harness, s: ResumeScenario) -> SplitRun:
     def compute(where: Path) -> SplitRun:
         config = scenario_config(h, s, where)
         run = SplitRun(config, [], {r: [] for r in range(s.world_size)}, {})
-        first = h.phase(config, s.world_size, [Train(s.cuts[0]), FullState(), Save()], nodes=s.nodes)
+        first = h.phase(
+            config, s.world_size, [Train(s.cuts[0]), FullState(), Save()], nodes=s.nodes
+        )
         _extend(run.records, _per_rank(first, 0))
         run.segments.append(Segment(s.cuts[0], _per_rank(first, 1)))
         if (failure := _failed(first)) is not None:
@@ -109,8 +111,15 @@ def split_run(h: Harness, s: ResumeScenario) -> SplitRun:
         bounds = [*s.cuts[1:], s.total_steps]
         for n, bound in enumerate(bounds):
             last = n == len(bounds) - 1
-            actions: list[Any] = [Resume(None), FullState(), Train(bound - run.segments[-1].step), FullState()]
-            result = h.phase(config, s.world_size, actions if last else [*actions, Save()], nodes=s.nodes)
+            actions: list[Any] = [
+                Resume(None),
+                FullState(),
+                Train(bound - run.segments[-1].step),
+                FullState(),
+            ]
+            result = h.phase(
+                config, s.world_size, actions if last else [*actions, Save()], nodes=s.nodes
+            )
             segment = run.segments[-1]
             segment.resumed_step, segment.restored = _per_rank(result, 0), _per_rank(result, 1)
             _extend(run.records, _per_rank(result, 2))
@@ -138,32 +147,52 @@ class SavedRun:
     config: ScenarioConfig
     checkpoint: str
     saved: Digests
-    failure: Optional[str] = None
+    failure: str | None = None
 
 
-def saved_run(h: Harness, world_size: int, steps: int, global_batch_size: int = 12, keep_last: Optional[int] = None) -> SavedRun:
+def saved_run(
+    h: Harness,
+    world_size: int,
+    steps: int,
+    global_batch_size: int = 12,
+    keep_last: int | None = None,
+) -> SavedRun:
     """Train ``steps`` at ``world_size`` and save once, with ``keep_last`` retention (memoised).
     Shared: fork before writing."""
 
     def compute(where: Path) -> SavedRun:
-        config = h.config(where, total_steps=8, global_batch_size=global_batch_size, keep_last=keep_last)
+        config = h.config(
+            where, total_steps=8, global_batch_size=global_batch_size, keep_last=keep_last
+        )
         result = h.phase(config, world_size, [Train(steps), FullState(), Save()])
         checkpoint = result.value(2) if result.results(2).get(0) and result.results(2)[0].ok else ""
         return SavedRun(config, checkpoint, _per_rank(result, 1), _failed(result))
 
-    key = (world_size, steps, global_batch_size) if keep_last is None else (world_size, steps, global_batch_size, keep_last)
+    key = (
+        (world_size, steps, global_batch_size)
+        if keep_last is None
+        else (world_size, steps, global_batch_size, keep_last)
+    )
     return h.memo("saved", key, compute)
 
 
-def metric_name(h: Harness) -> Optional[str]:
+def metric_name(h: Harness) -> str | None:
     """The first metric the adapter's evaluate() returns on its whole eval set (memoised), or None."""
 
-    def compute(where: Path) -> Optional[str]:
+    def compute(where: Path) -> str | None:
         result = h.phase(h.config(where), 1, [Evaluate((tuple(range(h.eval_set_size)),))])
         metrics = result.results(0).get(0)
-        return sorted(metrics.value)[0] if metrics is not None and metrics.ok and metrics.value else None
+        return (
+            sorted(metrics.value)[0]
+            if metrics is not None and metrics.ok and metrics.value
+            else None
+        )
 
-    return h.memo("metric", h.eval_set_size, compute) if "eval" in h.capabilities and h.eval_set_size else None
+    return (
+        h.memo("metric", h.eval_set_size, compute)
+        if "eval" in h.capabilities and h.eval_set_size
+        else None
+    )
 
 
 @dataclass
@@ -172,8 +201,8 @@ class SteppedRun:
 
     config: ScenarioConfig
     checkpoints: list[str]
-    metrics: list[Optional[dict[str, float]]]
-    failure: Optional[str] = None
+    metrics: list[dict[str, float] | None]
+    failure: str | None = None
 
 
 def stepped_run(h: Harness, saves: int, world_size: int = 2, **settings: Any) -> SteppedRun:
@@ -181,7 +210,11 @@ def stepped_run(h: Harness, saves: int, world_size: int = 2, **settings: Any) ->
     metric = metric_name(h)
 
     def compute(where: Path) -> SteppedRun:
-        best = {"best_metric": metric, "best_mode": "min"} if metric and "best" in h.capabilities else {}
+        best = (
+            {"best_metric": metric, "best_mode": "min"}
+            if metric and "best" in h.capabilities
+            else {}
+        )
         config = h.config(where, total_steps=saves + 4, **best, **settings)
         full = _all_on_rank0(h.eval_set_size, world_size) if metric else None
         actions: list[Any] = []
@@ -221,7 +254,7 @@ class SavingRun:
     before_save: Digests
     after_save: Digests
     states: dict[int, Digests]  # step -> rank -> digests, for every step after the save
-    failure: Optional[str] = None
+    failure: str | None = None
 
 
 def saving_run(h: Harness, s: InvariantScenario) -> SavingRun:
@@ -242,7 +275,14 @@ def saving_run(h: Harness, s: InvariantScenario) -> SavingRun:
         for i, step in enumerate(later):
             _extend(records, _per_rank(result, 4 + 2 * i))
             states[step] = _per_rank(result, 5 + 2 * i)
-        return SavingRun(config, save.value if save is not None and save.ok else "", records,
-                         _per_rank(result, 1), _per_rank(result, 3), states, _failed(result))
+        return SavingRun(
+            config,
+            save.value if save is not None and save.ok else "",
+            records,
+            _per_rank(result, 1),
+            _per_rank(result, 3),
+            states,
+            _failed(result),
+        )
 
     return h.memo("saving", astuple(s), compute)

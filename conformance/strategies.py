@@ -13,7 +13,7 @@ import math
 import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Optional, TypeVar
+from typing import Any, TypeVar
 
 from hypothesis import HealthCheck, Phase, event, example, given, settings
 from hypothesis import strategies as st
@@ -37,7 +37,7 @@ class ResumeScenario:
     cuts: tuple[int, ...]
     accumulation_steps: int
     seed: int
-    steps_per_epoch: Optional[int] = None
+    steps_per_epoch: int | None = None
     nodes: int = 1
 
 
@@ -100,7 +100,9 @@ class AtomicityScenario:
     steps_before: int
     steps_between: int
     crash_points: tuple[float, ...]
-    keep_last: Optional[int] = None  # the run's retention (``retention`` capability): crashes land in its deletions too
+    keep_last: int | None = (
+        None  # the run's retention (``retention`` capability): crashes land in its deletions too
+    )
 
 
 @dataclass(frozen=True)
@@ -155,8 +157,16 @@ def eval_scenarios(draw: Any, eval_set_size: int) -> EvalScenario:
     for _ in range(n):
         # Every sharding has at least one empty and one non-empty rank (the empty set is a
         # separate evaluation of every test).
-        sizes = draw(st.lists(st.integers(1, max(1, eval_set_size // world_size)), min_size=world_size, max_size=world_size))
-        for rank in draw(st.sets(st.integers(0, world_size - 1), min_size=1, max_size=world_size - 1)):
+        sizes = draw(
+            st.lists(
+                st.integers(1, max(1, eval_set_size // world_size)),
+                min_size=world_size,
+                max_size=world_size,
+            )
+        )
+        for rank in draw(
+            st.sets(st.integers(0, world_size - 1), min_size=1, max_size=world_size - 1)
+        ):
             sizes[rank] = 0
         shardings.append(tuple(sizes))
     return EvalScenario(world_size, tuple(shardings))
@@ -173,25 +183,33 @@ def integrity_scenarios(draw: Any) -> IntegrityScenario:
     """Every damage kind in a drawn order, with a drawn class offset and file fractions."""
     damages = tuple(draw(st.permutations(DAMAGES)))
     event(f"integrity: first damage {damages[0]}")
-    return IntegrityScenario(damages, tuple(draw(st.floats(0, 1, exclude_max=True)) for _ in damages))
+    return IntegrityScenario(
+        damages, tuple(draw(st.floats(0, 1, exclude_max=True)) for _ in damages)
+    )
 
 
 @st.composite
 def atomicity_scenarios(draw: Any) -> AtomicityScenario:
     limit = options.current().profile.crash_points
     count = limit if limit is not None else 0  # 0: every mutation (enumerated by the test)
-    points = tuple(sorted(draw(st.sets(st.floats(0, 1, exclude_max=True), min_size=count, max_size=count))))
+    points = tuple(
+        sorted(draw(st.sets(st.floats(0, 1, exclude_max=True), min_size=count, max_size=count)))
+    )
     steps = st.just(1) if _quick() else st.integers(1, 2)
     retention = "retention" in declarations(load_adapter(options.current().adapter)).capabilities
     # keep_last 1 first: the retention that can delete the last good checkpoint before the new one commits
     keep_last = draw(st.sampled_from([1, 2, 3, None])) if retention else None
-    event(f"crash x retention: keep_last {keep_last}, {len(points) or 'every'} drawn crash point(s) + commit landmarks")
+    event(
+        f"crash x retention: keep_last {keep_last}, {len(points) or 'every'} drawn crash point(s) + commit landmarks"
+    )
     return AtomicityScenario(draw(steps), draw(steps), points, keep_last)
 
 
 @st.composite
 def lifecycle_scenarios(draw: Any) -> LifecycleScenario:
-    return LifecycleScenario(draw(st.integers(1, 2)), draw(st.integers(1, 2)), draw(st.integers(2, 3)))
+    return LifecycleScenario(
+        draw(st.integers(1, 2)), draw(st.integers(1, 2)), draw(st.integers(2, 3))
+    )
 
 
 # --- running and replaying -------------------------------------------------------------
@@ -244,7 +262,11 @@ def hypothesis_profile(opts: options.RunOptions) -> settings:
 
 
 def scenario_test(
-    cls: type[S], strategy: Callable[[], Any], *, max_examples: Optional[int] = None, always: Sequence[S] = ()
+    cls: type[S],
+    strategy: Callable[[], Any],
+    *,
+    max_examples: int | None = None,
+    always: Sequence[S] = (),
 ) -> Callable[[Callable[..., Any]], Any]:
     """Make a test draw ``scenario`` from ``strategy()`` under the run's :func:`hypothesis_profile`;
     at most ``max_examples`` when given (tests whose one example is already long). The scenarios
@@ -263,7 +285,9 @@ def scenario_test(
 
         opts = options.current()
         profile = hypothesis_profile(opts)
-        examples = 1 if opts.replay else min(profile.max_examples, max_examples or profile.max_examples)
+        examples = (
+            1 if opts.replay else min(profile.max_examples, max_examples or profile.max_examples)
+        )
         test = given(scenario=st.deferred(chosen))(fn)
         for scenario in () if opts.replay else reversed(always):
             test = example(scenario=scenario)(test)
@@ -296,10 +320,10 @@ class RestartScenario:
 
     total_steps: int
     interrupted_at: int
-    keep_last: Optional[int]
+    keep_last: int | None
     best: bool
     index: str
-    rewind_to: Optional[int]
+    rewind_to: int | None
 
 
 @st.composite

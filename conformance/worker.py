@@ -18,7 +18,7 @@ import time
 import traceback
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -32,8 +32,8 @@ from ckptspec.conformance.phase import (
     ActionResult,
     ErrorInfo,
     Evaluate,
-    FullState,
     Fit,
+    FullState,
     Hold,
     PhaseSpec,
     RankResult,
@@ -46,7 +46,9 @@ from ckptspec.digest import leaf_digests
 from ckptspec.errors import CheckpointError
 
 
-def error_info(exc: BaseException, *, harness: bool = False, refusals: tuple[type[BaseException], ...] = ()) -> ErrorInfo:
+def error_info(
+    exc: BaseException, *, harness: bool = False, refusals: tuple[type[BaseException], ...] = ()
+) -> ErrorInfo:
     """Describe ``exc`` as picklable data, keeping the typed fields of a CheckpointError.
 
     ``is_checkpoint_error`` (a refusal) is true for a CheckpointError or one of ``refusals``, the
@@ -55,14 +57,20 @@ def error_info(exc: BaseException, *, harness: bool = False, refusals: tuple[typ
     for attr in ("differences", "components", "problems", "saved", "current"):
         if hasattr(exc, attr):
             value = getattr(exc, attr)
-            details[attr] = sorted(value) if attr == "differences" else (list(value) if attr in ("components", "problems") else value)
+            details[attr] = (
+                sorted(value)
+                if attr == "differences"
+                else (list(value) if attr in ("components", "problems") else value)
+            )
     return ErrorInfo(
         type=f"{type(exc).__module__}.{type(exc).__qualname__}",
         message=str(exc),
         traceback="".join(traceback.format_exception(exc)),
         is_checkpoint_error=isinstance(exc, (CheckpointError, *refusals)),
         code=str(getattr(exc, "code", "")) if isinstance(exc, CheckpointError) else "",
-        requirement=str(getattr(exc, "requirement", "")) if isinstance(exc, CheckpointError) else "",
+        requirement=str(getattr(exc, "requirement", ""))
+        if isinstance(exc, CheckpointError)
+        else "",
         details=details,
         harness=harness,
     )
@@ -70,7 +78,9 @@ def error_info(exc: BaseException, *, harness: bool = False, refusals: tuple[typ
 
 def _records(records: Any) -> list[tuple[int, float, float, tuple[int, ...]]]:
     """Step records as plain tuples ``(step, loss, lr, samples)``."""
-    return [(int(r.step), float(r.loss), float(r.lr), tuple(int(s) for s in r.samples)) for r in records]
+    return [
+        (int(r.step), float(r.loss), float(r.lr), tuple(int(s) for s in r.samples)) for r in records
+    ]
 
 
 class _Rank:
@@ -86,23 +96,25 @@ class _Rank:
         """Run one adapter call, turning its exception into an ErrorInfo."""
         started = time.perf_counter()
         value: Any = None
-        error: Optional[ErrorInfo] = None
+        error: ErrorInfo | None = None
         try:
             value = fn()
         except BaseException as exc:  # noqa: BLE001 - every trainer failure is data
             error = error_info(exc, refusals=self.refusals)
         if error is None and digest:
             value, error = self.digest(value)
-        step: Optional[int] = None
+        step: int | None = None
         if self.adapter is not None:
             try:
                 step = int(self.adapter.step)
             except BaseException:  # noqa: BLE001 - an unreadable step is reported as None
                 step = None
-        return ActionResult(name=name, value=value, error=error, step=step, seconds=time.perf_counter() - started)
+        return ActionResult(
+            name=name, value=value, error=error, step=step, seconds=time.perf_counter() - started
+        )
 
     @staticmethod
-    def digest(state: Any) -> tuple[Any, Optional[ErrorInfo]]:
+    def digest(state: Any) -> tuple[Any, ErrorInfo | None]:
         try:
             return leaf_digests(state), None
         except BaseException as exc:  # noqa: BLE001 - an undigestable state is the trainer's fault (DIGEST-1)
@@ -134,22 +146,32 @@ class _Rank:
             return self.call("save", lambda: str(self.adapter.save()))
         with interpose(self.spec.config.output_dir, action.fault, self.rank, self.progress) as log:
             result = self.call("save", lambda: str(self.adapter.save()))
-        return ActionResult(result.name, result.value, result.error, result.step, tuple(log), result.seconds)
+        return ActionResult(
+            result.name, result.value, result.error, result.step, tuple(log), result.seconds
+        )
 
     def run(self) -> RankResult:
         spec = self.spec
         local_rank = int(os.environ.get("LOCAL_RANK", self.rank))
         device = f"cuda:{local_rank}" if _cuda() else "cpu"
         local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", spec.world_size // spec.nodes))
-        ctx = RankContext(rank=self.rank, world_size=spec.world_size, local_rank=local_rank, device=device,
-                          local_world_size=local_world_size)
+        ctx = RankContext(
+            rank=self.rank,
+            world_size=spec.world_size,
+            local_rank=local_rank,
+            device=device,
+            local_world_size=local_world_size,
+        )
         self.progress("build")
         cls = load_adapter(spec.adapter)
         self.refusals = declarations(cls).refusal_errors
         build = self.call("build", lambda: cls(spec.config, ctx))
         if not build.ok:
             return RankResult(self.rank, build, ())
-        self.adapter, build = build.value, ActionResult("build", step=build.step, seconds=build.seconds)
+        self.adapter, build = (
+            build.value,
+            ActionResult("build", step=build.step, seconds=build.seconds),
+        )
         results: list[ActionResult] = []
         for index, action in enumerate(spec.actions):
             self.progress(f"action {index} ({type(action).__name__.lower()})")
@@ -171,7 +193,7 @@ def _hold(gate: str, rank: int) -> None:
     dist.barrier()
 
 
-def _metrics(metrics: Any) -> Optional[dict[str, float]]:
+def _metrics(metrics: Any) -> dict[str, float] | None:
     return None if metrics is None else {str(k): float(v) for k, v in dict(metrics).items()}
 
 
@@ -198,7 +220,10 @@ def run_rank(spec: PhaseSpec, phase_dir: str, sys_path: list[str]) -> None:
         if entry not in sys.path:
             sys.path.insert(0, entry)
     rank = int(os.environ["RANK"])
-    write_atomic(Path(phase_dir, f"rank-{rank}.pid"), f"{os.getpid()} {process_start_time(os.getpid())}".encode())
+    write_atomic(
+        Path(phase_dir, f"rank-{rank}.pid"),
+        f"{os.getpid()} {process_start_time(os.getpid())}".encode(),
+    )
     worker = _Rank(spec, phase_dir, rank)
     try:
         torch.set_num_threads(1)

@@ -9,12 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import fields, replace
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar
 
 import torch
 
-from ckptspec.conformance.adapter import CAPABILITIES, Capability, RankContext, ScenarioConfig, StepRecord, TrainerAdapter
 from ckptspec.checkpointing.distributed import DistContext
+from ckptspec.conformance.adapter import (
+    CAPABILITIES,
+    Capability,
+    RankContext,
+    ScenarioConfig,
+    StepRecord,
+    TrainerAdapter,
+)
 from ckptspec.reference_impl.config import TrainConfig
 from ckptspec.reference_impl.trainer import Trainer
 
@@ -42,7 +49,9 @@ def train_config(config: ScenarioConfig, eval_set_size: int) -> TrainConfig:
     unknown = sorted(set(config.extra) - known)
     if unknown:
         raise ValueError(f"unknown reference-trainer settings in ScenarioConfig.extra: {unknown}")
-    values: dict[str, Any] = {ours: getattr(config, theirs) for theirs, ours in _SCENARIO_FIELDS.items()}
+    values: dict[str, Any] = {
+        ours: getattr(config, theirs) for theirs, ours in _SCENARIO_FIELDS.items()
+    }
     if config.steps_per_epoch is not None:
         values["dataset_size"] = config.steps_per_epoch * config.global_batch_size
     return TrainConfig(**values, eval_set_size=eval_set_size, **config.extra)
@@ -51,7 +60,9 @@ def train_config(config: ScenarioConfig, eval_set_size: int) -> TrainConfig:
 class ReferenceAdapter(TrainerAdapter):
     """The reference trainer as a :class:`~ckptspec.conformance.adapter.TrainerAdapter` (a ckptspec writer)."""
 
-    capabilities: ClassVar[frozenset[Capability]] = frozenset(CAPABILITIES)  # every one the suite knows
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        CAPABILITIES
+    )  # every one the suite knows
     eval_set_size: ClassVar[int] = 24
     trainer_class: ClassVar[type[Trainer]] = Trainer
 
@@ -59,15 +70,20 @@ class ReferenceAdapter(TrainerAdapter):
         device = torch.device(ctx.device)
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist_ctx = DistContext(rank=ctx.rank, world_size=ctx.world_size, local_rank=ctx.local_rank, device=device,
-                               local_world_size=ctx.local_world_size)
+        dist_ctx = DistContext(
+            rank=ctx.rank,
+            world_size=ctx.world_size,
+            local_rank=ctx.local_rank,
+            device=device,
+            local_world_size=ctx.local_world_size,
+        )
         self.trainer = self.trainer_class(train_config(config, self.eval_set_size), dist_ctx)
 
     @property
     def step(self) -> int:
         return self.trainer.step
 
-    def resume(self, checkpoint: Optional[str] = None) -> int:
+    def resume(self, checkpoint: str | None = None) -> int:
         return self.trainer.resume(checkpoint)
 
     def train(self, steps: int) -> list[StepRecord]:
@@ -85,7 +101,7 @@ class ReferenceAdapter(TrainerAdapter):
         self.trainer.resume(None)
         return self.trainer.fit()
 
-    def evaluate(self, samples: Sequence[int]) -> Optional[dict[str, float]]:
+    def evaluate(self, samples: Sequence[int]) -> dict[str, float] | None:
         return self.trainer.evaluate(samples)
 
     def full_state(self) -> dict[str, Any]:
@@ -104,4 +120,3 @@ class ReferenceAsyncAdapter(ReferenceAdapter):
 
     def __init__(self, config: ScenarioConfig, ctx: RankContext) -> None:
         super().__init__(replace(config, extra={**config.extra, "async_save": True}), ctx)
-

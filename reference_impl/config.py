@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from ckptspec.file_digest import DEFAULT_ALGORITHM
 from ckptspec.reference_impl.model import ModelArgs
@@ -25,12 +25,12 @@ class TrainConfig:
     seed: int = 0
     lr: float = 3e-3
     warmup_steps: int = 2
-    decay_steps: Optional[int] = None  # cosine horizon; defaults to `steps`
+    decay_steps: int | None = None  # cosine horizon; defaults to `steps`
     min_lr_ratio: float = 0.1
     weight_decay: float = 0.1
     grad_clip: float = 1.0
-    keep_last: Optional[int] = None
-    best_metric: Optional[str] = None
+    keep_last: int | None = None
+    best_metric: str | None = None
     best_mode: str = "min"
     best_min_delta: float = 0.0
     elastic: bool = False
@@ -41,7 +41,9 @@ class TrainConfig:
     dataset_size: int = 768
     eval_set_size: int = 24
     model: ModelArgs = field(default_factory=ModelArgs)
-    init_from: Optional[str] = None  # start a new run from this export's (or checkpoint's) model weights
+    init_from: str | None = (
+        None  # start a new run from this export's (or checkpoint's) model weights
+    )
 
 
 def lr_factor(config: TrainConfig, step: int) -> float:
@@ -51,10 +53,14 @@ def lr_factor(config: TrainConfig, step: int) -> float:
         return (step + 1) / config.warmup_steps
     horizon = max(1, (config.decay_steps or config.steps) - config.warmup_steps)
     progress = min(1.0, (step - config.warmup_steps) / horizon)
-    return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (
+        1 + math.cos(math.pi * progress)
+    )
 
 
-def fingerprint_values(config: TrainConfig, model_args: ModelArgs, dataset_identity: dict[str, Any]) -> dict[str, Any]:
+def fingerprint_values(
+    config: TrainConfig, model_args: ModelArgs, dataset_identity: dict[str, Any]
+) -> dict[str, Any]:
     """The fingerprinted settings of a :class:`TrainConfig`.
 
     The learning-rate schedule is fingerprinted too: resuming with another schedule would not

@@ -26,13 +26,23 @@ class SyntheticTokens:
     builds it with the same arguments.
     """
 
-    def __init__(self, seed: int, size: int, seq_len: int, vocab_size: int, name: str = "train") -> None:
+    def __init__(
+        self, seed: int, size: int, seq_len: int, vocab_size: int, name: str = "train"
+    ) -> None:
         g = torch.Generator().manual_seed(seed)
         start = torch.randint(vocab_size, (size, 1), generator=g)
         stride = torch.randint(1, 5, (size, 1), generator=g)
-        noise = (torch.rand(size, seq_len + 1, generator=g) < 0.1) * torch.randint(vocab_size, (size, seq_len + 1), generator=g)
+        noise = (torch.rand(size, seq_len + 1, generator=g) < 0.1) * torch.randint(
+            vocab_size, (size, seq_len + 1), generator=g
+        )
         self.tokens = (start + stride * torch.arange(seq_len + 1) + noise) % vocab_size
-        self.identity = {"name": f"synthetic-arith-{name}", "seed": seed, "size": size, "seq_len": seq_len, "vocab_size": vocab_size}
+        self.identity = {
+            "name": f"synthetic-arith-{name}",
+            "seed": seed,
+            "size": size,
+            "seq_len": seq_len,
+            "vocab_size": vocab_size,
+        }
 
     def __len__(self) -> int:
         return self.tokens.shape[0]
@@ -58,7 +68,9 @@ class GlobalBatchSampler:
 
     def __init__(self, dataset_size: int, global_batch_size: int, seed: int) -> None:
         if global_batch_size > dataset_size:
-            raise ValueError(f"global batch size {global_batch_size} exceeds dataset size {dataset_size}")
+            raise ValueError(
+                f"global batch size {global_batch_size} exceeds dataset size {dataset_size}"
+            )
         self.dataset_size = dataset_size
         self.global_batch_size = global_batch_size
         self.seed = seed
@@ -85,7 +97,9 @@ class GlobalBatchSampler:
         return ids
 
     @staticmethod
-    def rank_micro_batches(global_batch: list[int], rank: int, world_size: int, accumulation_steps: int) -> list[list[int]]:
+    def rank_micro_batches(
+        global_batch: list[int], rank: int, world_size: int, accumulation_steps: int
+    ) -> list[list[int]]:
         """This rank's contiguous slice of ``global_batch``, split into ``accumulation_steps`` micro-batches."""
         mine = GlobalBatchSampler.ranks_slice(global_batch, range(rank, rank + 1), world_size)
         per_micro = len(mine) // accumulation_steps

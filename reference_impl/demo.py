@@ -17,37 +17,74 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 from ckptspec.exit_codes import EXIT_ERROR, EXIT_FAIL, EXIT_OK
 
 TRAIN_ARGS = [
-    "--steps", "12", "--save-every", "3", "--eval-every", "3", "--accumulation-steps", "2",
-    "--global-batch-size", "8", "--best-metric", "loss", "--keep-last", "2", "--device", "cpu",
+    "--steps",
+    "12",
+    "--save-every",
+    "3",
+    "--eval-every",
+    "3",
+    "--accumulation-steps",
+    "2",
+    "--global-batch-size",
+    "8",
+    "--best-metric",
+    "loss",
+    "--keep-last",
+    "2",
+    "--device",
+    "cpu",
 ]
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the options of ``demo``."""
-    parser.add_argument("--output-dir", default="demo-output", help="where the two run directories go (default: demo-output)")
+    parser.add_argument(
+        "--output-dir",
+        default="demo-output",
+        help="where the two run directories go (default: demo-output)",
+    )
     parser.add_argument("--nproc", type=int, default=2, help="ranks per run (default: 2)")
-    parser.add_argument("--kill-at-step", type=int, default=7, help="step after which the interrupted run is killed (default: 7)")
+    parser.add_argument(
+        "--kill-at-step",
+        type=int,
+        default=7,
+        help="step after which the interrupted run is killed (default: 7)",
+    )
 
 
 FAILURE_TAIL_LINES = 30
 """How much of a failed phase's output the demo prints: enough for the failing rank's error."""
 
 
-def launch(output_dir: Path, run_id: str, nproc: int, *extra: str, kill_at_step: Optional[int] = None) -> tuple[int, list[str], list[str]]:
+def launch(
+    output_dir: Path, run_id: str, nproc: int, *extra: str, kill_at_step: int | None = None
+) -> tuple[int, list[str], list[str]]:
     """Run the trainer under ``torch.distributed.run``; return its exit status, the progress
     lines and the last :data:`FAILURE_TAIL_LINES` lines of everything it printed. With
     ``kill_at_step``, every process of the job is killed by SIGKILL as soon as rank 0 reports that step."""
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-        "-m", "ckptspec.reference_impl.train", "--output-dir", str(output_dir), "--run-id", run_id, *TRAIN_ARGS, *extra,
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "-m",
+        "ckptspec.reference_impl.train",
+        "--output-dir",
+        str(output_dir),
+        "--run-id",
+        run_id,
+        *TRAIN_ARGS,
+        *extra,
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     assert proc.stdout is not None
     lines = []
     for line in proc.stdout:
@@ -59,7 +96,11 @@ def launch(output_dir: Path, run_id: str, nproc: int, *extra: str, kill_at_step:
     proc.stdout.close()
     proc.wait()
     keep = ("train ", "eval ", "ckpt ", "crash ", "resume ", "done ", "rank ", "error")
-    return proc.returncode, [line for line in lines if line.startswith(keep)], lines[-FAILURE_TAIL_LINES:]
+    return (
+        proc.returncode,
+        [line for line in lines if line.startswith(keep)],
+        lines[-FAILURE_TAIL_LINES:],
+    )
 
 
 def _kill_job(launcher_pid: int) -> None:
@@ -93,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     for run_id in ("uninterrupted", "interrupted"):
         shutil.rmtree(out / run_id, ignore_errors=True)
     started = time.perf_counter()
-    phases: list[tuple[str, str, tuple[str, ...], Optional[int]]] = [
+    phases: list[tuple[str, str, tuple[str, ...], int | None]] = [
         ("uninterrupted", "uninterrupted", (), None),
         ("interrupted: killed", "interrupted", (), args.kill_at_step),
         ("interrupted: resumed", "interrupted", ("--resume", "auto"), None),
@@ -108,19 +149,36 @@ def run(args: argparse.Namespace) -> int:
             print(f"   {line}")
         logs.setdefault(run_id, []).extend(lines)
         if (kill_at_step is not None) == (code == 0):
-            print(f"demo: phase '{title}' exited with {code}, which was not expected; the last lines it printed:", file=sys.stderr)
+            print(
+                f"demo: phase '{title}' exited with {code}, which was not expected; the last lines it printed:",
+                file=sys.stderr,
+            )
             for line in tail:
                 print(f"   | {line}", file=sys.stderr)
             return EXIT_ERROR
-    def trajectory(run_id: str) -> dict[str, str]:  # step -> "loss | lr", the last time each step ran
-        return {line.split("|")[0]: "|".join(line.split("|")[1:3]) for line in logs[run_id] if line.startswith("train ")}
 
-    report.append(("losses and learning rates identical at every step, across the kill", trajectory("uninterrupted") == trajectory("interrupted")))
+    def trajectory(
+        run_id: str,
+    ) -> dict[str, str]:  # step -> "loss | lr", the last time each step ran
+        return {
+            line.split("|")[0]: "|".join(line.split("|")[1:3])
+            for line in logs[run_id]
+            if line.startswith("train ")
+        }
+
+    report.append(
+        (
+            "losses and learning rates identical at every step, across the kill",
+            trajectory("uninterrupted") == trajectory("interrupted"),
+        )
+    )
     for run_id in ("uninterrupted", "interrupted"):
         findings = validate_path(out / run_id, deep=True)
         for finding in findings:
             print(f"   {finding.line()}")
-        report.append((f"validate --deep {run_id}", not any(f.severity.value == "error" for f in findings)))
+        report.append(
+            (f"validate --deep {run_id}", not any(f.severity.value == "error" for f in findings))
+        )
     final = "step-000000012"
     try:
         differences = compare(out / "uninterrupted" / final, out / "interrupted" / final)
@@ -129,8 +187,15 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     for line in differences[:20]:
         print(f"   {line}")
-    report.append(("final checkpoints bitwise identical (model, optimizer, scheduler, RNG, data position)", not differences))
-    print(f"\nckptspec demo report ({args.nproc} CPU ranks, {time.perf_counter() - started:.1f} s, output in {out})")
+    report.append(
+        (
+            "final checkpoints bitwise identical (model, optimizer, scheduler, RNG, data position)",
+            not differences,
+        )
+    )
+    print(
+        f"\nckptspec demo report ({args.nproc} CPU ranks, {time.perf_counter() - started:.1f} s, output in {out})"
+    )
     for check, ok in report:
         print(f"  [{'PASS' if ok else 'FAIL'}] {check}")
     return EXIT_OK if all(ok for _, ok in report) else EXIT_FAIL

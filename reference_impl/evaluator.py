@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Optional
 
 import torch
 import torch.distributed as dist
@@ -36,13 +35,15 @@ LOSS, TOKENS, CORRECT = 0, 1, 2
 class Evaluator:
     """Evaluates a (possibly FSDP-sharded) model on shards of a fixed eval dataset."""
 
-    def __init__(self, dataset: SyntheticTokens, model_args: ModelArgs, device: torch.device) -> None:
+    def __init__(
+        self, dataset: SyntheticTokens, model_args: ModelArgs, device: torch.device
+    ) -> None:
         self.dataset = dataset
         self.device = device
         self._replica = TinyTransformer(model_args).to(device).eval()
         self.last_sample_count = 0  # samples behind the most recent metrics
 
-    def evaluate(self, model: nn.Module, samples: Sequence[int]) -> Optional[dict[str, float]]:
+    def evaluate(self, model: nn.Module, samples: Sequence[int]) -> dict[str, float] | None:
         """*Collective.* Global metrics (``loss``, ``perplexity``, ``accuracy``) over the union of
         every rank's ``samples``, or None when that union is empty."""
         self._load_replica(model)
@@ -67,7 +68,7 @@ class Evaluator:
             table[CORRECT, sample] = correct.sum().double()
         return table
 
-    def _global_metrics(self, table: torch.Tensor) -> Optional[dict[str, float]]:
+    def _global_metrics(self, table: torch.Tensor) -> dict[str, float] | None:
         """Reduce the per-sample table across ranks, then divide the global sums."""
         dist.all_reduce(table)
         table = table.cpu()

@@ -39,8 +39,14 @@ class ExportError(Exception):
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the options of ``export``."""
-    parser.add_argument("checkpoint", metavar="CHECKPOINT", help="a committed checkpoint directory (step-*)")
-    parser.add_argument("out", metavar="OUT", help="directory to create for the weights-only export (must not exist)")
+    parser.add_argument(
+        "checkpoint", metavar="CHECKPOINT", help="a committed checkpoint directory (step-*)"
+    )
+    parser.add_argument(
+        "out",
+        metavar="OUT",
+        help="directory to create for the weights-only export (must not exist)",
+    )
 
 
 def export_weights(checkpoint: str | Path, out: str | Path) -> Path:
@@ -53,13 +59,13 @@ def export_weights(checkpoint: str | Path, out: str | Path) -> Path:
     import torch
     import torch.distributed.checkpoint as dcp
 
-    from ckptspec.diff_cmd import load_dcp_state
-    from ckptspec.layout import LAYOUT
-    from ckptspec.documents import load_manifest
-    from ckptspec.manifest import SPEC_VERSION, Component, FileEntry, Manifest, MeshDim, Topology
     from ckptspec.checkpointing.commit import PRODUCER
-    from ckptspec.checkpointing.run_policy import utc_now
     from ckptspec.checkpointing.fsio import file_digest, fsync_path, write_durable
+    from ckptspec.checkpointing.run_policy import utc_now
+    from ckptspec.diff_cmd import load_dcp_state
+    from ckptspec.documents import load_manifest
+    from ckptspec.layout import LAYOUT
+    from ckptspec.manifest import SPEC_VERSION, Component, FileEntry, Manifest, MeshDim, Topology
 
     source, target = Path(checkpoint), Path(out)
     if target.exists() or target.is_symlink():
@@ -75,19 +81,25 @@ def export_weights(checkpoint: str | Path, out: str | Path) -> Path:
         raise ExportError(f"{source}: DCP component {model.name!r} is not one directory")
     state = load_dcp_state(source / directories.pop())
     if not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ExportError(f"{source}: component {model.name!r} holds non-tensor values; safetensors stores tensors only")
+        raise ExportError(
+            f"{source}: component {model.name!r} holds non-tensor values; safetensors stores tensors only"
+        )
 
     staging = target.with_name(f".{target.name}.export-{uuid.uuid4().hex[:8]}")
     staging.mkdir(parents=True)
     try:
-        with warnings.catch_warnings():  # "assuming the intent is to save in a single process": it is
+        with (
+            warnings.catch_warnings()
+        ):  # "assuming the intent is to save in a single process": it is
             warnings.simplefilter("ignore", UserWarning)
             dcp.save(state, storage_writer=dcp.HuggingFaceStorageWriter(str(staging)), no_dist=True)
         del state
         written = sorted(p.name for p in staging.iterdir())
         weights = [name for name in written if name.endswith(".safetensors")]
         if len(weights) != 1 or set(written) != {*weights, INDEX_FILE}:
-            raise ExportError(f"torch's Hugging Face writer produced {written}, expected one safetensors file and {INDEX_FILE}")
+            raise ExportError(
+                f"torch's Hugging Face writer produced {written}, expected one safetensors file and {INDEX_FILE}"
+            )
 
         def entry(name: str) -> FileEntry:  # SHA-256: an export is made to be handed on
             size, digest = file_digest(staging / name, "sha256")
@@ -99,22 +111,38 @@ def export_weights(checkpoint: str | Path, out: str | Path) -> Path:
             run_id=manifest.run_id,
             step=manifest.step,
             created_at=utc_now(),
-            topology=Topology(world_size=1, device_type="cpu", mesh=[MeshDim(name="dp_shard", size=1)]),
+            topology=Topology(
+                world_size=1, device_type="cpu", mesh=[MeshDim(name="dp_shard", size=1)]
+            ),
             progress=manifest.progress,
             config=manifest.config,
             components=[
-                Component(name=model.name, kind="model", sharing="replicated", format="safetensors",
-                          reshardable=True, files=[entry(weights[0])]),
-                Component(name="model_index", kind="custom", sharing="replicated", format="json",
-                          reshardable=True, files=[entry(INDEX_FILE)]),
+                Component(
+                    name=model.name,
+                    kind="model",
+                    sharing="replicated",
+                    format="safetensors",
+                    reshardable=True,
+                    files=[entry(weights[0])],
+                ),
+                Component(
+                    name="model_index",
+                    kind="custom",
+                    sharing="replicated",
+                    format="json",
+                    reshardable=True,
+                    files=[entry(INDEX_FILE)],
+                ),
             ],
             eval=manifest.eval,
             resumable=False,
-            extensions={EXTENSION_KEY: {
-                "source_run_id": manifest.run_id,
-                "source_step": manifest.step,
-                "source_manifest_sha256": manifest_sha256(source / LAYOUT.manifest_file),
-            }},
+            extensions={
+                EXTENSION_KEY: {
+                    "source_run_id": manifest.run_id,
+                    "source_step": manifest.step,
+                    "source_manifest_sha256": manifest_sha256(source / LAYOUT.manifest_file),
+                }
+            },
         )
         write_durable(staging / LAYOUT.manifest_file, exported.model_dump_json(indent=2).encode())
         fsync_path(staging)
@@ -142,9 +170,13 @@ def source_record(source: str | Path) -> dict[str, Any]:
         manifest, problems = load_manifest(str(marker))
         marker_sha256 = manifest_sha256(marker)
     except OSError as exc:
-        raise NoCheckpointError(f"--init-from {source}: cannot read {marker} ({exc.strerror or exc})") from None
+        raise NoCheckpointError(
+            f"--init-from {source}: cannot read {marker} ({exc.strerror or exc})"
+        ) from None
     if manifest is None:
-        raise NoCheckpointError(f"--init-from {source}: {marker} is not a valid manifest: {problems[0].line()}")
+        raise NoCheckpointError(
+            f"--init-from {source}: {marker} is not a valid manifest: {problems[0].line()}"
+        )
     return {"manifest_sha256": marker_sha256, "run_id": manifest.run_id, "step": manifest.step}
 
 
@@ -162,7 +194,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         kind = detect(args.checkpoint)
         if kind != "checkpoint":
-            print(f"ckptspec export: {args.checkpoint}: a {kind.replace('_', ' ')}, not a checkpoint directory", file=sys.stderr)
+            print(
+                f"ckptspec export: {args.checkpoint}: a {kind.replace('_', ' ')}, not a checkpoint directory",
+                file=sys.stderr,
+            )
             return EXIT_ERROR
         findings = validate_target(args.checkpoint, kind, deep=True)
     except CannotCheck as exc:
@@ -170,7 +205,10 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     if not is_conformant(findings):
         sys.stdout.writelines(f.line() + "\n" for f in findings)
-        print(f"ckptspec export: {args.checkpoint} is not a conformant checkpoint; nothing exported", file=sys.stderr)
+        print(
+            f"ckptspec export: {args.checkpoint} is not a conformant checkpoint; nothing exported",
+            file=sys.stderr,
+        )
         return EXIT_FAIL
     from ckptspec.safe_dcp import UnsafeCheckpointError
 

@@ -45,7 +45,9 @@ class Block(nn.Module):
         self.norm1 = nn.LayerNorm(args.dim)
         self.attn = Attention(args)
         self.norm2 = nn.LayerNorm(args.dim)
-        self.mlp = nn.Sequential(nn.Linear(args.dim, 4 * args.dim), nn.GELU(), nn.Linear(4 * args.dim, args.dim))
+        self.mlp = nn.Sequential(
+            nn.Linear(args.dim, 4 * args.dim), nn.GELU(), nn.Linear(4 * args.dim, args.dim)
+        )
         self.dropout = nn.Dropout(args.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -75,4 +77,3 @@ class TinyTransformer(nn.Module):
         for layer in self.layers:
             x = layer(x)
         return self.head(self.norm(x).flatten(0, 1))
-

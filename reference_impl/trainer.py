@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -45,10 +45,15 @@ from ckptspec.checkpointing.run_policy import BestPolicy, RunPolicy
 from ckptspec.errors import MidAccumulationError
 from ckptspec.manifest import EvalResult, Progress, ResumeRecord
 from ckptspec.reference_impl import rng
-from ckptspec.reference_impl.data import ConsumptionLedger, GlobalBatchSampler, SyntheticTokens, shard_contiguous
+from ckptspec.reference_impl.config import TrainConfig, fingerprint_values, lr_factor
+from ckptspec.reference_impl.data import (
+    ConsumptionLedger,
+    GlobalBatchSampler,
+    SyntheticTokens,
+    shard_contiguous,
+)
 from ckptspec.reference_impl.evaluator import Evaluator
 from ckptspec.reference_impl.export import source_record
-from ckptspec.reference_impl.config import TrainConfig, fingerprint_values, lr_factor
 from ckptspec.reference_impl.model import TinyTransformer
 from ckptspec.training import StepRecord
 
@@ -103,12 +108,22 @@ class Trainer:
     commit_class = CommitProtocol
     loader_class = CheckpointLoader
     RESTORED_COMPONENTS: tuple[str, ...] = (
-        "model", "optimizer", "lr_scheduler", "trainer_state", "data_position", "node_ledger", "pair_ledger", "rng")
+        "model",
+        "optimizer",
+        "lr_scheduler",
+        "trainer_state",
+        "data_position",
+        "node_ledger",
+        "pair_ledger",
+        "rng",
+    )
     """What a resume restores (or re-derives): a checkpoint without one of them is refused before loading."""
     evaluator_class = Evaluator
 
     def __init__(self, config: TrainConfig, ctx: DistContext) -> None:
-        per_micro, rem = divmod(config.global_batch_size, ctx.world_size * config.accumulation_steps)
+        per_micro, rem = divmod(
+            config.global_batch_size, ctx.world_size * config.accumulation_steps
+        )
         if rem or per_micro == 0:
             raise ValueError(
                 f"global batch size {config.global_batch_size} is not a positive multiple of "
@@ -117,32 +132,67 @@ class Trainer:
         self.config, self.ctx, self.device = config, ctx, ctx.device
         configure_determinism(self.device)
         self.model = self._build_model()
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
         self._init_optimizer_state()
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, functools.partial(lr_factor, config))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, functools.partial(lr_factor, config)
+        )
         args = config.model
-        self.dataset = SyntheticTokens(config.seed, config.dataset_size, args.seq_len, args.vocab_size)
-        self.eval_dataset = SyntheticTokens(config.seed + 1, config.eval_set_size, args.seq_len, args.vocab_size, name="eval")
-        self.sampler = GlobalBatchSampler(config.dataset_size, config.global_batch_size, config.seed)
+        self.dataset = SyntheticTokens(
+            config.seed, config.dataset_size, args.seq_len, args.vocab_size
+        )
+        self.eval_dataset = SyntheticTokens(
+            config.seed + 1, config.eval_set_size, args.seq_len, args.vocab_size, name="eval"
+        )
+        self.sampler = GlobalBatchSampler(
+            config.dataset_size, config.global_batch_size, config.seed
+        )
         self.ledgers = self._build_ledgers()
         self.evaluator = self.evaluator_class(self.eval_dataset, args, self.device)
         self.fingerprint_values = fingerprint_values(config, args, self.dataset.identity)
         if config.init_from is not None:  # the starting weights are part of the run's identity
             self.fingerprint_values["init_from"] = source_record(config.init_from)
-        best = BestPolicy(config.best_metric, config.best_mode, config.best_min_delta) if config.best_metric else None
-        async_groups = {name: dist.new_group(backend="gloo") for name in ("model", "optimizer", "commit")} if config.async_save else None
-        self.checkpointer = Checkpointer(
-            Path(config.output_dir) / config.run_id, ctx, self.fingerprint_values, run_id=config.run_id, best=best,
-            keep_last=config.keep_last, elastic=config.elastic, verify=config.verify,
-            group_sizes={name: ledger.group_size for name, (_, ledger) in self.ledgers.items()},
-            digest_algorithm=config.digest_algorithm, async_groups=async_groups,
-            policy_class=self.policy_class, commit_class=self.commit_class, loader_class=self.loader_class,
+        best = (
+            BestPolicy(config.best_metric, config.best_mode, config.best_min_delta)
+            if config.best_metric
+            else None
         )
-        self.policy, self.commit, self.loader = self.checkpointer.policy, self.checkpointer.commit, self.checkpointer.loader
+        async_groups = (
+            {name: dist.new_group(backend="gloo") for name in ("model", "optimizer", "commit")}
+            if config.async_save
+            else None
+        )
+        self.checkpointer = Checkpointer(
+            Path(config.output_dir) / config.run_id,
+            ctx,
+            self.fingerprint_values,
+            run_id=config.run_id,
+            best=best,
+            keep_last=config.keep_last,
+            elastic=config.elastic,
+            verify=config.verify,
+            group_sizes={name: ledger.group_size for name, (_, ledger) in self.ledgers.items()},
+            digest_algorithm=config.digest_algorithm,
+            async_groups=async_groups,
+            policy_class=self.policy_class,
+            commit_class=self.commit_class,
+            loader_class=self.loader_class,
+        )
+        self.policy, self.commit, self.loader = (
+            self.checkpointer.policy,
+            self.checkpointer.commit,
+            self.checkpointer.loader,
+        )
         self.global_step = 0
-        self.last_eval: Optional[tuple[int, EvalResult]] = None
-        self.cycle: Optional[AccumulationCycle] = None  # set between micro-batches of one optimizer step
-        self.step_callback: Optional[Callable[[StepRecord], None]] = None  # called by fit() after each step
+        self.last_eval: tuple[int, EvalResult] | None = None
+        self.cycle: AccumulationCycle | None = (
+            None  # set between micro-batches of one optimizer step
+        )
+        self.step_callback: Callable[[StepRecord], None] | None = (
+            None  # called by fit() after each step
+        )
         self.log: Callable[[str], None] = print if ctx.rank == 0 else (lambda _msg: None)
 
     # ------------------------------------------------------------------ construction
@@ -164,9 +214,14 @@ class Trainer:
         ``node_ledger`` (``per_node``: the ranks of this node) and ``pair_ledger`` (``per_group``:
         pairs of consecutive ranks when the world size is even, else single ranks)."""
         ctx = self.ctx
-        if ctx.world_size % ctx.local_world_size or ctx.rank % ctx.local_world_size != ctx.local_rank:
-            raise ValueError(f"rank {ctx.rank} (local rank {ctx.local_rank} of {ctx.local_world_size}, world size {ctx.world_size}): "
-                             "per-node state needs nodes of equal size whose global ranks are consecutive")
+        if (
+            ctx.world_size % ctx.local_world_size
+            or ctx.rank % ctx.local_world_size != ctx.local_rank
+        ):
+            raise ValueError(
+                f"rank {ctx.rank} (local rank {ctx.local_rank} of {ctx.local_world_size}, world size {ctx.world_size}): "
+                "per-node state needs nodes of equal size whose global ranks are consecutive"
+            )
         pair = 2 if ctx.world_size % 2 == 0 else 1
         return {
             "node_ledger": ("per_node", ConsumptionLedger.for_rank(ctx.rank, ctx.local_world_size)),
@@ -198,10 +253,17 @@ class Trainer:
         lr = self.scheduler.get_last_lr()[0]
         self._optimizer_step()
         self.global_step += 1
-        totals = torch.stack([cycle.loss_sum, torch.tensor(float(cycle.tokens), dtype=torch.float64, device=self.device)])
+        totals = torch.stack(
+            [
+                cycle.loss_sum,
+                torch.tensor(float(cycle.tokens), dtype=torch.float64, device=self.device),
+            ]
+        )
         dist.all_reduce(totals)
         samples = tuple(s for m in cycle.micro_batches for s in m)
-        return StepRecord(step=self.global_step, loss=float(totals[0] / totals[1]), lr=lr, samples=samples)
+        return StepRecord(
+            step=self.global_step, loss=float(totals[0] / totals[1]), lr=lr, samples=samples
+        )
 
     def train_micro(self, count: int) -> None:
         """*Collective.* Accumulate the next ``count`` micro-batches of the next optimizer step
@@ -209,8 +271,10 @@ class Trainer:
         A save in between is refused (:class:`~ckptspec.errors.MidAccumulationError`)."""
         remaining = self.cycle.remaining if self.cycle else self.config.accumulation_steps
         if not 0 < count < remaining:
-            raise ValueError(f"train_micro({count}): {remaining} micro-batches remain in this optimizer step; "
-                             f"pass 1 to {remaining - 1} (train_step() completes the step)")
+            raise ValueError(
+                f"train_micro({count}): {remaining} micro-batches remain in this optimizer step; "
+                f"pass 1 to {remaining - 1} (train_step() completes the step)"
+            )
         self._accumulate(self.cycle or self._start_cycle(), count)
 
     def _start_cycle(self) -> AccumulationCycle:
@@ -218,9 +282,13 @@ class Trainer:
         global_batch = self.sampler.next_global_batch()
         for _, ledger in self.ledgers.values():
             ledger.record(global_batch, self.ctx.world_size)
-        micro_batches = self.sampler.rank_micro_batches(global_batch, self.ctx.rank, self.ctx.world_size, c.accumulation_steps)
+        micro_batches = self.sampler.rank_micro_batches(
+            global_batch, self.ctx.rank, self.ctx.world_size, c.accumulation_steps
+        )
         tokens = sum(len(m) for m in micro_batches) * c.model.seq_len
-        self.cycle = AccumulationCycle(micro_batches, tokens, torch.zeros((), dtype=torch.float64, device=self.device))
+        self.cycle = AccumulationCycle(
+            micro_batches, tokens, torch.zeros((), dtype=torch.float64, device=self.device)
+        )
         return self.cycle
 
     def _accumulate(self, cycle: AccumulationCycle, count: int) -> None:
@@ -246,7 +314,9 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.cycle = None
 
-    def train(self, steps: int, on_step: Optional[Callable[[StepRecord], None]] = None) -> list[StepRecord]:
+    def train(
+        self, steps: int, on_step: Callable[[StepRecord], None] | None = None
+    ) -> list[StepRecord]:
         """*Collective.* Run ``steps`` optimizer steps."""
         records = []
         for _ in range(steps):
@@ -256,16 +326,25 @@ class Trainer:
         return records
 
     # ------------------------------------------------------------------ evaluation
-    def evaluate(self, samples: Sequence[int]) -> Optional[dict[str, float]]:
+    def evaluate(self, samples: Sequence[int]) -> dict[str, float] | None:
         """*Collective.* Global metrics over every rank's ``samples`` (None if all are empty);
         remembered for the checkpoint of the current step."""
         metrics = self.evaluator.evaluate(self.model, samples)
-        self.last_eval = (self.global_step, EvalResult(metrics=metrics, samples=self.evaluator.last_sample_count)) if metrics else None
+        self.last_eval = (
+            (
+                self.global_step,
+                EvalResult(metrics=metrics, samples=self.evaluator.last_sample_count),
+            )
+            if metrics
+            else None
+        )
         return metrics
 
-    def evaluate_full(self) -> Optional[dict[str, float]]:
+    def evaluate_full(self) -> dict[str, float] | None:
         """*Collective.* Evaluate on the whole eval set, split contiguously across ranks."""
-        return self.evaluate(shard_contiguous(self.config.eval_set_size, self.ctx.rank, self.ctx.world_size))
+        return self.evaluate(
+            shard_contiguous(self.config.eval_set_size, self.ctx.rank, self.ctx.world_size)
+        )
 
     # ------------------------------------------------------------------ checkpointing
     def save(self) -> Path:
@@ -279,14 +358,16 @@ class Trainer:
         self.checkpointer.wait()
 
     @property
-    def resumed_from(self) -> Optional[ResumeRecord]:
+    def resumed_from(self) -> ResumeRecord | None:
         """The checkpoint this run resumed from, if any."""
         return self.checkpointer.resumed_from
 
     def _ensure_boundary(self) -> None:
         """Refuse a save between the micro-batches of one optimizer step (RESUME-9)."""
         if self.cycle is not None:
-            raise MidAccumulationError(self.global_step, self.cycle.done, len(self.cycle.micro_batches))
+            raise MidAccumulationError(
+                self.global_step, self.cycle.done, len(self.cycle.micro_batches)
+            )
 
     def capture_rng(self) -> dict[str, torch.Tensor]:
         """This rank's RNG state as saved and compared: CPU generator and current device only (RESUME-8)."""
@@ -295,7 +376,9 @@ class Trainer:
     def save_request(self) -> SaveRequest:
         """This rank's contribution to a checkpoint of the current step (state dicts reference live state)."""
         pos = self.sampler.position
-        eval_result = self.last_eval[1] if self.last_eval and self.last_eval[0] == self.global_step else None
+        eval_result = (
+            self.last_eval[1] if self.last_eval and self.last_eval[0] == self.global_step else None
+        )
         return SaveRequest(
             progress=Progress(
                 global_step=self.global_step,
@@ -316,22 +399,28 @@ class Trainer:
                 "data_position": ("data_position", self.sampler.state_dict()),
             },
             per_rank={"rng": ("rng", self.capture_rng())},
-            grouped={name: GroupState("data_position", sharing, ledger.group_size, ledger.state_dict())
-                     for name, (sharing, ledger) in self.ledgers.items()},
+            grouped={
+                name: GroupState("data_position", sharing, ledger.group_size, ledger.state_dict())
+                for name, (sharing, ledger) in self.ledgers.items()
+            },
             step_counts={"optimizer": self.global_step},
             eval=eval_result,
             resumed_from=self.resumed_from,
         )
 
-    def resume(self, checkpoint: Optional[str | os.PathLike[str]] = None) -> int:
+    def resume(self, checkpoint: str | os.PathLike[str] | None = None) -> int:
         """*Collective.* Load ``checkpoint``, or the run's latest when None; with none at all stay
         at step 0. Every check runs, and the model and optimizer are read and verified on every
         rank, before any live state changes (:meth:`Checkpointer.resume`). Returns the step resumed at."""
         sharded = {
             "model": Sharded(lambda: get_model_state_dict(self.model), self._load_model),
-            "optimizer": Sharded(lambda: get_optimizer_state_dict(self.model, self.optimizer), self._load_optimizer),
+            "optimizer": Sharded(
+                lambda: get_optimizer_state_dict(self.model, self.optimizer), self._load_optimizer
+            ),
         }
-        self.checkpointer.resume(sharded, checkpoint, restore=self._restore, required=self.RESTORED_COMPONENTS)
+        self.checkpointer.resume(
+            sharded, checkpoint, restore=self._restore, required=self.RESTORED_COMPONENTS
+        )
         return self.global_step
 
     def _restore(self, plan: LoadPlan) -> None:
@@ -415,19 +504,24 @@ class Trainer:
                 self.step_callback(record)
             metrics = self.evaluate_full() if self._eval_due() else None
             if metrics is not None:
-                self.log(f"eval  step {self.global_step:5d} | " + " | ".join(f"{k} {v:.6f}" for k, v in metrics.items()))
+                self.log(
+                    f"eval  step {self.global_step:5d} | "
+                    + " | ".join(f"{k} {v:.6f}" for k, v in metrics.items())
+                )
             if self._save_due(metrics):
                 start = time.perf_counter()
                 path = self.save()
                 verb = "started" if self.config.async_save else "committed"
-                self.log(f"ckpt  step {self.global_step:5d} | {verb} {path.name} | training blocked {time.perf_counter() - start:.3f} s")
+                self.log(
+                    f"ckpt  step {self.global_step:5d} | {verb} {path.name} | training blocked {time.perf_counter() - start:.3f} s"
+                )
         self.finish_saves()
         return records
 
     def _eval_due(self) -> bool:
         return bool(self.config.eval_every) and self.global_step % self.config.eval_every == 0
 
-    def _save_due(self, metrics: Optional[dict[str, float]]) -> bool:
+    def _save_due(self, metrics: dict[str, float] | None) -> bool:
         every = self.config.save_every
         return (
             self.global_step == self.config.steps
@@ -437,7 +531,9 @@ class Trainer:
 
     def _log_step(self, record: StepRecord, seconds: float) -> None:
         tokens = self.config.global_batch_size * self.config.model.seq_len
-        self.log(f"train step {record.step:5d} | loss {record.loss:.6f} | lr {record.lr:.3e} | {tokens / seconds:,.0f} tok/s")
+        self.log(
+            f"train step {record.step:5d} | loss {record.loss:.6f} | lr {record.lr:.3e} | {tokens / seconds:,.0f} tok/s"
+        )
 
     # ------------------------------------------------------------------ introspection
     def full_state(self) -> dict[str, Any]:

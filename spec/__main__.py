@@ -1,4 +1,5 @@
-from ckptspec.cli import main
 import sys
+
+from ckptspec.cli import main
 
 sys.exit(main())

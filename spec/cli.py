@@ -18,7 +18,7 @@ import os
 import re
 import sys
 from collections.abc import Sequence
-from typing import NamedTuple, NoReturn, Optional
+from typing import NamedTuple, NoReturn
 
 from ckptspec import SPEC_VERSION, __version__
 from ckptspec.exit_codes import EXIT_ERROR
@@ -34,18 +34,43 @@ class Command(NamedTuple):
 
 
 COMMANDS: dict[str, Command] = {
-    "validate": Command("ckptspec.validate_cmd", "check checkpoints, run directories or manifests against the spec"),
-    "inspect": Command("ckptspec.inspect_cmd", "summarise a checkpoint or run directory (or a plain DCP / HF directory)"),
-    "schema": Command("ckptspec.schema_cmd", "write, --check or --print the generated JSON Schemas"),
-    "diff": Command("ckptspec.diff_cmd", "compare two checkpoints (or an export and its source) tensor by tensor",
-                    ("torch",), "reference"),
-    "conformance": Command("ckptspec.conformance.cli", "run the conformance suite against a trainer adapter",
-                           ("torch", "numpy", "pytest", "hypothesis"), "conformance"),
-    "demo": Command("ckptspec.reference_impl.demo", "train, kill, resume and verify the reference trainer",
-                    ("torch", "numpy"), "reference"),
-    "export": Command("ckptspec.reference_impl.export", "write a checkpoint's model weights as safetensors with a weights-only manifest",
-                      ("torch", "numpy", "safetensors"), "reference"),
-    "completion": Command("ckptspec.completion_cmd", "print a shell completion script (bash or zsh)"),
+    "validate": Command(
+        "ckptspec.validate_cmd", "check checkpoints, run directories or manifests against the spec"
+    ),
+    "inspect": Command(
+        "ckptspec.inspect_cmd",
+        "summarise a checkpoint or run directory (or a plain DCP / HF directory)",
+    ),
+    "schema": Command(
+        "ckptspec.schema_cmd", "write, --check or --print the generated JSON Schemas"
+    ),
+    "diff": Command(
+        "ckptspec.diff_cmd",
+        "compare two checkpoints (or an export and its source) tensor by tensor",
+        ("torch",),
+        "reference",
+    ),
+    "conformance": Command(
+        "ckptspec.conformance.cli",
+        "run the conformance suite against a trainer adapter",
+        ("torch", "numpy", "pytest", "hypothesis"),
+        "conformance",
+    ),
+    "demo": Command(
+        "ckptspec.reference_impl.demo",
+        "train, kill, resume and verify the reference trainer",
+        ("torch", "numpy"),
+        "reference",
+    ),
+    "export": Command(
+        "ckptspec.reference_impl.export",
+        "write a checkpoint's model weights as safetensors with a weights-only manifest",
+        ("torch", "numpy", "safetensors"),
+        "reference",
+    ),
+    "completion": Command(
+        "ckptspec.completion_cmd", "print a shell completion script (bash or zsh)"
+    ),
 }
 
 INSTALL_HINTS: dict[str, str] = {
@@ -84,8 +109,16 @@ def _suggestion(message: str, parser: argparse.ArgumentParser) -> str:
         close = difflib.get_close_matches(choice.group(1), options, n=1)
     else:
         unknown = re.search(r"unrecognized arguments: (.*)", message)
-        words = [w.split("=")[0] for w in unknown.group(1).split() if w.startswith("-")] if unknown else []
-        close = [m for w in words for m in difflib.get_close_matches(w, list(parser._option_string_actions), n=1)]
+        words = (
+            [w.split("=")[0] for w in unknown.group(1).split() if w.startswith("-")]
+            if unknown
+            else []
+        )
+        close = [
+            m
+            for w in words
+            for m in difflib.get_close_matches(w, list(parser._option_string_actions), n=1)
+        ]
     return f" (did you mean {' or '.join(close)}?)" if close else ""
 
 
@@ -104,10 +137,14 @@ def command_parser(name: str) -> Parser:
     return parser
 
 
-def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The top-level parser; only ``command``'s module is imported to configure its options."""
-    parser = Parser(prog="ckptspec", description="Specification tools for distributed training checkpoints.")
-    parser.add_argument("--version", action="version", version=f"ckptspec {__version__} (spec {SPEC_VERSION})")
+    parser = Parser(
+        prog="ckptspec", description="Specification tools for distributed training checkpoints."
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"ckptspec {__version__} (spec {SPEC_VERSION})"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, spec in COMMANDS.items():
         sp = sub.add_parser(name, help=spec.help, description=spec.help)
@@ -127,7 +164,10 @@ def _parse(argv: list[str]) -> argparse.Namespace:
         import difflib
 
         close = difflib.get_close_matches(argv[0], list(COMMANDS), n=1)
-        parser.error(f"unknown command {argv[0]!r}" + (f" (did you mean {close[0]}?)" if close else f"; commands: {', '.join(COMMANDS)}"))
+        parser.error(
+            f"unknown command {argv[0]!r}"
+            + (f" (did you mean {close[0]}?)" if close else f"; commands: {', '.join(COMMANDS)}")
+        )
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
@@ -135,10 +175,13 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns (and, as a script, exits with) the command's exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    for stream in (sys.stdout, sys.stderr):  # file names need not be valid UTF-8; printing them must not fail
+    for stream in (
+        sys.stdout,
+        sys.stderr,
+    ):  # file names need not be valid UTF-8; printing them must not fail
         if isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(errors="backslashreplace")
     if argv and argv[0] in COMMANDS and not {"-h", "--help"} & set(argv):
@@ -155,7 +198,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("ckptspec: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # e.g. `ckptspec validate ... | head`: the reader is gone, not an error of ours
+    except (
+        BrokenPipeError
+    ):  # e.g. `ckptspec validate ... | head`: the reader is gone, not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_ERROR
     except ModuleNotFoundError as exc:  # an optional module that the check above could not foresee

@@ -12,7 +12,7 @@ import errno
 import os
 import stat
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Literal
 
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
@@ -51,8 +51,8 @@ class Resolved:
     """Where a listed path leads: ``real_path`` and ``size`` are set only when ``status`` is ``ok``."""
 
     status: Status
-    real_path: Optional[str] = None
-    size: Optional[int] = None
+    real_path: str | None = None
+    size: int | None = None
     detail: str = ""
 
 
@@ -70,7 +70,9 @@ def _through_link(real_root: str, full_path: str) -> Resolved:
     except OSError:
         return Resolved("missing", detail="is a symbolic link to a file that does not exist")
     if not stat.S_ISREG(st.st_mode):
-        return Resolved("not_regular", detail="is a symbolic link to something that is not a regular file")
+        return Resolved(
+            "not_regular", detail="is a symbolic link to something that is not a regular file"
+        )
     return Resolved("ok", real, st.st_size)
 
 
@@ -90,7 +92,7 @@ def resolve(root: str, real_root: str, tree: dict[str, os.stat_result], rel: str
     return Resolved("missing", detail="does not exist")
 
 
-def link_ancestor(tree: dict[str, os.stat_result], rel: str) -> Optional[str]:
+def link_ancestor(tree: dict[str, os.stat_result], rel: str) -> str | None:
     """The ancestor of ``rel`` through which it leads into a symbolic link, if there is one.
 
     ``tree`` (from :func:`scan_tree`) is closed under taking ancestors, and the walk never

@@ -9,7 +9,7 @@ only when a field changes meaning or goes away.
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -38,11 +38,13 @@ class TestRecord(_Open):
     """One test as the report saw it."""
 
     nodeid: str = Field(description="pytest's node ID.")
-    outcome: str = Field(description="pytest's outcome (passed, failed, skipped, error, xfailed, xpassed) or n/a.")
+    outcome: str = Field(
+        description="pytest's outcome (passed, failed, skipped, error, xfailed, xpassed) or n/a."
+    )
     duration_s: float = Field(description="Wall time of the test.")
     requirements: dict[str, str] = Field(description="Requirement ID -> its outcome in this test.")
     message: str = Field(description="The failure or skip message; empty when it passed.")
-    replay: Optional[str] = Field(description="The command that replays a failure; null otherwise.")
+    replay: str | None = Field(description="The command that replays a failure; null otherwise.")
 
 
 class ConformanceReport(_Open):
@@ -52,8 +54,12 @@ class ConformanceReport(_Open):
     output_version: Literal[1] = Field(description="Version of this output shape.")
     suite_version: str = Field(description="The ckptspec version that ran the suite.")
     spec_version: str = Field(description="The spec version it checks.")
-    adapter: Optional[str] = Field(description="The adapter under test, as `module:object`.")
-    exit_status: int = Field(description="0 every MUST requirement holds, 1 one fails, 2 the harness broke.")
-    requirements: list[RequirementOutcome] = Field(description="One row per requirement, in registry order.")
+    adapter: str | None = Field(description="The adapter under test, as `module:object`.")
+    exit_status: int = Field(
+        description="0 every MUST requirement holds, 1 one fails, 2 the harness broke."
+    )
+    requirements: list[RequirementOutcome] = Field(
+        description="One row per requirement, in registry order."
+    )
     tests: list[TestRecord] = Field(description="Every test that ran, in order.")
     unknown_xfails: list[str] = Field(description="Entries of the xfails file that named no test.")

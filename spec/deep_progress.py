@@ -20,7 +20,11 @@ from ckptspec.layout import LAYOUT, checkpoint_dir_name, committed_steps
 def listed_totals(path: str, kind: str) -> tuple[int, int]:
     """Bytes and files the manifests under ``path`` (a checkpoint or run directory) list; what
     cannot be read counts as nothing (the validator reports it)."""
-    directories = [path] if kind == "checkpoint" else [os.path.join(path, checkpoint_dir_name(s)) for s in committed_steps(path)]
+    directories = (
+        [path]
+        if kind == "checkpoint"
+        else [os.path.join(path, checkpoint_dir_name(s)) for s in committed_steps(path)]
+    )
     size = files = 0
     for directory in directories:
         try:
@@ -40,9 +44,20 @@ def hashing_progress(path: str, kind: str) -> Iterator[None]:
     total, files = listed_totals(path, kind)
     size = shutil.get_terminal_size()  # tqdm draws nothing on a terminal that reports 0 rows
     done = 0
-    with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=f"hashing {os.path.basename(path.rstrip('/')) or path}",
-              file=sys.stderr, leave=False, ncols=size.columns, nrows=size.lines, mininterval=0.2) as bar:
+    with tqdm(
+        total=total,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc=f"hashing {os.path.basename(path.rstrip('/')) or path}",
+        file=sys.stderr,
+        leave=False,
+        ncols=size.columns,
+        nrows=size.lines,
+        mininterval=0.2,
+    ) as bar:
         bar.set_postfix_str(f"0/{files} files")
+
         def advance(n: int, file_done: bool) -> None:
             nonlocal done
             if file_done:

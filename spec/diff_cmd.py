@@ -29,14 +29,14 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ckptspec import __version__
-from ckptspec.exit_codes import EXIT_ERROR, EXIT_FAIL, EXIT_OK
 from ckptspec.confined import Resolved, resolve, scan_tree
 from ckptspec.digest import json_digest, leaves, tensor_digest
+from ckptspec.exit_codes import EXIT_ERROR, EXIT_FAIL, EXIT_OK
 from ckptspec.findings import CannotCheck, Severity, printable
 from ckptspec.jsonload import read_document
 from ckptspec.layout import LAYOUT
@@ -54,9 +54,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
     """Add the options of ``diff``."""
     parser.add_argument("a", metavar="A", help="checkpoint directory (or plain DCP directory)")
     parser.add_argument("b", metavar="B", help="checkpoint directory (or plain DCP directory)")
-    parser.add_argument("--ignore", action="append", default=[], metavar="COMPONENT", help="skip this component (repeatable)")
-    parser.add_argument("--limit", type=int, default=50, help="print at most this many differences (default: 50)")
-    parser.add_argument("--format", choices=("text", "json"), default="text", help="output format (default: text)")
+    parser.add_argument(
+        "--ignore",
+        action="append",
+        default=[],
+        metavar="COMPONENT",
+        help="skip this component (repeatable)",
+    )
+    parser.add_argument(
+        "--limit", type=int, default=50, help="print at most this many differences (default: 50)"
+    )
+    parser.add_argument(
+        "--format", choices=("text", "json"), default="text", help="output format (default: text)"
+    )
 
 
 class CannotCompare(Exception):
@@ -68,15 +78,35 @@ class Difference(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(description="The leaf, as `component/key/...` (`state/...` for a plain DCP directory).")
-    kind: Literal["only_in_a", "only_in_b", "different"] = Field(description="Whether the leaf is missing from one side or differs.")
-    detail: str = Field(description="What differs, in words (dtype and shape, largest absolute difference, or both values).")
-    dtype_a: Optional[str] = Field(default=None, description="The tensor's dtype in A; null for a JSON value or a leaf only in B.")
-    dtype_b: Optional[str] = Field(default=None, description="The tensor's dtype in B; null for a JSON value or a leaf only in A.")
-    shape_a: Optional[list[int]] = Field(default=None, description="The tensor's shape in A; null for a JSON value or a leaf only in B.")
-    shape_b: Optional[list[int]] = Field(default=None, description="The tensor's shape in B; null for a JSON value or a leaf only in A.")
-    max_abs_difference: Optional[float] = Field(
-        default=None, description="The largest absolute elementwise difference of two tensors of one dtype and shape; null otherwise.")
+    name: str = Field(
+        description="The leaf, as `component/key/...` (`state/...` for a plain DCP directory)."
+    )
+    kind: Literal["only_in_a", "only_in_b", "different"] = Field(
+        description="Whether the leaf is missing from one side or differs."
+    )
+    detail: str = Field(
+        description="What differs, in words (dtype and shape, largest absolute difference, or both values)."
+    )
+    dtype_a: str | None = Field(
+        default=None,
+        description="The tensor's dtype in A; null for a JSON value or a leaf only in B.",
+    )
+    dtype_b: str | None = Field(
+        default=None,
+        description="The tensor's dtype in B; null for a JSON value or a leaf only in A.",
+    )
+    shape_a: list[int] | None = Field(
+        default=None,
+        description="The tensor's shape in A; null for a JSON value or a leaf only in B.",
+    )
+    shape_b: list[int] | None = Field(
+        default=None,
+        description="The tensor's shape in B; null for a JSON value or a leaf only in A.",
+    )
+    max_abs_difference: float | None = Field(
+        default=None,
+        description="The largest absolute elementwise difference of two tensors of one dtype and shape; null otherwise.",
+    )
 
 
 class DiffOutput(BaseModel):
@@ -89,11 +119,21 @@ class DiffOutput(BaseModel):
     tool: str = Field(description="The tool and its version, e.g. `ckptspec 0.1.0`.")
     a: str = Field(description="The first checkpoint, as given.")
     b: str = Field(description="The second checkpoint, as given.")
-    ignored: list[str] = Field(description="Components skipped with `--ignore`, or because one side is a weights-only export.")
-    compared: Literal["all", "model"] = Field(description="`model` when one side is an export and only model components were compared.")
-    verdict: Literal["identical", "different", "not_compared"] = Field(description="Exit status 0, 1 and 2 respectively.")
-    differences: list[Difference] = Field(description="Every difference, sorted by name (not cut by `--limit`).")
-    error: Optional[str] = Field(description="Why the checkpoints could not be compared; null when they were.")
+    ignored: list[str] = Field(
+        description="Components skipped with `--ignore`, or because one side is a weights-only export."
+    )
+    compared: Literal["all", "model"] = Field(
+        description="`model` when one side is an export and only model components were compared."
+    )
+    verdict: Literal["identical", "different", "not_compared"] = Field(
+        description="Exit status 0, 1 and 2 respectively."
+    )
+    differences: list[Difference] = Field(
+        description="Every difference, sorted by name (not cut by `--limit`)."
+    )
+    error: str | None = Field(
+        description="Why the checkpoints could not be compared; null when they were."
+    )
 
 
 def _checkpoint_exceptions() -> tuple[type[BaseException], ...]:
@@ -103,7 +143,10 @@ def _checkpoint_exceptions() -> tuple[type[BaseException], ...]:
 
 
 def _dcp_storage_paths(directory: str, metadata: Any) -> set[str]:
-    return {os.path.normpath(os.path.join(directory, info.relative_path)).replace(os.sep, "/") for info in (metadata.storage_data or {}).values()}
+    return {
+        os.path.normpath(os.path.join(directory, info.relative_path)).replace(os.sep, "/")
+        for info in (metadata.storage_data or {}).values()
+    }
 
 
 def _read_dcp(root: str, directory: str, available: dict[str, Resolved]) -> dict[str, Any]:
@@ -117,14 +160,24 @@ def _read_dcp(root: str, directory: str, available: dict[str, Resolved]) -> dict
 
     metadata_rel = f"{directory}/{DCP_METADATA_FILE}" if directory else DCP_METADATA_FILE
     if metadata_rel not in available:
-        raise CannotCompare(f"{root}: {metadata_rel} is not a readable regular file inside the checkpoint")
+        raise CannotCompare(
+            f"{root}: {metadata_rel} is not a readable regular file inside the checkpoint"
+        )
     metadata_path = os.path.join(root, metadata_rel)
-    metadata = unpickle_metadata(read_metadata_bytes(available[metadata_rel].real_path or metadata_path), metadata_path)
+    metadata = unpickle_metadata(
+        read_metadata_bytes(available[metadata_rel].real_path or metadata_path), metadata_path
+    )
     for rel in sorted(_dcp_storage_paths(directory or ".", metadata)):
         rel = rel.removeprefix("./")
         if rel not in available:
-            raise CannotCompare(f"{metadata_path}: storage entry {rel!r} is not a regular file inside the checkpoint (or not one it lists)")
-    on_disk = sum(r.size or 0 for rel, r in available.items() if not directory or rel.startswith(directory + "/"))
+            raise CannotCompare(
+                f"{metadata_path}: storage entry {rel!r} is not a regular file inside the checkpoint (or not one it lists)"
+            )
+    on_disk = sum(
+        r.size or 0
+        for rel, r in available.items()
+        if not directory or rel.startswith(directory + "/")
+    )
     needed = 0
     for item in metadata.state_dict_metadata.values():
         if isinstance(item, TensorStorageMetadata):
@@ -133,7 +186,9 @@ def _read_dcp(root: str, directory: str, available: dict[str, Resolved]) -> dict
                 numel *= n
             needed += numel * item.properties.dtype.itemsize
             if needed > on_disk:
-                raise CannotCompare(f"{metadata_path}: its tensors need more than the {on_disk} bytes stored in the directory")
+                raise CannotCompare(
+                    f"{metadata_path}: its tensors need more than the {on_disk} bytes stored in the directory"
+                )
     state: dict[str, Any] = {}
     for key, item in metadata.state_dict_metadata.items():
         if isinstance(item, TensorStorageMetadata):
@@ -142,7 +197,12 @@ def _read_dcp(root: str, directory: str, available: dict[str, Resolved]) -> dict
             state[key] = None  # a non-tensor value, filled in by the planner
     with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
         warnings.simplefilter("ignore", UserWarning)
-        dcp.load(state, storage_reader=safe_reader(os.path.join(root, directory)), planner=safe_planner(), no_dist=True)
+        dcp.load(
+            state,
+            storage_reader=safe_reader(os.path.join(root, directory)),
+            planner=safe_planner(),
+            no_dist=True,
+        )
     return state
 
 
@@ -177,19 +237,39 @@ def _checked_files(root: str) -> tuple[Any, dict[str, Resolved]]:
     from ckptspec.checkpoint_check import check_checkpoint
 
     manifest, findings = check_checkpoint(root, deep=False)
-    blocking = [f for f in findings if f.severity is Severity.ERROR and f.code not in _COMPARABLE_CODES]
+    blocking = [
+        f for f in findings if f.severity is Severity.ERROR and f.code not in _COMPARABLE_CODES
+    ]
     if manifest is None or blocking:
         first = (blocking or findings)[0]
         raise CannotCompare(f"{root} is not a checkpoint that can be read safely: {first.line()}")
     real_root = os.path.realpath(root)
     tree = scan_tree(root)
-    return manifest, {f.path: resolve(root, real_root, tree, f.path) for c in manifest.components for f in c.files}
+    return manifest, {
+        f.path: resolve(root, real_root, tree, f.path) for c in manifest.components for f in c.files
+    }
 
 
 _COMPARABLE_CODES = frozenset({"DIR_STEP_MISMATCH", "CHECKPOINT_RUN_ID"}) | {
-    code for code in ("STEP_MISMATCH", "ACCUMULATION_MISMATCH", "PER_RANK_COVERAGE", "GROUP_COVERAGE", "SHARDED_FORMAT", "RESHARDABLE_FLAG",
-                      "RESUMABLE_INCOMPLETE", "MESH_WORLD_SIZE", "RANK_OUT_OF_RANGE", "FINGERPRINT_KEYS", "FINGERPRINT_DIGEST",
-                      "REPLICATION_MISMATCH", "REPLICATION_INVALID", "STEP_COUNT_MISMATCH", "RESUME_RECORD", "DUPLICATE_COMPONENT")
+    code
+    for code in (
+        "STEP_MISMATCH",
+        "ACCUMULATION_MISMATCH",
+        "PER_RANK_COVERAGE",
+        "GROUP_COVERAGE",
+        "SHARDED_FORMAT",
+        "RESHARDABLE_FLAG",
+        "RESUMABLE_INCOMPLETE",
+        "MESH_WORLD_SIZE",
+        "RANK_OUT_OF_RANGE",
+        "FINGERPRINT_KEYS",
+        "FINGERPRINT_DIGEST",
+        "REPLICATION_MISMATCH",
+        "REPLICATION_INVALID",
+        "STEP_COUNT_MISMATCH",
+        "RESUME_RECORD",
+        "DUPLICATE_COMPONENT",
+    )
 }
 """Errors that leave every listed file readable: a checkpoint with them can still be compared."""
 
@@ -207,7 +287,9 @@ def load_leaves(path: str | Path, ignore: tuple[str, ...] = ()) -> dict[str, Any
     found: dict[str, Any] = {}
     if not os.path.lexists(os.path.join(root, LAYOUT.manifest_file)):
         if not os.path.lexists(os.path.join(root, DCP_METADATA_FILE)):
-            raise CannotCompare(f"{root}: neither a checkpoint (no {LAYOUT.manifest_file}) nor a DCP directory (no {DCP_METADATA_FILE})")
+            raise CannotCompare(
+                f"{root}: neither a checkpoint (no {LAYOUT.manifest_file}) nor a DCP directory (no {DCP_METADATA_FILE})"
+            )
         _flatten(load_dcp_state(root), "state", found)
         return found
     manifest, files = _checked_files(root)
@@ -218,7 +300,9 @@ def load_leaves(path: str | Path, ignore: tuple[str, ...] = ()) -> dict[str, Any
         if component.format == "dcp":
             directory = {f.path.split("/")[0] for f in component.files}
             if len(directory) != 1 or any("/" not in p for p in own):
-                raise CannotCompare(f"{root}: DCP component {component.name!r} is not one directory")
+                raise CannotCompare(
+                    f"{root}: DCP component {component.name!r} is not one directory"
+                )
             _flatten(_read_dcp(root, directory.pop(), own), component.name, found)
             continue
         for entry in component.files:
@@ -234,8 +318,14 @@ def load_leaves(path: str | Path, ignore: tuple[str, ...] = ()) -> dict[str, Any
             elif component.format == "torch_weights_only":
                 value = torch.load(real, weights_only=True, map_location="cpu", mmap=True)
             else:
-                raise CannotCompare(f"{root}: component {component.name!r} has format {component.format!r}, which diff does not read")
-            _flatten(value, f"{component.name}/{entry.path}" if len(component.files) > 1 else component.name, found)
+                raise CannotCompare(
+                    f"{root}: component {component.name!r} has format {component.format!r}, which diff does not read"
+                )
+            _flatten(
+                value,
+                f"{component.name}/{entry.path}" if len(component.files) > 1 else component.name,
+                found,
+            )
     return found
 
 
@@ -244,7 +334,10 @@ def _tensor_fields(value: Any, side: str) -> dict[str, Any]:
 
     if not isinstance(value, torch.Tensor):
         return {}
-    return {f"dtype_{side}": str(value.dtype).removeprefix("torch."), f"shape_{side}": list(value.shape)}
+    return {
+        f"dtype_{side}": str(value.dtype).removeprefix("torch."),
+        f"shape_{side}": list(value.shape),
+    }
 
 
 def _different(name: str, a: Any, b: Any) -> Difference:
@@ -292,7 +385,7 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _components(root: str | Path) -> Optional[list[Any]]:
+def _components(root: str | Path) -> list[Any] | None:
     """The components of the checkpoint at ``root`` when it has a valid manifest, else None."""
     from ckptspec.documents import load_manifest
 
@@ -317,7 +410,9 @@ def export_scope(a: str | Path, b: str | Path) -> tuple[str, ...]:
 
     if not (is_export(a) or is_export(b)):
         return ()
-    return tuple(sorted({c.name for root in (a, b) for c in _components(root) or () if c.kind != "model"}))
+    return tuple(
+        sorted({c.name for root in (a, b) for c in _components(root) or () if c.kind != "model"})
+    )
 
 
 def differences(a: str | Path, b: str | Path, ignore: tuple[str, ...] = ()) -> list[Difference]:
@@ -328,9 +423,23 @@ def differences(a: str | Path, b: str | Path, ignore: tuple[str, ...] = ()) -> l
         found = []
         for name in sorted(left.keys() | right.keys()):
             if name not in right:
-                found.append(Difference(name=name, kind="only_in_a", detail="only in A", **_tensor_fields(left[name], "a")))
+                found.append(
+                    Difference(
+                        name=name,
+                        kind="only_in_a",
+                        detail="only in A",
+                        **_tensor_fields(left[name], "a"),
+                    )
+                )
             elif name not in left:
-                found.append(Difference(name=name, kind="only_in_b", detail="only in B", **_tensor_fields(right[name], "b")))
+                found.append(
+                    Difference(
+                        name=name,
+                        kind="only_in_b",
+                        detail="only in B",
+                        **_tensor_fields(right[name], "b"),
+                    )
+                )
             elif _digest(left[name]) != _digest(right[name]):
                 found.append(_different(name, left[name], right[name]))
         return found
@@ -348,7 +457,7 @@ def compare(a: str | Path, b: str | Path, ignore: tuple[str, ...] = ()) -> list[
 
 def run(args: argparse.Namespace) -> int:
     """Compare A and B; print the differences; return the exit status."""
-    error: Optional[str] = None
+    error: str | None = None
     found: list[Difference] = []
     scope = export_scope(args.a, args.b)
     ignored = sorted(set(args.ignore) | set(scope))
@@ -358,10 +467,22 @@ def run(args: argparse.Namespace) -> int:
         error = str(exc)
     status = EXIT_ERROR if error is not None else (EXIT_FAIL if found else EXIT_OK)
     if args.format == "json":
-        verdict: Literal["identical", "different", "not_compared"] = {EXIT_OK: "identical", EXIT_FAIL: "different", EXIT_ERROR: "not_compared"}[status]  # type: ignore[assignment]
+        verdict: Literal["identical", "different", "not_compared"] = {
+            EXIT_OK: "identical",
+            EXIT_FAIL: "different",
+            EXIT_ERROR: "not_compared",
+        }[status]  # type: ignore[assignment]
         document = DiffOutput(
-            output="ckptspec-diff", output_version=DIFF_OUTPUT_VERSION, tool=f"ckptspec {__version__}", a=str(args.a), b=str(args.b),
-            ignored=ignored, compared="model" if scope else "all", verdict=verdict, differences=found, error=error,
+            output="ckptspec-diff",
+            output_version=DIFF_OUTPUT_VERSION,
+            tool=f"ckptspec {__version__}",
+            a=str(args.a),
+            b=str(args.b),
+            ignored=ignored,
+            compared="model" if scope else "all",
+            verdict=verdict,
+            differences=found,
+            error=error,
         )
         print(document.model_dump_json(indent=2))
         return status
@@ -369,7 +490,10 @@ def run(args: argparse.Namespace) -> int:
         print(printable(f"ckptspec diff: cannot compare: {error}"), file=sys.stderr)
         return status
     if scope:
-        print(f"one side is a weights-only export: comparing the model only (not {', '.join(scope)})", file=sys.stderr)
+        print(
+            f"one side is a weights-only export: comparing the model only (not {', '.join(scope)})",
+            file=sys.stderr,
+        )
     for d in found[: args.limit]:
         print(printable(f"{d.name}: {d.detail}"))
     if len(found) > args.limit:

@@ -49,7 +49,9 @@ def _as_doubles(value: Any) -> Any:
         try:
             return float(value)
         except OverflowError:
-            raise ValueError(f"an integer of {len(str(abs(value)))} digits is not a finite double") from None
+            raise ValueError(
+                f"an integer of {len(str(abs(value)))} digits is not a finite double"
+            ) from None
     if isinstance(value, Mapping):
         return {key: _as_doubles(v) for key, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -74,7 +76,9 @@ def json_digest(value: Any) -> str:
 def canonical_json_v1(value: Any) -> bytes:
     """The legacy canonical form of spec 2.0 and 1.x: Python's ``json`` with sorted keys and no
     whitespace; raises ``ValueError`` on NaN or infinity."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
 
 
 def json_digest_v1(value: Any) -> str:
@@ -85,7 +89,9 @@ def json_digest_v1(value: Any) -> str:
 def raw_tensor_digest(dtype: str, shape: Sequence[int], data: bytes | memoryview) -> str:
     """The tensor digest from its parts: ``data`` holds the row-major little-endian elements."""
     h = hashlib.sha256(TENSOR_HEADER)
-    h.update(dtype.encode("ascii") + b"\n" + ",".join(str(int(s)) for s in shape).encode("ascii") + b"\n")
+    h.update(
+        dtype.encode("ascii") + b"\n" + ",".join(str(int(s)) for s in shape).encode("ascii") + b"\n"
+    )
     h.update(data)
     return h.hexdigest()
 
@@ -93,7 +99,9 @@ def raw_tensor_digest(dtype: str, shape: Sequence[int], data: bytes | memoryview
 def tensor_digest(tensor: Any) -> str:
     """The tensor digest of a ``torch.Tensor`` (a DTensor must be made full by the caller)."""
     if sys.byteorder != "little":  # torch stores elements in native order
-        raise RuntimeError("the canonical tensor digest is implemented for little-endian hosts only")
+        raise RuntimeError(
+            "the canonical tensor digest is implemented for little-endian hosts only"
+        )
     t = tensor.detach()
     if getattr(t, "is_sparse", False):
         t = t.to_dense()
@@ -129,12 +137,15 @@ def leaves(state: Any, prefix: str = "") -> dict[str, Any]:
 
 def leaf_digests(state: Any, prefix: str = "") -> dict[str, str]:
     """The digest of every leaf of a nested mapping/sequence, keyed by its ``/``-joined path."""
-    return {path: tensor_digest(leaf) if _is_tensor(leaf) else json_digest(leaf) for path, leaf in leaves(state, prefix).items()}
+    return {
+        path: tensor_digest(leaf) if _is_tensor(leaf) else json_digest(leaf)
+        for path, leaf in leaves(state, prefix).items()
+    }
 
 
 def state_digest(state: Any) -> str:
     """The state digest of a nested mapping of tensors and JSON values."""
     h = hashlib.sha256()
     for path, digest in sorted(leaf_digests(state).items()):
-        h.update(f"{path}\t{digest}\n".encode("utf-8"))
+        h.update(f"{path}\t{digest}\n".encode())
     return h.hexdigest()

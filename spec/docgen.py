@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-
 from typing import Any, get_args
 
 from ckptspec.findings import CODES_LIST, Stage
@@ -35,7 +34,9 @@ PAGES["run.md"] += ("fields run-index",)
 PAGES["validating.md"] = ("schema-codes", "stages")
 """Page file name -> the generated blocks it must contain."""
 
-_BLOCK_RE = re.compile(r"(<!-- BEGIN GENERATED: ([a-z0-9 _-]+) -->\n)(.*?)(<!-- END GENERATED -->)", re.DOTALL)
+_BLOCK_RE = re.compile(
+    r"(<!-- BEGIN GENERATED: ([a-z0-9 _-]+) -->\n)(.*?)(<!-- END GENERATED -->)", re.DOTALL
+)
 
 
 def _cell(text: str) -> str:
@@ -47,7 +48,9 @@ def requirements_table(section: Section) -> str:
     rows = ["| ID | Level | Requirement | Checked by |", "|---|---|---|---|"]
     for r in REQUIREMENTS:
         if r.section is section:
-            rows.append(f"| <a id=\"{r.id.lower()}\"></a>{r.id} | {r.level.value} | **{_cell(r.title)}.** {_cell(r.statement)} | {', '.join(r.verified_by)} |")
+            rows.append(
+                f'| <a id="{r.id.lower()}"></a>{r.id} | {r.level.value} | **{_cell(r.title)}.** {_cell(r.statement)} | {", ".join(r.verified_by)} |'
+            )
     return "\n".join(rows) + "\n"
 
 
@@ -57,7 +60,9 @@ def codes_table() -> str:
     for c in CODES_LIST:
         section = c.requirement.split("-")[0].lower()
         page = "versioning" if section == "version" else section
-        rows.append(f"| `{c.code}` | [{c.requirement}]({page}.md#{c.requirement.lower()}) | {c.severity.value} | {c.stage} | {_cell(c.meaning)} |")
+        rows.append(
+            f"| `{c.code}` | [{c.requirement}]({page}.md#{c.requirement.lower()}) | {c.severity.value} | {c.stage} | {_cell(c.meaning)} |"
+        )
     return "\n".join(rows) + "\n"
 
 
@@ -72,7 +77,9 @@ def stages_table() -> str:
     """The Markdown table of the stages, in the order they run, with their codes in registry order."""
     rows = ["| Stage | Codes |", "|---|---|"]
     for stage in get_args(Stage):
-        rows.append(f"| `{stage}` | {', '.join(f'`{c.code}`' for c in CODES_LIST if c.stage == stage)} |")
+        rows.append(
+            f"| `{stage}` | {', '.join(f'`{c.code}`' for c in CODES_LIST if c.stage == stage)} |"
+        )
     return "\n".join(rows) + "\n"
 
 
@@ -86,17 +93,24 @@ def _type(node: dict[str, Any]) -> str:
         return "one of " + ", ".join(f"`{v}`" for v in node["enum"])
     kind = str(node.get("type", "any JSON value"))
     if kind == "array":
-        return f"array of {_type(node.get('items', {}))}" + (f" (at least {node['minItems']})" if "minItems" in node else "")
+        return f"array of {_type(node.get('items', {}))}" + (
+            f" (at least {node['minItems']})" if "minItems" in node else ""
+        )
     if kind == "object":
         values = node.get("additionalProperties", True)
-        entries = f" (at least {node['minProperties']} entry)" if node.get("minProperties") == 1 else (
-            f" (at least {node['minProperties']} entries)" if "minProperties" in node else "")
+        entries = (
+            f" (at least {node['minProperties']} entry)"
+            if node.get("minProperties") == 1
+            else (f" (at least {node['minProperties']} entries)" if "minProperties" in node else "")
+        )
         return ("object" if values is True else f"object of {_type(values)}") + entries
     bounds = [f"≥ {node['minimum']}"] if "minimum" in node else []
     if "pattern" in node:
         bounds.append(f"matching `{node['pattern']}`".replace("|", "\\|"))
     if "minLength" in node:
-        bounds.append(f"at least {node['minLength']} character{'s' if node['minLength'] != 1 else ''}")
+        bounds.append(
+            f"at least {node['minLength']} character{'s' if node['minLength'] != 1 else ''}"
+        )
     if "maxLength" in node:
         bounds.append(f"at most {node['maxLength']} characters")
     return kind + (" " + ", ".join(bounds) if bounds else "")
@@ -121,12 +135,23 @@ def fields_tables(schema_file: str) -> str:
     out = []
     for name in order:
         node = schema if name == model.__name__ else defs[name]
-        out += [f"#### {name}", "", _cell(node.get("description", "")), "", "| Field | Type | Required | Meaning |", "|---|---|---|---|"]
+        out += [
+            f"#### {name}",
+            "",
+            _cell(node.get("description", "")),
+            "",
+            "| Field | Type | Required | Meaning |",
+            "|---|---|---|---|",
+        ]
         required = set(node.get("required", []))
         for field, prop in node.get("properties", {}).items():
             ref = re.search(r"#/\$defs/([A-Za-z]+)", json.dumps(prop))
-            meaning = prop.get("description") or (defs[ref.group(1)].get("description", "") if ref else "")
-            out.append(f"| `{field}` | {_type(prop)} | {'yes' if field in required else 'no'} | {_cell(meaning)} |")
+            meaning = prop.get("description") or (
+                defs[ref.group(1)].get("description", "") if ref else ""
+            )
+            out.append(
+                f"| `{field}` | {_type(prop)} | {'yes' if field in required else 'no'} | {_cell(meaning)} |"
+            )
         out.append("")
     return "\n".join(out)
 

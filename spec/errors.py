@@ -46,7 +46,10 @@ class GroupLayoutMismatchError(WorldSizeMismatchError):
         self.saved = self.current = world_size
         self.components = sorted(regrouped)
         self.regrouped = dict(sorted(regrouped.items()))
-        detail = ", ".join(f"{name}: group size {saved} in the checkpoint, {now} in this run" for name, (saved, now) in self.regrouped.items())
+        detail = ", ".join(
+            f"{name}: group size {saved} in the checkpoint, {now} in this run"
+            for name, (saved, now) in self.regrouped.items()
+        )
         CheckpointError.__init__(
             self,
             f"checkpoint was written at world size {world_size} with other rank groups; grouped rank-local "
@@ -62,8 +65,13 @@ class ConfigDriftError(CheckpointError):
 
     def __init__(self, differences: Mapping[str, tuple[Any, Any]]) -> None:
         self.differences = dict(sorted(differences.items()))
-        detail = "; ".join(f"{k}: checkpoint {saved!r}, run {now!r}" for k, (saved, now) in self.differences.items())
-        super().__init__(f"config drift in {len(self.differences)} fingerprinted setting(s): {detail}")
+        detail = "; ".join(
+            f"{k}: checkpoint {saved!r}, run {now!r}"
+            for k, (saved, now) in self.differences.items()
+        )
+        super().__init__(
+            f"config drift in {len(self.differences)} fingerprinted setting(s): {detail}"
+        )
 
 
 class IntegrityError(CheckpointError):
@@ -106,7 +114,9 @@ class RunLockedError(CheckpointError):
 
     def __init__(self, run_dir: str, detail: str) -> None:
         self.run_dir, self.detail = run_dir, detail
-        super().__init__(f"cannot claim run directory {run_dir} for this writer: {detail}; nothing was written")
+        super().__init__(
+            f"cannot claim run directory {run_dir} for this writer: {detail}; nothing was written"
+        )
 
 
 class RunStartupError(CheckpointError):
@@ -119,4 +129,6 @@ class RunStartupError(CheckpointError):
 
     def __init__(self, run_dir: str, detail: str) -> None:
         self.run_dir, self.detail = run_dir, detail
-        super().__init__(f"start-up of the writer of run directory {run_dir} failed on rank 0: {detail}")
+        super().__init__(
+            f"start-up of the writer of run directory {run_dir} failed on rank 0: {detail}"
+        )

@@ -8,7 +8,7 @@ codes a validator must report, and the one requirement an invalid case breaks.
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal
 
 from pydantic import Field
 
@@ -28,13 +28,20 @@ class ExampleCase(StrictModel):
     """One example case: a validator passes it when it reports exactly ``codes`` and ``verdict``."""
 
     description: str = Field(min_length=1, description="What the case shows.")
-    path: RelativePath = Field(description="What to validate, relative to the case directory: a checkpoint or run directory, a manifest or a run index.")
+    path: RelativePath = Field(
+        description="What to validate, relative to the case directory: a checkpoint or run directory, a manifest or a run index."
+    )
     deep: bool = Field(description="Whether file digests are checked as well as sizes.")
     verdict: Literal["conformant", "not_conformant", "not_checked"] = Field(
-        description="The verdict without `--strict`; `not_checked` when the path cannot be checked at all (exit status 2, no codes).")
-    requirement: Optional[str] = Field(
+        description="The verdict without `--strict`; `not_checked` when the path cannot be checked at all (exit status 2, no codes)."
+    )
+    requirement: str | None = Field(
         pattern=r"^[A-Z]+-[1-9][0-9]*$",
         description="The requirement the case breaks (the one its codes name); null for a valid or a not_checked case.",
     )
-    codes: list[str] = Field(description="The sorted set of finding codes a validator must report; empty for a valid or a not_checked case.")
-    materialize: Optional[Materialize] = Field(default=None, description="Only for data too large to check in.")
+    codes: list[str] = Field(
+        description="The sorted set of finding codes a validator must report; empty for a valid or a not_checked case."
+    )
+    materialize: Materialize | None = Field(
+        default=None, description="Only for data too large to check in."
+    )

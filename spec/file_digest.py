@@ -14,7 +14,7 @@ import io
 import mmap
 import os
 from collections.abc import Callable, Iterator
-from typing import Any, Optional, Protocol
+from typing import Any, Protocol
 
 import blake3
 import google_crc32c
@@ -61,14 +61,20 @@ DEFAULT_ALGORITHM = "xxh3-128"
 """What writers of this package use unless told otherwise (the fastest listed; see the spec's
 security considerations for when to choose ``sha256`` instead)."""
 
-DIGEST_PATTERN = "^(" + "|".join(f"{name}:[0-9a-f]{{{digits}}}" for name, (_, digits) in ALGORITHMS.items()) + ")$"
+DIGEST_PATTERN = (
+    "^("
+    + "|".join(f"{name}:[0-9a-f]{{{digits}}}" for name, (_, digits) in ALGORITHMS.items())
+    + ")$"
+)
 """The regular expression of a file digest string, as the schema states it."""
 
 
 def new_hasher(algorithm: str) -> Hasher:
     """A fresh hash object for ``algorithm``; ``ValueError`` names the listed ones otherwise."""
     if algorithm not in ALGORITHMS:
-        raise ValueError(f"unknown digest algorithm {algorithm!r}; the spec lists {', '.join(ALGORITHMS)}")
+        raise ValueError(
+            f"unknown digest algorithm {algorithm!r}; the spec lists {', '.join(ALGORITHMS)}"
+        )
     return ALGORITHMS[algorithm][0]()
 
 
@@ -98,7 +104,9 @@ class DigestMismatchError(Exception):
 
 
 @contextlib.contextmanager
-def verified_file(path: str | os.PathLike[str], listed: Optional[tuple[int, str]]) -> Iterator[io.RawIOBase]:
+def verified_file(
+    path: str | os.PathLike[str], listed: tuple[int, str] | None
+) -> Iterator[io.RawIOBase]:
     """The regular file ``path`` as a read-only, seekable stream over its pages (``mmap``),
     yielded only once its whole content matched ``listed`` (its size and digest string as a
     manifest lists them); :class:`DigestMismatchError` otherwise (also when ``listed`` is None:
@@ -112,7 +120,11 @@ def verified_file(path: str | os.PathLike[str], listed: Optional[tuple[int, str]
         actual = os.fstat(f.fileno()).st_size
         if actual != size:
             raise DigestMismatchError(name, f"has {actual} bytes, the manifest says {size}")
-        mapped = mmap.mmap(f.fileno(), size, prot=mmap.PROT_READ, flags=mmap.MAP_SHARED) if size else None
+        mapped = (
+            mmap.mmap(f.fileno(), size, prot=mmap.PROT_READ, flags=mmap.MAP_SHARED)
+            if size
+            else None
+        )
     view = memoryview(mapped) if mapped is not None else memoryview(b"")
     try:
         found = digest_bytes(view, algorithm_of(expected))
@@ -163,7 +175,7 @@ def digest_bytes(data: bytes | memoryview, algorithm: str) -> str:
     return format_digest(algorithm, h.hexdigest())
 
 
-_observer: Optional[Callable[[int, bool], None]] = None
+_observer: Callable[[int, bool], None] | None = None
 
 
 @contextlib.contextmanager
@@ -178,7 +190,7 @@ def observe_hashing(callback: Callable[[int, bool], None]) -> Iterator[None]:
         _observer = previous
 
 
-def digest_file(real_path: str, algorithm: str, size: Optional[int] = None) -> str:
+def digest_file(real_path: str, algorithm: str, size: int | None = None) -> str:
     """The digest string (``<algorithm>:<hex>``) of the regular file at ``real_path``, streamed;
     raises ``OSError`` if it cannot be read (a FIFO, device or final symlink included).
 

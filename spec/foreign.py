@@ -12,7 +12,7 @@ import os
 import stat
 import struct
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from ckptspec.jsonload import parse_document
 
@@ -38,8 +38,12 @@ class ForeignSummary:
 
     kind: str  # "dcp", "huggingface" or "unknown"
     tensors: list[TensorInfo] = field(default_factory=list)
-    opaque: list[str] = field(default_factory=list)  # entries whose contents were not inspected, with why
-    files: list[tuple[str, int]] = field(default_factory=list)  # (relative path, size) of regular files
+    opaque: list[str] = field(
+        default_factory=list
+    )  # entries whose contents were not inspected, with why
+    files: list[tuple[str, int]] = field(
+        default_factory=list
+    )  # (relative path, size) of regular files
     notes: list[str] = field(default_factory=list)
 
 
@@ -100,16 +104,28 @@ def _dcp(directory: str, prefix: str, summary: ForeignSummary) -> None:
             dtype = str(properties.dtype).removeprefix("torch.")
             summary.tensors.append(TensorInfo(f"{prefix}{fqn}", dtype, tuple(int(s) for s in size)))
         else:
-            summary.opaque.append(f"{prefix}{fqn}: non-tensor value (stored with torch.save; not loaded)")
+            summary.opaque.append(
+                f"{prefix}{fqn}: non-tensor value (stored with torch.save; not loaded)"
+            )
 
 
 def _hf_notes(directory: str, names: set[str], summary: ForeignSummary) -> None:
-    config = optional_json(os.path.join(directory, "config.json")) if "config.json" in names else None
+    config = (
+        optional_json(os.path.join(directory, "config.json")) if "config.json" in names else None
+    )
     if isinstance(config, dict):
-        summary.notes.append(f"config.json: model_type {config.get('model_type')!r}, architectures {config.get('architectures')!r}")
-    state = optional_json(os.path.join(directory, "trainer_state.json")) if "trainer_state.json" in names else None
+        summary.notes.append(
+            f"config.json: model_type {config.get('model_type')!r}, architectures {config.get('architectures')!r}"
+        )
+    state = (
+        optional_json(os.path.join(directory, "trainer_state.json"))
+        if "trainer_state.json" in names
+        else None
+    )
     if isinstance(state, dict):
-        summary.notes.append(f"trainer_state.json: global_step {state.get('global_step')!r}, epoch {state.get('epoch')!r}")
+        summary.notes.append(
+            f"trainer_state.json: global_step {state.get('global_step')!r}, epoch {state.get('epoch')!r}"
+        )
 
 
 def infer(directory: str) -> ForeignSummary:
@@ -137,11 +153,15 @@ def infer(directory: str) -> ForeignSummary:
     shards = sorted(n for n in names if n.endswith(".safetensors"))
     for name in shards:
         try:
-            summary.tensors += _safetensors_tensors(os.path.join(directory, name), "" if len(shards) == 1 else f"{name}:")
+            summary.tensors += _safetensors_tensors(
+                os.path.join(directory, name), "" if len(shards) == 1 else f"{name}:"
+            )
         except (ValueError, OSError) as exc:
             summary.notes.append(f"{name}: not a readable safetensors file ({exc})")
     summary.opaque += [
-        f"{n}: pickle / torch.save file (not loaded: unpickling could execute code)" for n in sorted(names) if n.endswith(PICKLE_SUFFIXES)
+        f"{n}: pickle / torch.save file (not loaded: unpickling could execute code)"
+        for n in sorted(names)
+        if n.endswith(PICKLE_SUFFIXES)
     ]
     _hf_notes(directory, names, summary)
     return summary
@@ -152,12 +172,16 @@ def dcp_subdirectories(directory: str) -> list[str]:
     out: list[str] = []
     for name in sorted(os.listdir(directory)):
         sub = os.path.join(directory, name)
-        if os.path.isdir(sub) and not os.path.islink(sub) and os.path.isfile(os.path.join(sub, ".metadata")):
+        if (
+            os.path.isdir(sub)
+            and not os.path.islink(sub)
+            and os.path.isfile(os.path.join(sub, ".metadata"))
+        ):
             out.append(name)
     return out
 
 
-def optional_json(path: str) -> Optional[Any]:
+def optional_json(path: str) -> Any | None:
     """The JSON value of a small side file such as `config.json`, or None if it is absent or malformed."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))

@@ -14,7 +14,7 @@ import json
 import math
 import os
 import re
-from typing import Any, Optional
+from typing import Any
 
 from ckptspec.confined import open_regular
 from ckptspec.findings import Finding, finding
@@ -62,7 +62,10 @@ def _shorten(text: str) -> str:
     return text if len(text) <= 40 else f"{text[:20]}...{text[-8:]} ({len(text)} characters)"
 
 
-_ESCAPED_PAIRS = (b"\\\\", b'\\"')  # an escaped backslash, then an escaped quote (left to right, as JSON pairs them)
+_ESCAPED_PAIRS = (
+    b"\\\\",
+    b'\\"',
+)  # an escaped backslash, then an escaped quote (left to right, as JSON pairs them)
 _STRING = re.compile(rb'"[^"]*"')
 _NESTING = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
 _NOT_BRACKETS = bytes(set(range(256)) - set(b"[]{}"))
@@ -77,17 +80,25 @@ def nesting_depth(data: bytes) -> int:
     return max(itertools.accumulate(memoryview(brackets).cast("b")), default=0)
 
 
-def parse_document(data: bytes, path: str) -> tuple[Optional[Any], list[Finding]]:
+def parse_document(data: bytes, path: str) -> tuple[Any | None, list[Finding]]:
     """The JSON value in ``data``, or None with the findings that explain why it is unusable.
 
     ``path`` names the document in findings. A value is returned only when there are no findings.
     """
     if len(data) > MAX_DOCUMENT_BYTES:
-        return None, [finding("JSON_TOO_LARGE", path, f"{len(data)} bytes, more than the {MAX_DOCUMENT_BYTES}-byte limit")]
+        return None, [
+            finding(
+                "JSON_TOO_LARGE",
+                path,
+                f"{len(data)} bytes, more than the {MAX_DOCUMENT_BYTES}-byte limit",
+            )
+        ]
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return None, [finding("JSON_ENCODING", path, f"not UTF-8: invalid byte at offset {exc.start}")]
+        return None, [
+            finding("JSON_ENCODING", path, f"not UTF-8: invalid byte at offset {exc.start}")
+        ]
     depth = nesting_depth(data)
     if depth > MAX_DEPTH:
         return None, [finding("JSON_TOO_DEEP", path, f"nesting depth {depth} exceeds {MAX_DEPTH}")]
@@ -104,14 +115,30 @@ def parse_document(data: bytes, path: str) -> tuple[Optional[Any], list[Finding]
         return obj
 
     try:
-        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float, parse_int=_double_sized_int, object_pairs_hook=build_object)
-        json.dumps(value, ensure_ascii=False, check_circular=False).encode("utf-8")  # a lone surrogate cannot be encoded
+        value = json.loads(
+            text,
+            parse_constant=_reject_constant,
+            parse_float=_finite_float,
+            parse_int=_double_sized_int,
+            object_pairs_hook=build_object,
+        )
+        json.dumps(value, ensure_ascii=False, check_circular=False).encode(
+            "utf-8"
+        )  # a lone surrogate cannot be encoded
     except UnicodeEncodeError as exc:
-        return None, [finding("JSON_ENCODING", path, f"a string escape encodes the lone surrogate U+{ord(exc.object[exc.start]):04X}, which is not a Unicode character")]
+        return None, [
+            finding(
+                "JSON_ENCODING",
+                path,
+                f"a string escape encodes the lone surrogate U+{ord(exc.object[exc.start]):04X}, which is not a Unicode character",
+            )
+        ]
     except _NonFinite as exc:
         return None, [finding("JSON_NONFINITE", path, str(exc))]
     except RecursionError:  # not expected after the depth check; a crash is never acceptable
-        return None, [finding("JSON_TOO_DEEP", path, "nesting is deeper than the parser can follow")]
+        return None, [
+            finding("JSON_TOO_DEEP", path, "nesting is deeper than the parser can follow")
+        ]
     except ValueError as exc:  # JSONDecodeError, or an integer literal with too many digits
         return None, [finding("JSON_SYNTAX", path, f"not valid JSON: {exc}")]
     if duplicates:
@@ -120,7 +147,7 @@ def parse_document(data: bytes, path: str) -> tuple[Optional[Any], list[Finding]
     return value, []
 
 
-def read_document(path: str, *, follow_links: bool = False) -> tuple[Optional[Any], list[Finding]]:
+def read_document(path: str, *, follow_links: bool = False) -> tuple[Any | None, list[Finding]]:
     """Read and parse the document at ``path`` (a regular file), reading at most one byte past the limit.
 
     A symbolic link is followed only with ``follow_links`` (for a path the caller has already

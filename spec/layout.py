@@ -1,19 +1,18 @@
 """The directory layout of a run, declared as data (spec section *layout*).
 
-    <output_dir>/<run_id>/                      run directory
-      run.json                                  run index
-      .writer.lock                              the single writer's claim (flock, RUN-8)
-      latest, best                              optional symbolic links to checkpoints
-      step-000000100/                           committed checkpoint (manifest.json inside)
-      .staging-step-000000200-<32 hex>/         in-flight save, never listed
-      .rewound/<fork id>/step-000000300/        checkpoints moved aside by a rewind
+<output_dir>/<run_id>/                      run directory
+  run.json                                  run index
+  .writer.lock                              the single writer's claim (flock, RUN-8)
+  latest, best                              optional symbolic links to checkpoints
+  step-000000100/                           committed checkpoint (manifest.json inside)
+  .staging-step-000000200-<32 hex>/         in-flight save, never listed
+  .rewound/<fork id>/step-000000300/        checkpoints moved aside by a rewind
 """
 
 from __future__ import annotations
 
 import os
 import re
-from typing import Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -25,13 +24,27 @@ class Layout(BaseModel):
 
     manifest_file: str = Field(description="The commit marker inside a checkpoint directory.")
     run_index_file: str = Field(description="The run index inside a run directory.")
-    lock_file: str = Field(description="The lock file a writer holds an exclusive `flock` on while it writes (RUN-8); empty.")
-    checkpoint_dir_pattern: str = Field(description="Regex of a committed checkpoint directory; group 1 is the step.")
-    staging_dir_pattern: str = Field(description="Regex of an in-flight save; group 1 is the step, group 2 a random id.")
-    rewound_dir: str = Field(description="Directory holding checkpoints moved aside by rewinds, one subdirectory per fork.")
-    latest_link: str = Field(description="Optional symbolic link in the run directory to the latest checkpoint.")
-    best_link: str = Field(description="Optional symbolic link in the run directory to the best checkpoint.")
-    step_digits: int = Field(description="Minimum digits of the zero-padded step in directory names.")
+    lock_file: str = Field(
+        description="The lock file a writer holds an exclusive `flock` on while it writes (RUN-8); empty."
+    )
+    checkpoint_dir_pattern: str = Field(
+        description="Regex of a committed checkpoint directory; group 1 is the step."
+    )
+    staging_dir_pattern: str = Field(
+        description="Regex of an in-flight save; group 1 is the step, group 2 a random id."
+    )
+    rewound_dir: str = Field(
+        description="Directory holding checkpoints moved aside by rewinds, one subdirectory per fork."
+    )
+    latest_link: str = Field(
+        description="Optional symbolic link in the run directory to the latest checkpoint."
+    )
+    best_link: str = Field(
+        description="Optional symbolic link in the run directory to the best checkpoint."
+    )
+    step_digits: int = Field(
+        description="Minimum digits of the zero-padded step in directory names."
+    )
     run_id_pattern: str = Field(description="Regex a run id (and run directory name) must match.")
 
 
@@ -67,7 +80,7 @@ def staging_dir_name(step: int, token: str) -> str:
     return name
 
 
-def parse_checkpoint_dir(name: str) -> Optional[int]:
+def parse_checkpoint_dir(name: str) -> int | None:
     """The step encoded in a checkpoint directory name, or None if ``name`` is not one.
 
     A name with more than the minimum digits is accepted only without superfluous leading zeros,
@@ -91,8 +104,12 @@ def step_directories(run_dir: str | os.PathLike[str]) -> list[tuple[int, str]]:
     cannot be listed. Committed or not: see :func:`committed_steps`."""
     try:
         with os.scandir(run_dir) as it:
-            found = [(step, entry.path) for entry in it
-                     if (step := parse_checkpoint_dir(entry.name)) is not None and entry.is_dir(follow_symlinks=False)]
+            found = [
+                (step, entry.path)
+                for entry in it
+                if (step := parse_checkpoint_dir(entry.name)) is not None
+                and entry.is_dir(follow_symlinks=False)
+            ]
     except OSError:
         return []
     return sorted(found)
@@ -103,4 +120,8 @@ def committed_steps(run_dir: str | os.PathLike[str]) -> list[int]:
     :func:`step_directories` that hold a ``manifest.json`` entry. Discovery is by name and commit
     marker only, never by modification time; whether the manifest is valid is the validator's
     and the loader's question, not discovery's."""
-    return [step for step, path in step_directories(run_dir) if os.path.lexists(os.path.join(path, LAYOUT.manifest_file))]
+    return [
+        step
+        for step, path in step_directories(run_dir)
+        if os.path.lexists(os.path.join(path, LAYOUT.manifest_file))
+    ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from json.decoder import scanstring
-from typing import Any, Optional
+from typing import Any
 from urllib.parse import quote
 from xml.etree import ElementTree
 
@@ -28,7 +28,7 @@ def _skip(text: str, i: int) -> int:
     return i
 
 
-def _value_at(text: str, i: int, parts: list[str]) -> Optional[int]:
+def _value_at(text: str, i: int, parts: list[str]) -> int | None:
     """The offset where the value at the JSON Pointer ``parts`` (below the value at ``i``) starts."""
     decoder = json.JSONDecoder()
     i = _skip(text, i)
@@ -52,7 +52,7 @@ def _value_at(text: str, i: int, parts: list[str]) -> Optional[int]:
     return None
 
 
-def pointer_line(path: str, pointer: Optional[str]) -> Optional[int]:
+def pointer_line(path: str, pointer: str | None) -> int | None:
     """The 1-based line of the JSON file ``path`` where the value at ``pointer`` starts; None when
     the file is not JSON, cannot be read, is over 16 MiB, or the pointer leads nowhere."""
     if pointer is None or not path.endswith(".json"):
@@ -62,7 +62,11 @@ def pointer_line(path: str, pointer: Optional[str]) -> Optional[int]:
             return None
         with open(path, encoding="utf-8") as f:
             text = f.read()
-        parts = [p.replace("~1", "/").replace("~0", "~") for p in pointer.split("/")[1:]] if pointer else []
+        parts = (
+            [p.replace("~1", "/").replace("~0", "~") for p in pointer.split("/")[1:]]
+            if pointer
+            else []
+        )
         offset = _value_at(text, 0, parts)
     except (OSError, ValueError, IndexError):
         return None
@@ -82,36 +86,52 @@ def sarif(document: dict[str, Any]) -> dict[str, Any]:
     """The SARIF 2.1.0 log of a ``validate`` run: one rule per finding code, one result per finding."""
     findings = _findings(document)
     codes = sorted({f.code for f in findings})
-    rules = [{
-        "id": code,
-        "shortDescription": {"text": CODES[code].meaning if code in CODES else code},
-        "properties": {"requirement": CODES[code].requirement if code in CODES else None},
-    } for code in codes]
+    rules = [
+        {
+            "id": code,
+            "shortDescription": {"text": CODES[code].meaning if code in CODES else code},
+            "properties": {"requirement": CODES[code].requirement if code in CODES else None},
+        }
+        for code in codes
+    ]
     results = []
     for f in findings:
         location: dict[str, Any] = {"artifactLocation": {"uri": _uri(f.path)}}
         line = pointer_line(f.path, f.pointer)
         if line is not None:
             location["region"] = {"startLine": line}
-        results.append({
-            "ruleId": f.code,
-            "ruleIndex": codes.index(f.code),
-            "level": f.severity.value,
-            "message": {"text": f"{f.requirement}: {f.message}"},
-            "locations": [{"physicalLocation": location}],
-            "properties": {"requirement": f.requirement, **({"pointer": f.pointer} if f.pointer is not None else {})},
-        })
+        results.append(
+            {
+                "ruleId": f.code,
+                "ruleIndex": codes.index(f.code),
+                "level": f.severity.value,
+                "message": {"text": f"{f.requirement}: {f.message}"},
+                "locations": [{"physicalLocation": location}],
+                "properties": {
+                    "requirement": f.requirement,
+                    **({"pointer": f.pointer} if f.pointer is not None else {}),
+                },
+            }
+        )
     problems = [t for t in document["targets"] if not t["checked"]]
     invocation = {
         "executionSuccessful": not problems,
         "toolExecutionNotifications": [
-            {"level": "error", "message": {"text": f"cannot check {t['error']}"}, "locations": [{"physicalLocation": {"artifactLocation": {"uri": _uri(t["path"])}}}]}
+            {
+                "level": "error",
+                "message": {"text": f"cannot check {t['error']}"},
+                "locations": [{"physicalLocation": {"artifactLocation": {"uri": _uri(t["path"])}}}],
+            }
             for t in problems
         ],
     }
     name, _, version = document["validator"].partition(" ")
     driver = {"name": name, "version": version, "rules": rules}
-    return {"$schema": SARIF_SCHEMA, "version": "2.1.0", "runs": [{"tool": {"driver": driver}, "invocations": [invocation], "results": results}]}
+    return {
+        "$schema": SARIF_SCHEMA,
+        "version": "2.1.0",
+        "runs": [{"tool": {"driver": driver}, "invocations": [invocation], "results": results}],
+    }
 
 
 def _belongs(finding: Finding, target: str) -> bool:
@@ -126,16 +146,22 @@ def junit(document: dict[str, Any]) -> str:
     suite = ElementTree.Element("testsuite", name="ckptspec validate")
     failures = errors = 0
     for target in document["targets"]:
-        case = ElementTree.SubElement(suite, "testcase", classname="ckptspec.validate", name=target["path"])
+        case = ElementTree.SubElement(
+            suite, "testcase", classname="ckptspec.validate", name=target["path"]
+        )
         own = [f for f in findings if _belongs(f, target["path"])]
         if not target["checked"]:
             errors += 1
-            ElementTree.SubElement(case, "error", message=f"cannot check {target['error']}", type="not_checked")
+            ElementTree.SubElement(
+                case, "error", message=f"cannot check {target['error']}", type="not_checked"
+            )
             continue
         bad = [f for f in own if f.severity.value == "error"]
         if bad:
             failures += 1
-            failure = ElementTree.SubElement(case, "failure", message=f"{len(bad)} error(s): {bad[0].code}", type=bad[0].code)
+            failure = ElementTree.SubElement(
+                case, "failure", message=f"{len(bad)} error(s): {bad[0].code}", type=bad[0].code
+            )
             failure.text = "\n".join(f.line() for f in bad)
         warnings = [f for f in own if f.severity.value != "error"]
         if warnings:
@@ -143,7 +169,13 @@ def junit(document: dict[str, Any]) -> str:
     suite.set("tests", str(len(document["targets"])))
     suite.set("failures", str(failures))
     suite.set("errors", str(errors))
-    root = ElementTree.Element("testsuites", name="ckptspec", tests=suite.get("tests", "0"), failures=str(failures), errors=str(errors))
+    root = ElementTree.Element(
+        "testsuites",
+        name="ckptspec",
+        tests=suite.get("tests", "0"),
+        failures=str(failures),
+        errors=str(errors),
+    )
     root.append(suite)
     return ElementTree.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
 
@@ -167,5 +199,7 @@ def github(document: dict[str, Any]) -> str:
         lines.append(f"::{f.severity.value} {props}::{_escape(f.message + where)}")
     for t in document["targets"]:
         if not t["checked"]:
-            lines.append(f"::error file={_escape(t['path'], True)},title=cannot check::{_escape(str(t['error']))}")
+            lines.append(
+                f"::error file={_escape(t['path'], True)},title=cannot check::{_escape(str(t['error']))}"
+            )
     return "".join(line + "\n" for line in lines)

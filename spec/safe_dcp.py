@@ -25,11 +25,11 @@ import os
 import pickle
 import posixpath
 import stat
-from enum import Enum
 from collections.abc import Generator, Mapping
+from enum import Enum
 from pathlib import Path
 from types import BuiltinFunctionType, FunctionType, MethodType
-from typing import Any, NoReturn, Optional
+from typing import Any, NoReturn
 
 from ckptspec.file_digest import verified_file
 
@@ -76,9 +76,27 @@ _ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset(
 )
 _DTYPE_NAMES: frozenset[str] = frozenset(
     {
-        "float64", "float32", "float16", "bfloat16", "complex128", "complex64", "complex32",
-        "int64", "int32", "int16", "int8", "uint8", "uint16", "uint32", "uint64", "bool",
-        "float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz", "float8_e8m0fnu",
+        "float64",
+        "float32",
+        "float16",
+        "bfloat16",
+        "complex128",
+        "complex64",
+        "complex32",
+        "int64",
+        "int32",
+        "int16",
+        "int8",
+        "uint8",
+        "uint16",
+        "uint32",
+        "uint64",
+        "bool",
+        "float8_e4m3fn",
+        "float8_e5m2",
+        "float8_e4m3fnuz",
+        "float8_e5m2fnuz",
+        "float8_e8m0fnu",
     }
 )
 _DCP_MODULE_PREFIX = "torch.distributed.checkpoint."
@@ -92,22 +110,43 @@ def _refuse(message: str) -> NoReturn:
     raise UnsafeCheckpointError(message)
 
 
-class _RestrictedUnpickler(pickle._Unpickler):  # the Python unpickler: its opcodes can be bounded one by one
+class _RestrictedUnpickler(
+    pickle._Unpickler
+):  # the Python unpickler: its opcodes can be bounded one by one
     """Resolves only allow-listed globals, and keeps the object graph a tree bounded by the input size."""
 
     def __init__(self, data: bytes) -> None:
         super().__init__(io.BytesIO(data))
         self._copy_budget = 2 * len(data) + 65536
-        self._tuple_depth: dict[int, tuple[tuple[Any, ...], int]] = {}  # keeps the tuple alive, so its id stays its own
+        self._tuple_depth: dict[
+            int, tuple[tuple[Any, ...], int]
+        ] = {}  # keeps the tuple alive, so its id stays its own
         self._dcp_types: set[type] = set()
         import torch
 
         self._size = torch.Size
-        self._shareable = (str, bytes, int, float, type(None), type, FunctionType, MethodType, BuiltinFunctionType, Enum, torch.dtype, torch.layout, torch.memory_format, torch.Size)
+        self._shareable = (
+            str,
+            bytes,
+            int,
+            float,
+            type(None),
+            type,
+            FunctionType,
+            MethodType,
+            BuiltinFunctionType,
+            Enum,
+            torch.dtype,
+            torch.layout,
+            torch.memory_format,
+            torch.Size,
+        )
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) == ("builtins", "getattr"):
-            return self._enum_member  # Python < 3.11.3 pickles Enum members as getattr(EnumClass, "NAME")
+            return (
+                self._enum_member
+            )  # Python < 3.11.3 pickles Enum members as getattr(EnumClass, "NAME")
         if (module, name) in _ALLOWED_GLOBALS or (module == "torch" and name in _DTYPE_NAMES):
             found = super().find_class(module, name)
             if isinstance(found, type) and module.startswith(_DCP_MODULE_PREFIX):
@@ -117,7 +156,9 @@ class _RestrictedUnpickler(pickle._Unpickler):  # the Python unpickler: its opco
 
     def _enum_member(self, cls: Any, name: Any) -> Enum:
         if not (isinstance(cls, type) and issubclass(cls, Enum) and cls in self._dcp_types):
-            _refuse(f"DCP metadata applies getattr to {cls!r:.80}, which is not an allow-listed Enum class")
+            _refuse(
+                f"DCP metadata applies getattr to {cls!r:.80}, which is not an allow-listed Enum class"
+            )
         if not (isinstance(name, str) and name in cls.__members__):
             _refuse(f"DCP metadata names {name!r:.80}, which is not a member of {cls.__name__}")
         return cls.__members__[name]
@@ -127,8 +168,12 @@ class _RestrictedUnpickler(pickle._Unpickler):  # the Python unpickler: its opco
             value = self.memo[index]
         except KeyError:
             _refuse(f"DCP metadata refers to memo entry {index}, which was never stored")
-        if not isinstance(value, self._shareable) or (isinstance(value, tuple) and not isinstance(value, self._size)):
-            _refuse(f"DCP metadata shares a {type(value).__name__} through the pickle memo; DCP metadata shares only scalars")
+        if not isinstance(value, self._shareable) or (
+            isinstance(value, tuple) and not isinstance(value, self._size)
+        ):
+            _refuse(
+                f"DCP metadata shares a {type(value).__name__} through the pickle memo; DCP metadata shares only scalars"
+            )
         self.append(value)
 
     def _charge(self, values: Any) -> None:
@@ -136,7 +181,9 @@ class _RestrictedUnpickler(pickle._Unpickler):  # the Python unpickler: its opco
             if isinstance(value, (str, bytes, tuple, list, dict, set, frozenset)):
                 self._copy_budget -= len(value)
         if self._copy_budget < 0:
-            _refuse("DCP metadata copies more data than its size allows (a pickle that amplifies itself)")
+            _refuse(
+                "DCP metadata copies more data than its size allows (a pickle that amplifies itself)"
+            )
 
     def _tuple(self, items: tuple[Any, ...]) -> tuple[Any, ...]:
         depth = 1
@@ -175,7 +222,9 @@ class _RestrictedUnpickler(pickle._Unpickler):  # the Python unpickler: its opco
     def _load_build(self) -> None:
         inst = self.stack[-2] if len(self.stack) >= 2 else None  # below the state
         if type(inst) not in self._dcp_types:
-            _refuse(f"DCP metadata sets the state of a {type(inst).__name__}, which is not a DCP metadata object")
+            _refuse(
+                f"DCP metadata sets the state of a {type(inst).__name__}, which is not a DCP metadata object"
+            )
         super().load_build()
 
     dispatch = dict(pickle._Unpickler.dispatch)
@@ -188,10 +237,22 @@ class _RestrictedUnpickler(pickle._Unpickler):  # the Python unpickler: its opco
     dispatch[pickle.TUPLE3[0]] = lambda self: self._load_tuple_n(3)
     dispatch[pickle.REDUCE[0]] = _load_reduce
     dispatch[pickle.NEWOBJ[0]] = _load_newobj
-    dispatch[pickle.NEWOBJ_EX[0]] = lambda self: _refuse("DCP metadata uses NEWOBJ_EX, which DCP never writes")
+    dispatch[pickle.NEWOBJ_EX[0]] = lambda self: _refuse(
+        "DCP metadata uses NEWOBJ_EX, which DCP never writes"
+    )
     dispatch[pickle.BUILD[0]] = _load_build
-    for _opcode in (pickle.INST, pickle.OBJ, pickle.PERSID, pickle.BINPERSID, pickle.EXT1, pickle.EXT2, pickle.EXT4):
-        dispatch[_opcode[0]] = lambda self, _name=_opcode: _refuse(f"DCP metadata uses pickle opcode {_name!r}, which DCP never writes")
+    for _opcode in (
+        pickle.INST,
+        pickle.OBJ,
+        pickle.PERSID,
+        pickle.BINPERSID,
+        pickle.EXT1,
+        pickle.EXT2,
+        pickle.EXT4,
+    ):
+        dispatch[_opcode[0]] = lambda self, _name=_opcode: _refuse(
+            f"DCP metadata uses pickle opcode {_name!r}, which DCP never writes"
+        )
     del _opcode
 
 
@@ -207,7 +268,9 @@ def read_metadata_bytes(path: str | os.PathLike[str], max_bytes: int = MAX_METAD
         if not stat.S_ISREG(st.st_mode):
             _refuse(f"{path}: not a regular file")
         if st.st_size > max_bytes:
-            _refuse(f"{path}: {st.st_size} bytes, more than the {max_bytes}-byte limit for DCP metadata")
+            _refuse(
+                f"{path}: {st.st_size} bytes, more than the {max_bytes}-byte limit for DCP metadata"
+            )
         data = f.read(max_bytes + 1)
     if len(data) > max_bytes:
         _refuse(f"{path}: more than the {max_bytes}-byte limit for DCP metadata")
@@ -225,7 +288,9 @@ def unpickle_metadata(data: bytes, where: str = DCP_METADATA_FILE) -> Any:
     except UnsafeCheckpointError as exc:
         raise UnsafeCheckpointError(f"{where}: {exc}") from None
     except Exception as exc:  # any malformed pickle: truncated, wrong opcodes, ...
-        raise UnsafeCheckpointError(f"{where}: not a readable DCP metadata file ({type(exc).__name__}: {str(exc)[:200]})") from None
+        raise UnsafeCheckpointError(
+            f"{where}: not a readable DCP metadata file ({type(exc).__name__}: {str(exc)[:200]})"
+        ) from None
     check_metadata(metadata, where)
     return metadata
 
@@ -254,7 +319,9 @@ def _check_tensor(key: str, item: Any, where: str) -> None:
 
     name = f"{where}: state_dict_metadata[{key!r:.120}]"
     properties = getattr(item, "properties", None)
-    if not isinstance(properties, TensorProperties) or not isinstance(getattr(properties, "dtype", None), torch.dtype):
+    if not isinstance(properties, TensorProperties) or not isinstance(
+        getattr(properties, "dtype", None), torch.dtype
+    ):
         _refuse(f"{name}.properties is not TensorProperties with a torch dtype")
     size = getattr(item, "size", None)
     if not _is_dim_tuple(size):
@@ -264,10 +331,18 @@ def _check_tensor(key: str, item: Any, where: str) -> None:
         _refuse(f"{name}.chunks is a {type(chunks).__name__}, not a list")
     for chunk in chunks:
         offsets, sizes = getattr(chunk, "offsets", None), getattr(chunk, "sizes", None)
-        if not isinstance(chunk, ChunkStorageMetadata) or not _is_dim_tuple(offsets, len(size)) or not _is_dim_tuple(sizes, len(size)):
-            _refuse(f"{name} has a chunk that is not offsets and sizes of {len(size)} integers each")
+        if (
+            not isinstance(chunk, ChunkStorageMetadata)
+            or not _is_dim_tuple(offsets, len(size))
+            or not _is_dim_tuple(sizes, len(size))
+        ):
+            _refuse(
+                f"{name} has a chunk that is not offsets and sizes of {len(size)} integers each"
+            )
         if any(o + s > d for o, s, d in zip(offsets, sizes, size)):
-            _refuse(f"{name} has a chunk at {tuple(offsets)} of {tuple(sizes)} outside the tensor's size {tuple(size)}")
+            _refuse(
+                f"{name} has a chunk at {tuple(offsets)} of {tuple(sizes)} outside the tensor's size {tuple(size)}"
+            )
 
 
 def is_confined_relative(path: str) -> bool:
@@ -291,7 +366,12 @@ def check_metadata(metadata: Any, where: str = DCP_METADATA_FILE) -> None:
     first value that is not.
     """
     from torch.distributed.checkpoint.filesystem import _StorageInfo
-    from torch.distributed.checkpoint.metadata import BytesStorageMetadata, Metadata, MetadataIndex, TensorStorageMetadata
+    from torch.distributed.checkpoint.metadata import (
+        BytesStorageMetadata,
+        Metadata,
+        MetadataIndex,
+        TensorStorageMetadata,
+    )
 
     if not isinstance(metadata, Metadata):
         _refuse(f"{where}: holds {type(metadata).__name__}, not DCP Metadata")
@@ -304,7 +384,9 @@ def check_metadata(metadata: Any, where: str = DCP_METADATA_FILE) -> None:
         if isinstance(item, TensorStorageMetadata):
             _check_tensor(key, item, where)
         elif not isinstance(item, BytesStorageMetadata):
-            _refuse(f"{where}: state_dict_metadata[{key!r:.120}] is a {type(item).__name__}, not a tensor or bytes storage description")
+            _refuse(
+                f"{where}: state_dict_metadata[{key!r:.120}] is a {type(item).__name__}, not a tensor or bytes storage description"
+            )
     storage = getattr(metadata, "storage_data", None)
     if storage is None:
         return
@@ -312,18 +394,37 @@ def check_metadata(metadata: Any, where: str = DCP_METADATA_FILE) -> None:
         _refuse(f"{where}: storage_data is a {type(storage).__name__}, not a dict")
     for index, info in storage.items():
         if not isinstance(index, MetadataIndex) or not isinstance(getattr(index, "fqn", None), str):
-            _refuse(f"{where}: storage_data has a key of type {type(index).__name__}, not MetadataIndex")
-        relative, offset, length = (getattr(info, a, None) for a in ("relative_path", "offset", "length"))
-        if not isinstance(info, _StorageInfo) or not isinstance(relative, str) or type(offset) is not int or type(length) is not int:
-            _refuse(f"{where}: storage_data[{index.fqn!r:.120}] is not a storage entry (relative path, integer offset and length)")
+            _refuse(
+                f"{where}: storage_data has a key of type {type(index).__name__}, not MetadataIndex"
+            )
+        relative, offset, length = (
+            getattr(info, a, None) for a in ("relative_path", "offset", "length")
+        )
+        if (
+            not isinstance(info, _StorageInfo)
+            or not isinstance(relative, str)
+            or type(offset) is not int
+            or type(length) is not int
+        ):
+            _refuse(
+                f"{where}: storage_data[{index.fqn!r:.120}] is not a storage entry (relative path, integer offset and length)"
+            )
         if not is_confined_relative(relative):
-            _refuse(f"{where}: storage_data[{index.fqn!r:.120}] names {relative!r:.120}, which is not a relative path inside the directory")
+            _refuse(
+                f"{where}: storage_data[{index.fqn!r:.120}] names {relative!r:.120}, which is not a relative path inside the directory"
+            )
         if not (0 <= offset <= MAX_DIM and 0 <= length <= MAX_DIM):
-            _refuse(f"{where}: storage_data[{index.fqn!r:.120}] has offset {offset} and length {length} outside [0, 2**63)")
+            _refuse(
+                f"{where}: storage_data[{index.fqn!r:.120}] has offset {offset} and length {length} outside [0, 2**63)"
+            )
 
 
-def safe_reader(checkpoint_dir: str | os.PathLike[str], expected: Optional[Mapping[str, tuple[int, str]]] = None,
-                *, defer_copies: bool = False) -> Any:
+def safe_reader(
+    checkpoint_dir: str | os.PathLike[str],
+    expected: Mapping[str, tuple[int, str]] | None = None,
+    *,
+    defer_copies: bool = False,
+) -> Any:
     """A ``FileSystemReader`` for ``checkpoint_dir`` whose metadata is read with the restricted unpickler.
 
     With ``expected`` (file name in the directory -> listed size and digest), every file the
@@ -339,11 +440,11 @@ def safe_reader(checkpoint_dir: str | os.PathLike[str], expected: Optional[Mappi
     from ``dcp.load``) before any destination tensor, which may be live state, changes.
     """
     import torch
+    from torch.distributed._shard._utils import narrow_tensor_by_index
     from torch.distributed.checkpoint import FileSystemReader
     from torch.distributed.checkpoint.filesystem import FileSystem
     from torch.distributed.checkpoint.metadata import StorageMeta
     from torch.distributed.checkpoint.planner import LoadItemType
-    from torch.distributed._shard._utils import narrow_tensor_by_index
     from torch.futures import Future
 
     class _VerifyingFileSystem(FileSystem):
@@ -352,7 +453,9 @@ def safe_reader(checkpoint_dir: str | os.PathLike[str], expected: Optional[Mappi
             self.listed = listed
 
         @contextlib.contextmanager
-        def create_stream(self, path: str | os.PathLike[str], mode: str) -> Generator[Any, None, None]:
+        def create_stream(
+            self, path: str | os.PathLike[str], mode: str
+        ) -> Generator[Any, None, None]:
             if mode != "rb":
                 raise ValueError(f"{path}: a checkpoint is read-only here (mode {mode!r})")
             with verified_file(path, self.listed.get(Path(path).name)) as stream:
@@ -362,7 +465,9 @@ def safe_reader(checkpoint_dir: str | os.PathLike[str], expected: Optional[Mappi
         def __init__(self, path: str | os.PathLike[str]) -> None:
             super().__init__(path)
             self.verified_metadata: Any = None  # with ``expected``: read once, then reused
-            self.deferred: list[tuple[Any, Any, Any]] = []  # with ``defer_copies``: (planner, item, value)
+            self.deferred: list[
+                tuple[Any, Any, Any]
+            ] = []  # with ``defer_copies``: (planner, item, value)
 
         def read_metadata(self, *args: Any, **kwargs: Any) -> Any:
             path = Path(self.path) / DCP_METADATA_FILE
@@ -373,7 +478,9 @@ def safe_reader(checkpoint_dir: str | os.PathLike[str], expected: Optional[Mappi
             else:
                 listed = expected.get(DCP_METADATA_FILE)
                 if listed is not None and listed[0] > MAX_METADATA_BYTES:
-                    _refuse(f"{path}: listed as {listed[0]} bytes, more than the {MAX_METADATA_BYTES}-byte limit for DCP metadata")
+                    _refuse(
+                        f"{path}: listed as {listed[0]} bytes, more than the {MAX_METADATA_BYTES}-byte limit for DCP metadata"
+                    )
                 with verified_file(path, listed) as stream:
                     data = stream.read()
                 metadata = self.verified_metadata = unpickle_metadata(data, str(path))
@@ -387,20 +494,32 @@ def safe_reader(checkpoint_dir: str | os.PathLike[str], expected: Optional[Mappi
                 return super().read_data(plan, planner)
             per_file: dict[str, list[Any]] = {}
             for item in plan.items:
-                per_file.setdefault(self.storage_data[item.storage_index].relative_path, []).append(item)
+                per_file.setdefault(self.storage_data[item.storage_index].relative_path, []).append(
+                    item
+                )
             for relative_path, items in per_file.items():
-                with self.fs.create_stream(self.fs.concat_path(self.path, relative_path), "rb") as stream:
+                with self.fs.create_stream(
+                    self.fs.concat_path(self.path, relative_path), "rb"
+                ) as stream:
                     for item in items:
                         info = self.storage_data[item.storage_index]
-                        data = self.transforms.transform_load_stream(item, info.transform_descriptors or (), self._slice_file(stream, info))
+                        data = self.transforms.transform_load_stream(
+                            item, info.transform_descriptors or (), self._slice_file(stream, info)
+                        )
                         if item.type == LoadItemType.BYTE_IO:
                             self.deferred.append((planner, item, io.BytesIO(data.read(-1))))
                             continue
-                        loaded = torch.load(data if data.seekable() else io.BytesIO(data.read(-1)), map_location="cpu", weights_only=True)
+                        loaded = torch.load(
+                            data if data.seekable() else io.BytesIO(data.read(-1)),
+                            map_location="cpu",
+                            weights_only=True,
+                        )
                         loaded = narrow_tensor_by_index(loaded, item.storage_offsets, item.lengths)
                         target = planner.resolve_tensor(item).detach()
                         if target.size() != loaded.size():
-                            raise ValueError(f"{relative_path}: item {item.storage_index.fqn!r:.120} has size {tuple(loaded.size())}, the destination {tuple(target.size())}")
+                            raise ValueError(
+                                f"{relative_path}: item {item.storage_index.fqn!r:.120} has size {tuple(loaded.size())}, the destination {tuple(target.size())}"
+                            )
                         self.deferred.append((planner, item, (target, loaded)))
             done: Future[None] = Future()
             done.set_result(None)

@@ -19,15 +19,26 @@ from ckptspec.exit_codes import EXIT_ERROR, EXIT_FAIL, EXIT_OK
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the options of ``schema``."""
     action = parser.add_mutually_exclusive_group()
-    action.add_argument("--check", action="store_true", help="write nothing; exit 1 naming every stale generated file")
-    action.add_argument("--print", dest="print_name", metavar="NAME", help="print the schema NAME (e.g. manifest, validate-output); `--print list` names them")
+    action.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 naming every stale generated file",
+    )
+    action.add_argument(
+        "--print",
+        dest="print_name",
+        metavar="NAME",
+        help="print the schema NAME (e.g. manifest, validate-output); `--print list` names them",
+    )
 
 
 def schema_names() -> list[str]:
     """The names ``--print`` accepts: every JSON file of ``spec/schemas/`` without ``.schema.json`` / ``.json``."""
     from ckptspec.schemas import SCHEMA_DIR
 
-    return sorted(p.name.removesuffix(".json").removesuffix(".schema") for p in SCHEMA_DIR.glob("*.json"))
+    return sorted(
+        p.name.removesuffix(".json").removesuffix(".schema") for p in SCHEMA_DIR.glob("*.json")
+    )
 
 
 def print_schema(name: str) -> int:
@@ -43,10 +54,16 @@ def print_schema(name: str) -> int:
     short = name.removesuffix(".json").removesuffix(".schema")
     if short not in names:
         close = difflib.get_close_matches(short, names, n=3)
-        hint = f" (did you mean {' or '.join(close)}?)" if close else f"; schemas: {', '.join(names)}"
+        hint = (
+            f" (did you mean {' or '.join(close)}?)" if close else f"; schemas: {', '.join(names)}"
+        )
         print(f"ckptspec schema: no schema {name!r}{hint}", file=sys.stderr)
         return EXIT_ERROR
-    path = next(p for p in (SCHEMA_DIR / f"{short}.schema.json", SCHEMA_DIR / f"{short}.json") if p.is_file())
+    path = next(
+        p
+        for p in (SCHEMA_DIR / f"{short}.schema.json", SCHEMA_DIR / f"{short}.json")
+        if p.is_file()
+    )
     sys.stdout.write(path.read_text(encoding="utf-8"))
     return EXIT_OK
 

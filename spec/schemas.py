@@ -33,10 +33,19 @@ _MAJOR = SPEC_VERSION.split(".")[0]
 SCHEMA_MODELS: dict[str, tuple[type[BaseModel], str]] = {
     "manifest.schema.json": (Manifest, f"urn:ckptspec:schema:{_MAJOR}:manifest"),
     "run-index.schema.json": (RunIndex, f"urn:ckptspec:schema:{_MAJOR}:run-index"),
-    "inspect-output.schema.json": (InspectOutput, f"urn:ckptspec:output:{INSPECT_OUTPUT_VERSION}:inspect"),
+    "inspect-output.schema.json": (
+        InspectOutput,
+        f"urn:ckptspec:output:{INSPECT_OUTPUT_VERSION}:inspect",
+    ),
     "diff-output.schema.json": (DiffOutput, f"urn:ckptspec:output:{DIFF_OUTPUT_VERSION}:diff"),
-    "validate-output.schema.json": (ValidateOutput, f"urn:ckptspec:output:{VALIDATE_OUTPUT_VERSION}:validate"),
-    "conformance-report.schema.json": (ConformanceReport, f"urn:ckptspec:output:{CONFORMANCE_REPORT_VERSION}:conformance-report"),
+    "validate-output.schema.json": (
+        ValidateOutput,
+        f"urn:ckptspec:output:{VALIDATE_OUTPUT_VERSION}:validate",
+    ),
+    "conformance-report.schema.json": (
+        ConformanceReport,
+        f"urn:ckptspec:output:{CONFORMANCE_REPORT_VERSION}:conformance-report",
+    ),
     "example-case.schema.json": (ExampleCase, f"urn:ckptspec:schema:{_MAJOR}:example-case"),
 }
 """Schema file name -> (model, ``$id``): the two document schemas, and the versioned output
@@ -62,13 +71,18 @@ class SpecJsonSchema(GenerateJsonSchema):
             out["pattern"] = pattern + r"(?!\n)"
         return out
 
-    def generate(self, schema: core_schema.CoreSchema, mode: JsonSchemaMode = "validation") -> JsonSchemaValue:
+    def generate(
+        self, schema: core_schema.CoreSchema, mode: JsonSchemaMode = "validation"
+    ) -> JsonSchemaValue:
         return {**super().generate(schema, mode), "$schema": self.schema_dialect}
 
 
 def json_schema(model: type[BaseModel], schema_id: str) -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of ``model`` with ``$id`` ``schema_id``."""
-    return {**model.model_json_schema(mode="validation", schema_generator=SpecJsonSchema), "$id": schema_id}
+    return {
+        **model.model_json_schema(mode="validation", schema_generator=SpecJsonSchema),
+        "$id": schema_id,
+    }
 
 
 def render(document: Any) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import re
 from dataclasses import dataclass
-from typing import Any, Optional, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -51,7 +51,9 @@ SCHEMA_ERROR_CODES: tuple[SchemaErrorCode, ...] = (
 
 def _matches(location: str, loc: tuple[Any, ...]) -> bool:
     parts = location.split("/")[1:]
-    return len(parts) == len(loc) and all((p == "*" and isinstance(k, int)) or p == str(k) for p, k in zip(parts, loc))
+    return len(parts) == len(loc) and all(
+        (p == "*" and isinstance(k, int)) or p == str(k) for p, k in zip(parts, loc)
+    )
 
 
 def _code_for(schema_code: str, error: dict[str, Any]) -> str:
@@ -59,7 +61,14 @@ def _code_for(schema_code: str, error: dict[str, Any]) -> str:
     if error["type"] in ("missing", "extra_forbidden"):
         return schema_code
     document = "manifest" if schema_code == "MANIFEST_SCHEMA" else "run-index"
-    return next((r.code for r in SCHEMA_ERROR_CODES if r.document == document and _matches(r.location, loc)), schema_code)
+    return next(
+        (
+            r.code
+            for r in SCHEMA_ERROR_CODES
+            if r.document == document and _matches(r.location, loc)
+        ),
+        schema_code,
+    )
 
 
 _WELL_FORMED_DIGEST = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}:[0-9a-f]{8,128}$")
@@ -71,8 +80,13 @@ def _value_of_a_newer_minor(error: dict[str, Any]) -> bool:
     if error["type"] in ("literal_error", "enum"):
         return True
     value, loc = error.get("input"), tuple(error["loc"])
-    return (_code_for("MANIFEST_SCHEMA", error) == "DIGEST_INVALID" and isinstance(value, str)
-            and _WELL_FORMED_DIGEST.match(value) is not None and value.split(":", 1)[0] not in ALGORITHMS and len(loc) == 5)
+    return (
+        _code_for("MANIFEST_SCHEMA", error) == "DIGEST_INVALID"
+        and isinstance(value, str)
+        and _WELL_FORMED_DIGEST.match(value) is not None
+        and value.split(":", 1)[0] not in ALGORITHMS
+        and len(loc) == 5
+    )
 
 
 def _describe(error: Any) -> str:
@@ -84,7 +98,7 @@ def _describe(error: Any) -> str:
     return message
 
 
-def _version(value: Any, path: str) -> tuple[Optional[int], bool, list[Finding]]:
+def _version(value: Any, path: str) -> tuple[int | None, bool, list[Finding]]:
     """The major version ``value`` declares (None if it declares none the schema accepts) and
     whether its minor version is newer than this package knows; a finding if the major is one
     this package does not read."""
@@ -96,9 +110,18 @@ def _version(value: Any, path: str) -> tuple[Optional[int], bool, list[Finding]]
     if major not in READABLE_VERSIONS:
         shown = version if len(version) <= 40 else f"{version[:20]}... ({len(version)} characters)"
         known = ", ".join(f"{m}.x" for m in READABLE_VERSIONS)
-        return None, False, [
-            finding("VERSION_UNSUPPORTED", path, f"spec_version {shown} has major version {major if major is not None else 'beyond any'}; this validator reads {known}", json_pointer("spec_version"))
-        ]
+        return (
+            None,
+            False,
+            [
+                finding(
+                    "VERSION_UNSUPPORTED",
+                    path,
+                    f"spec_version {shown} has major version {major if major is not None else 'beyond any'}; this validator reads {known}",
+                    json_pointer("spec_version"),
+                )
+            ],
+        )
     return major, minor is None or minor > READABLE_VERSIONS[major], []
 
 
@@ -119,8 +142,14 @@ def from_version_1(value: Any) -> tuple[Any, list[dict[str, Any]]]:
             if not isinstance(entry, dict):
                 continue
             if "digest" in entry:
-                misplaced.append({"type": "extra_forbidden", "loc": ("components", ci, "files", fi, "digest"),
-                                  "msg": "Extra inputs are not permitted", "input": entry.pop("digest")})
+                misplaced.append(
+                    {
+                        "type": "extra_forbidden",
+                        "loc": ("components", ci, "files", fi, "digest"),
+                        "msg": "Extra inputs are not permitted",
+                        "input": entry.pop("digest"),
+                    }
+                )
             if "sha256" in entry:
                 sha = entry.pop("sha256")
                 entry["digest"] = f"sha256:{sha}" if isinstance(sha, str) else sha
@@ -136,7 +165,7 @@ def _version_1_location(error: dict[str, Any]) -> dict[str, Any]:
     return error
 
 
-def _version_number(digits: str) -> Optional[int]:
+def _version_number(digits: str) -> int | None:
     """The value of a version part, or None when it has more than 18 significant digits (then it
     is larger than any version this package knows, and is never converted: Python refuses to
     convert more than 4300 digits)."""
@@ -150,12 +179,16 @@ def _drop(value: Any, loc: tuple[Any, ...]) -> None:
     value.pop(loc[-1], None)
 
 
-def check_structure(model: type[M], value: Any, path: str, schema_code: str) -> tuple[Optional[M], list[Finding]]:
+def check_structure(
+    model: type[M], value: Any, path: str, schema_code: str
+) -> tuple[M | None, list[Finding]]:
     """``value`` as a ``model`` instance, or None with the findings that say why it is not one."""
     major, newer, findings = _version(value, path)
     if findings:
         return None, findings
-    misplaced: list[dict[str, Any]] = []  # errors of the version 1 document itself (fields already removed)
+    misplaced: list[
+        dict[str, Any]
+    ] = []  # errors of the version 1 document itself (fields already removed)
     version_1_manifest = major == 1 and model is Manifest
     if version_1_manifest:
         value, misplaced = from_version_1(value)
@@ -166,10 +199,19 @@ def check_structure(model: type[M], value: Any, path: str, schema_code: str) -> 
         unknown = [e for e in misplaced + errors if e["type"] == "extra_forbidden"]
         if unknown:
             value = copy.deepcopy(value)
-            known = f"{major}.{READABLE_VERSIONS[major]}" if major is not None else "its major version"
+            known = (
+                f"{major}.{READABLE_VERSIONS[major]}" if major is not None else "its major version"
+            )
             for error in unknown:
                 loc = tuple(error["loc"])
-                findings.append(finding("VERSION_UNKNOWN_FIELD", path, f"field {loc[-1]!r} is not defined in spec {known}; not checked", json_pointer(*loc)))
+                findings.append(
+                    finding(
+                        "VERSION_UNKNOWN_FIELD",
+                        path,
+                        f"field {loc[-1]!r} is not defined in spec {known}; not checked",
+                        json_pointer(*loc),
+                    )
+                )
                 if error not in misplaced:
                     _drop(value, loc)
             misplaced = [e for e in misplaced if e["type"] != "extra_forbidden"]
@@ -179,16 +221,22 @@ def check_structure(model: type[M], value: Any, path: str, schema_code: str) -> 
         beyond = [e for e in misplaced + errors if _value_of_a_newer_minor(e)]
         if beyond:
             loc = tuple(beyond[0]["loc"])
-            raise CannotCheck(f"{path}: {json_pointer(*loc)} is {beyond[0].get('input')!r}, a value spec {major}.{READABLE_VERSIONS[major]} "
-                              f"does not define; the document declares spec {value.get('spec_version')} (a newer minor version): "
-                              f"a validator that implements it can check this document")
+            raise CannotCheck(
+                f"{path}: {json_pointer(*loc)} is {beyond[0].get('input')!r}, a value spec {major}.{READABLE_VERSIONS[major]} "
+                f"does not define; the document declares spec {value.get('spec_version')} (a newer minor version): "
+                f"a validator that implements it can check this document"
+            )
     for error in misplaced + errors:
         loc = tuple(error["loc"])
-        findings.append(finding(_code_for(schema_code, error), path, _describe(error), json_pointer(*loc)))
+        findings.append(
+            finding(_code_for(schema_code, error), path, _describe(error), json_pointer(*loc))
+        )
     return None, findings
 
 
-def _validate(model: type[M], value: Any, version_1_manifest: bool) -> tuple[Optional[M], list[dict[str, Any]]]:
+def _validate(
+    model: type[M], value: Any, version_1_manifest: bool
+) -> tuple[M | None, list[dict[str, Any]]]:
     try:
         return model.model_validate(value), []
     except ValidationError as exc:
@@ -196,11 +244,11 @@ def _validate(model: type[M], value: Any, version_1_manifest: bool) -> tuple[Opt
     return None, [_version_1_location(e) for e in errors] if version_1_manifest else errors
 
 
-def check_manifest(value: Any, path: str) -> tuple[Optional[Manifest], list[Finding]]:
+def check_manifest(value: Any, path: str) -> tuple[Manifest | None, list[Finding]]:
     """Structure check of a parsed manifest (MANIFEST-1, VERSION-1)."""
     return check_structure(Manifest, value, path, "MANIFEST_SCHEMA")
 
 
-def check_run_index(value: Any, path: str) -> tuple[Optional[RunIndex], list[Finding]]:
+def check_run_index(value: Any, path: str) -> tuple[RunIndex | None, list[Finding]]:
     """Structure check of a parsed run index (RUN-1, VERSION-1)."""
     return check_structure(RunIndex, value, path, "RUN_INDEX_SCHEMA")

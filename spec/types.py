@@ -38,12 +38,16 @@ Sha256Hex = Annotated[
 FileDigest = Annotated[
     str,
     StringConstraints(pattern=DIGEST_PATTERN),
-    Field(description="`<algorithm>:<hex>`: one of the algorithms of the digest section (`xxh3-128`, `sha256`, `blake3`, `crc32c`) and the file's digest in lower-case hex of that algorithm's length."),
+    Field(
+        description="`<algorithm>:<hex>`: one of the algorithms of the digest section (`xxh3-128`, `sha256`, `blake3`, `crc32c`) and the file's digest in lower-case hex of that algorithm's length."
+    ),
 ]
 Identifier = Annotated[
     str,
     StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$"),
-    Field(description="A name of 1-64 characters: letters, digits, `_`, `.`, `-`; not starting with a digit."),
+    Field(
+        description="A name of 1-64 characters: letters, digits, `_`, `.`, `-`; not starting with a digit."
+    ),
 ]
 RunId = Annotated[
     str,
@@ -52,7 +56,9 @@ RunId = Annotated[
 ]
 Timestamp = Annotated[
     str,
-    StringConstraints(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?Z$"),
+    StringConstraints(
+        pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?Z$"
+    ),
     Field(description="An RFC 3339 UTC timestamp, e.g. `2026-01-31T12:00:00.123Z`."),
 ]
 SpecVersion = Annotated[
@@ -71,7 +77,9 @@ _RELATIVE_PATH_PATTERN = rf"^{_SEGMENT}(?:/{_SEGMENT})*$"
 RelativePath = Annotated[
     str,
     StringConstraints(min_length=1, max_length=1024, pattern=_RELATIVE_PATH_PATTERN),
-    Field(description="A relative, normalised POSIX path that stays inside the checkpoint directory."),
+    Field(
+        description="A relative, normalised POSIX path that stays inside the checkpoint directory."
+    ),
 ]
 """`/`-separated segments, none empty, `.` or `..`, without `\\` or NUL: relative and normalised."""
 

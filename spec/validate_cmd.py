@@ -15,7 +15,7 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -36,10 +36,15 @@ class Target(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     path: str = Field(description="The path as given.")
-    kind: Optional[Literal["manifest", "run_index", "checkpoint", "run"]] = Field(description="What it was checked as; null when it could not be.")
+    kind: Literal["manifest", "run_index", "checkpoint", "run"] | None = Field(
+        description="What it was checked as; null when it could not be."
+    )
     checked: bool = Field(description="Whether it could be checked at all.")
-    skipped: bool = Field(default=False, description="A JSON file that is not a ckptspec document, left alone under `--only-documents`.")
-    error: Optional[str] = Field(description="Why it could not be checked; null when it was.")
+    skipped: bool = Field(
+        default=False,
+        description="A JSON file that is not a ckptspec document, left alone under `--only-documents`.",
+    )
+    error: str | None = Field(description="Why it could not be checked; null when it was.")
 
 
 class ValidateOutput(BaseModel):
@@ -56,25 +61,49 @@ class ValidateOutput(BaseModel):
     targets: list[Target] = Field(description="Every path named, in order.")
     findings: list[Finding] = Field(description="Every finding, in the order found.")
     counts: dict[Literal["error", "warning"], int] = Field(description="Findings by severity.")
-    verdict: Literal["conformant", "not_conformant", "not_checked"] = Field(description="Exit status 0, 1 and 2 respectively.")
+    verdict: Literal["conformant", "not_conformant", "not_checked"] = Field(
+        description="Exit status 0, 1 and 2 respectively."
+    )
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the options of ``validate``."""
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="checkpoint directory, run directory, manifest.json or run.json")
-    parser.add_argument("--deep", action="store_true", help="also verify the digest of every listed file (any algorithm of DIGEST-2)")
+    parser.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="checkpoint directory, run directory, manifest.json or run.json",
+    )
+    parser.add_argument(
+        "--deep",
+        action="store_true",
+        help="also verify the digest of every listed file (any algorithm of DIGEST-2)",
+    )
     parser.add_argument("--strict", action="store_true", help="treat warnings as errors")
-    parser.add_argument("--format", choices=FORMATS, default="text", help="output format (default: text)")
-    parser.add_argument("--output", action="append", default=[], type=_output_spec, metavar="FORMAT:PATH",
-                        help="also write the findings as FORMAT (json, sarif, junit, github) to PATH, from the same run (repeatable)")
-    parser.add_argument("--only-documents", action="store_true",
-                        help="skip a JSON file without a top-level `spec_version` (what the pre-commit hook uses)")
+    parser.add_argument(
+        "--format", choices=FORMATS, default="text", help="output format (default: text)"
+    )
+    parser.add_argument(
+        "--output",
+        action="append",
+        default=[],
+        type=_output_spec,
+        metavar="FORMAT:PATH",
+        help="also write the findings as FORMAT (json, sarif, junit, github) to PATH, from the same run (repeatable)",
+    )
+    parser.add_argument(
+        "--only-documents",
+        action="store_true",
+        help="skip a JSON file without a top-level `spec_version` (what the pre-commit hook uses)",
+    )
 
 
 def _output_spec(text: str) -> tuple[str, str]:
     fmt, sep, path = text.partition(":")
     if not sep or fmt not in FORMATS[1:] or not path:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected FORMAT:PATH with FORMAT one of {', '.join(FORMATS[1:])}")
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected FORMAT:PATH with FORMAT one of {', '.join(FORMATS[1:])}"
+        )
     return fmt, path
 
 
@@ -108,10 +137,20 @@ def is_spec_document(path: str) -> bool:
 
 
 def _counts(findings: list[Finding]) -> dict[Literal["error", "warning"], int]:
-    return {"error": sum(f.severity is Severity.ERROR for f in findings), "warning": sum(f.severity is Severity.WARNING for f in findings)}
+    return {
+        "error": sum(f.severity is Severity.ERROR for f in findings),
+        "warning": sum(f.severity is Severity.WARNING for f in findings),
+    }
 
 
-def check(paths: list[str], *, deep: bool = False, strict_mode: bool = False, only_documents: bool = False, progress: bool = False) -> ValidateOutput:
+def check(
+    paths: list[str],
+    *,
+    deep: bool = False,
+    strict_mode: bool = False,
+    only_documents: bool = False,
+    progress: bool = False,
+) -> ValidateOutput:
     """Validate every path; the JSON document of the run."""
     findings: list[Finding] = []
     targets: list[Target] = []
@@ -136,11 +175,20 @@ def check(paths: list[str], *, deep: bool = False, strict_mode: bool = False, on
         findings += strict(found) if strict_mode else found
     unchecked = any(not t.checked and not t.skipped for t in targets)
     status = EXIT_ERROR if unchecked else (EXIT_OK if is_conformant(findings) else EXIT_FAIL)
-    verdict = {EXIT_OK: "conformant", EXIT_FAIL: "not_conformant", EXIT_ERROR: "not_checked"}[status]
+    verdict = {EXIT_OK: "conformant", EXIT_FAIL: "not_conformant", EXIT_ERROR: "not_checked"}[
+        status
+    ]
     return ValidateOutput(
-        output="ckptspec-validate", output_version=VALIDATE_OUTPUT_VERSION, validator=f"ckptspec {__version__}",
-        spec_version=SPEC_VERSION, deep=deep, strict=strict_mode, targets=targets, findings=findings,
-        counts=_counts(findings), verdict=verdict,  # type: ignore[arg-type]
+        output="ckptspec-validate",
+        output_version=VALIDATE_OUTPUT_VERSION,
+        validator=f"ckptspec {__version__}",
+        spec_version=SPEC_VERSION,
+        deep=deep,
+        strict=strict_mode,
+        targets=targets,
+        findings=findings,
+        counts=_counts(findings),
+        verdict=verdict,  # type: ignore[arg-type]
     )
 
 
@@ -150,7 +198,13 @@ EXIT_STATUS = {"conformant": EXIT_OK, "not_conformant": EXIT_FAIL, "not_checked"
 def run(args: argparse.Namespace) -> int:
     """Validate every path; print the findings; return the exit status."""
     progress = args.format == "text" and sys.stderr.isatty()
-    result = check(args.paths, deep=args.deep, strict_mode=args.strict, only_documents=args.only_documents, progress=progress)
+    result = check(
+        args.paths,
+        deep=args.deep,
+        strict_mode=args.strict,
+        only_documents=args.only_documents,
+        progress=progress,
+    )
     document = result.model_dump(mode="json")
     for fmt, path in args.output:
         try:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterable
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from ckptspec.checkpoint_check import check_checkpoint
 from ckptspec.documents import load_manifest, load_run_index
@@ -41,13 +41,13 @@ def _run_markers(names: Iterable[str]) -> bool:
     return any(n in markers or is_staging_dir(n) for n in names)
 
 
-def _directory_kind(names: list[str]) -> Optional[TargetKind]:
+def _directory_kind(names: list[str]) -> TargetKind | None:
     if LAYOUT.manifest_file in names:
         return "checkpoint"
     return "run" if _run_markers(names) else None
 
 
-def _enclosing_checkpoint(path: str) -> Optional[str]:
+def _enclosing_checkpoint(path: str) -> str | None:
     """The nearest directory above ``path`` that holds a `manifest.json` (None if there is none)."""
     current = os.path.dirname(os.path.abspath(path))
     for _ in range(MAX_ANCESTORS_EXAMINED):
@@ -63,7 +63,11 @@ def _enclosing_checkpoint(path: str) -> Optional[str]:
 def _part_of_checkpoint(path: str) -> str:
     """A hint for a path inside a checkpoint directory ("" when it is not inside one)."""
     checkpoint = _enclosing_checkpoint(path)
-    return f"; it is part of the checkpoint {checkpoint}: did you mean {checkpoint}?" if checkpoint else ""
+    return (
+        f"; it is part of the checkpoint {checkpoint}: did you mean {checkpoint}?"
+        if checkpoint
+        else ""
+    )
 
 
 def _listing(path: str) -> list[str]:
@@ -88,7 +92,7 @@ def _contained_targets(path: str, names: list[str]) -> tuple[list[str], list[str
     return checkpoints, runs
 
 
-def _unrecognised_directory(path: str, names: list[str]) -> Optional[str]:
+def _unrecognised_directory(path: str, names: list[str]) -> str | None:
     """Why the directory ``path`` cannot be checked, with what it contains (None when it holds no
     checkpoint or run, so that it is validated as a checkpoint lacking its manifest)."""
     enclosing = _part_of_checkpoint(path)
@@ -102,9 +106,15 @@ def _unrecognised_directory(path: str, names: list[str]) -> Optional[str]:
         by_step = sorted((parse_checkpoint_dir(os.path.basename(c)) or -1, c) for c in checkpoints)
         best = by_step[-1][1]
         named = [c for c in checkpoints if parse_checkpoint_dir(os.path.basename(c)) is not None]
-        why = f" and no {LAYOUT.run_index_file}, so it is not a run directory (RUN-1)" if named else ""
-        return (f"{path}: not a checkpoint or run directory: it contains {len(checkpoints)} checkpoint "
-                f"director{'y' if len(checkpoints) == 1 else 'ies'}{why}: did you mean {best}?")
+        why = (
+            f" and no {LAYOUT.run_index_file}, so it is not a run directory (RUN-1)"
+            if named
+            else ""
+        )
+        return (
+            f"{path}: not a checkpoint or run directory: it contains {len(checkpoints)} checkpoint "
+            f"director{'y' if len(checkpoints) == 1 else 'ies'}{why}: did you mean {best}?"
+        )
     return None
 
 
@@ -112,9 +122,12 @@ _MANIFEST_MEMBERS = frozenset(Manifest.model_fields) - {"extensions"}
 _RUN_INDEX_MEMBERS = frozenset(RunIndex.model_fields) - {"extensions"}
 
 
-def _document_kind(name: str, value: Any) -> Optional[TargetKind]:
+def _document_kind(name: str, value: Any) -> TargetKind | None:
     """What a parsed document is, by its members (and, where they do not say, its file name)."""
-    by_name: Optional[TargetKind] = {LAYOUT.manifest_file: "manifest", LAYOUT.run_index_file: "run_index"}.get(name)  # type: ignore[assignment]
+    by_name: TargetKind | None = {
+        LAYOUT.manifest_file: "manifest",
+        LAYOUT.run_index_file: "run_index",
+    }.get(name)  # type: ignore[assignment]
     if not isinstance(value, dict):
         return by_name  # not an object: only its name says what it was meant to be
     if "spec_version" in value:
@@ -123,7 +136,13 @@ def _document_kind(name: str, value: Any) -> Optional[TargetKind]:
         if "latest_step" in value:
             return "run_index"
         return by_name
-    members = _MANIFEST_MEMBERS if by_name == "manifest" else _RUN_INDEX_MEMBERS if by_name == "run_index" else frozenset()
+    members = (
+        _MANIFEST_MEMBERS
+        if by_name == "manifest"
+        else _RUN_INDEX_MEMBERS
+        if by_name == "run_index"
+        else frozenset()
+    )
     return by_name if members & value.keys() else None
 
 
@@ -138,11 +157,15 @@ def _file_kind(path: str) -> TargetKind:
             return "manifest"
         if name == LAYOUT.run_index_file:
             return "run_index"
-        raise CannotCheck(f"{path}: not a manifest or run index: {problems[0].message}{_part_of_checkpoint(path)}")
+        raise CannotCheck(
+            f"{path}: not a manifest or run index: {problems[0].message}{_part_of_checkpoint(path)}"
+        )
     kind = _document_kind(name, value)
     if kind is None:
-        raise CannotCheck(f"{path}: a JSON document, but not a manifest or run index (no `spec_version` with "
-                          f"`components` or `latest_step`){_part_of_checkpoint(path)}")
+        raise CannotCheck(
+            f"{path}: a JSON document, but not a manifest or run index (no `spec_version` with "
+            f"`components` or `latest_step`){_part_of_checkpoint(path)}"
+        )
     return kind
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -34,12 +34,12 @@ from torch.utils.data import DataLoader
 
 from ckptspec.conformance.adapter import Capability, RankContext, ScenarioConfig, StepRecord
 from ckptspec.conformance.adapters.common import (
-    framework_version,
+    FrameworkAdapter,
     SyntheticRegression,
     TrainState,
     build_mlp,
     dataset_size,
-    FrameworkAdapter,
+    framework_version,
     micro_batch,
     warmup,
 )
@@ -50,7 +50,9 @@ CHECKPOINTS = "checkpoints"
 class Adapter(FrameworkAdapter):
     """An Accelerate loop (DDP over gloo on CPU) as a conformance adapter (native format)."""
 
-    capabilities: ClassVar[frozenset[Capability]] = frozenset({"eval", "accumulation", "epochs", "retention"})
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {"eval", "accumulation", "epochs", "retention"}
+    )
     framework: ClassVar[str] = framework_version("accelerate")
 
     def __init__(self, config: ScenarioConfig, ctx: RankContext) -> None:
@@ -59,21 +61,30 @@ class Adapter(FrameworkAdapter):
         self.accelerator = Accelerator(
             cpu=ctx.device == "cpu",
             gradient_accumulation_steps=config.accumulation_steps,
-            project_config=ProjectConfiguration(project_dir=str(self.run_dir), automatic_checkpoint_naming=True,
-                                                total_limit=config.keep_last),
+            project_config=ProjectConfiguration(
+                project_dir=str(self.run_dir),
+                automatic_checkpoint_naming=True,
+                total_limit=config.keep_last,
+            ),
             dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
         )
         set_seed(config.seed)
         self.dataset = SyntheticRegression(config.seed, dataset_size(config))
-        loader = DataLoader(self.dataset, batch_size=micro_batch(config, ctx.world_size), shuffle=True)
+        loader = DataLoader(
+            self.dataset, batch_size=micro_batch(config, ctx.world_size), shuffle=True
+        )
         model = build_mlp()
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup)
-        self.model, self.optimizer, self.loader, self.scheduler = self.accelerator.prepare(model, optimizer, loader, scheduler)
+        self.model, self.optimizer, self.loader, self.scheduler = self.accelerator.prepare(
+            model, optimizer, loader, scheduler
+        )
         self.state = TrainState()
         self.accelerator.register_for_checkpointing(self.state)
         torch.manual_seed(config.seed * 7919 + ctx.rank)  # per-rank dropout stream
-        self.batches: Optional[Any] = None  # the current epoch's iterator, created when training needs it
+        self.batches: Any | None = (
+            None  # the current epoch's iterator, created when training needs it
+        )
 
     @staticmethod
     def committed_checkpoints(config: ScenarioConfig) -> dict[int, str]:
@@ -95,7 +106,9 @@ class Adapter(FrameworkAdapter):
         if self.batches is None:
             epoch, offset = divmod(self.state.micro, self._batches_per_epoch())
             self.loader.set_epoch(epoch)
-            loader = self.accelerator.skip_first_batches(self.loader, offset) if offset else self.loader
+            loader = (
+                self.accelerator.skip_first_batches(self.loader, offset) if offset else self.loader
+            )
             self.batches = iter(loader)
         try:
             batch = next(self.batches)
@@ -128,11 +141,15 @@ class Adapter(FrameworkAdapter):
 
     def save(self) -> str:
         folder = self.run_dir / CHECKPOINTS
-        existing = [int(p.name.rsplit("_", 1)[1]) for p in folder.glob("checkpoint_*")] if folder.is_dir() else []
+        existing = (
+            [int(p.name.rsplit("_", 1)[1]) for p in folder.glob("checkpoint_*")]
+            if folder.is_dir()
+            else []
+        )
         self.accelerator.project_configuration.iteration = max(existing, default=-1) + 1
         return str(self.accelerator.save_state())
 
-    def resume(self, checkpoint: Optional[str] = None) -> int:
+    def resume(self, checkpoint: str | None = None) -> int:
         folder = self.run_dir / CHECKPOINTS
         if checkpoint is None and not (folder.is_dir() and os.listdir(folder)):
             return self.state.step

@@ -5,17 +5,26 @@ Shared so that the adapters differ only in how each framework trains and checkpo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from importlib.metadata import version
-from typing import Any, ClassVar, Optional, Sequence
+from typing import Any, ClassVar
 
 import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset
 
-from ckptspec.conformance.adapter import CheckpointFormat, RankContext, ScenarioConfig, StepRecord, TrainerAdapter
+from ckptspec.conformance.adapter import (
+    CheckpointFormat,
+    RankContext,
+    ScenarioConfig,
+    StepRecord,
+    TrainerAdapter,
+)
 from ckptspec.conformance.examples.ddp_trainer import sample
 
-STEPS_PER_EPOCH = 16  # without `epochs` in the scenario: the training set holds this many global batches
+STEPS_PER_EPOCH = (
+    16  # without `epochs` in the scenario: the training set holds this many global batches
+)
 
 
 def framework_version(distribution: str) -> str:
@@ -40,7 +49,9 @@ def warmup(step: int) -> float:
 
 def build_mlp() -> torch.nn.Module:
     """The model: an 8-32-1 MLP with dropout (initialised from the current global RNG)."""
-    return torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.Dropout(0.1), torch.nn.Tanh(), torch.nn.Linear(32, 1))
+    return torch.nn.Sequential(
+        torch.nn.Linear(8, 32), torch.nn.Dropout(0.1), torch.nn.Tanh(), torch.nn.Linear(32, 1)
+    )
 
 
 class SyntheticRegression(Dataset):
@@ -79,7 +90,9 @@ def eval_sums(model: torch.nn.Module, seed: int, samples: Sequence[int]) -> torc
     with torch.no_grad():
         for i in samples:
             x, y = sample(seed, -1 - i)
-            sums += torch.tensor([float((model(x[None]) - y).pow(2).sum()), 1.0], dtype=torch.float64)
+            sums += torch.tensor(
+                [float((model(x[None]) - y).pow(2).sum()), 1.0], dtype=torch.float64
+            )
     return sums
 
 
@@ -101,7 +114,7 @@ class FrameworkAdapter(TrainerAdapter):
         """Optimizer steps completed."""
         return self.state.step
 
-    def evaluate(self, samples: Sequence[int]) -> Optional[dict[str, float]]:
+    def evaluate(self, samples: Sequence[int]) -> dict[str, float] | None:
         """Global mean squared error over every rank's ``samples``; None when all shards are empty."""
         self.model.eval()
         sums = eval_sums(self.model, self.config.seed, samples)
@@ -118,6 +131,8 @@ class FrameworkAdapter(TrainerAdapter):
             records += self.train(1)
             if config.eval_every and self.step % config.eval_every == 0:
                 self.evaluate(range(ctx.rank, self.eval_set_size, ctx.world_size))
-            if self.step == config.total_steps or (config.save_every and self.step % config.save_every == 0):
+            if self.step == config.total_steps or (
+                config.save_every and self.step % config.save_every == 0
+            ):
                 self.save()
         return records

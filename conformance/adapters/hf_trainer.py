@@ -24,14 +24,21 @@ the Trainer's):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Optional, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
-from transformers import PretrainedConfig, PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
+from transformers import (
+    PretrainedConfig,
+    PreTrainedModel,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ckptspec.conformance.adapter import Capability, CheckpointFormat, RankContext, ScenarioConfig
@@ -64,14 +71,17 @@ class MLPModel(PreTrainedModel):
     def __init__(self, config: MLPConfig) -> None:
         super().__init__(config)
         self.net = build_mlp()
-        self.seen: list[tuple[list[int], float]] = []  # (ids, loss) of each training micro-batch since the last step end
+        self.seen: list[
+            tuple[list[int], float]
+        ] = []  # (ids, loss) of each training micro-batch since the last step end
         self.post_init()
 
     def _init_weights(self, module: torch.nn.Module) -> None:
         """Keep the weights :func:`build_mlp` drew from the seeded global RNG."""
 
-    def forward(self, x: torch.Tensor, labels: Optional[torch.Tensor] = None,
-                ids: Optional[torch.Tensor] = None) -> dict[str, Any]:
+    def forward(
+        self, x: torch.Tensor, labels: torch.Tensor | None = None, ids: torch.Tensor | None = None
+    ) -> dict[str, Any]:
         out = self.net(x)
         loss = F.mse_loss(out, labels) if labels is not None else None
         if self.training and ids is not None and loss is not None:
@@ -82,7 +92,7 @@ class MLPModel(PreTrainedModel):
 class _Items(Dataset):
     """``SyntheticRegression`` (or the eval samples ``ids``) as the dicts the Trainer's collator stacks."""
 
-    def __init__(self, seed: int, size: int = 0, eval_ids: Optional[Sequence[int]] = None) -> None:
+    def __init__(self, seed: int, size: int = 0, eval_ids: Sequence[int] | None = None) -> None:
         self.train_set = SyntheticRegression(seed, size)
         self.seed, self.eval_ids = seed, list(eval_ids) if eval_ids is not None else None
 
@@ -98,27 +108,37 @@ class _Items(Dataset):
 
 
 def _mse(prediction: Any) -> dict[str, float]:
-    return {"mse": float(np.mean((np.asarray(prediction.predictions) - np.asarray(prediction.label_ids)) ** 2))}
+    return {
+        "mse": float(
+            np.mean((np.asarray(prediction.predictions) - np.asarray(prediction.label_ids)) ** 2)
+        )
+    }
 
 
 class _Parking(TrainerCallback):
     """Reports the Trainer's events to the adapter and applies its save requests."""
 
-    def __init__(self, adapter: "Adapter") -> None:
+    def __init__(self, adapter: Adapter) -> None:
         self.adapter = adapter
         self.lr = 0.0
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.adapter.park("train_begin", state.global_step)
 
-    def on_step_begin(self, args: Any, state: Any, control: Any, optimizer: Any = None, **kwargs: Any) -> None:
+    def on_step_begin(
+        self, args: Any, state: Any, control: Any, optimizer: Any = None, **kwargs: Any
+    ) -> None:
         self.lr = float(optimizer.param_groups[0]["lr"])
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         model = self.adapter.model
         seen, model.seen = model.seen, []
-        record = StepRecord(state.global_step, sum(loss for _, loss in seen) / max(len(seen), 1), self.lr,
-                            tuple(i for ids, _ in seen for i in ids))
+        record = StepRecord(
+            state.global_step,
+            sum(loss for _, loss in seen) / max(len(seen), 1),
+            self.lr,
+            tuple(i for ids, _ in seen for i in ids),
+        )
         if self.adapter.park("step_end", state.global_step, record).save:
             control.should_save = True
 
@@ -134,20 +154,25 @@ class Adapter(OwnerLoopAdapter):
     checkpoint_format: ClassVar[CheckpointFormat] = "native"
     framework: ClassVar[str] = framework_version("transformers")
     eval_set_size: ClassVar[int] = 16
-    restore_on_first_batch: ClassVar[bool] = True  # the Trainer loads the RNG state at the epoch's first batch
+    restore_on_first_batch: ClassVar[bool] = (
+        True  # the Trainer loads the RNG state at the epoch's first batch
+    )
 
     def __init__(self, config: ScenarioConfig, ctx: RankContext) -> None:
         self.config, self.ctx, self.rank = config, ctx, ctx.rank
         self.run_dir = Path(config.output_dir) / config.run_id
-        self.trainer: Optional[Trainer] = None
+        self.trainer: Trainer | None = None
 
     @staticmethod
     def committed_checkpoints(config: ScenarioConfig) -> dict[int, str]:
         """``{step: folder}`` of every ``checkpoint-<N>`` folder (what ``get_last_checkpoint`` chooses from)."""
         folder = Path(config.output_dir) / config.run_id
         prefix = f"{PREFIX_CHECKPOINT_DIR}-"
-        return {int(p.name[len(prefix):]): str(p) for p in (folder.iterdir() if folder.is_dir() else ())
-                if p.is_dir() and p.name.startswith(prefix) and p.name[len(prefix):].isdigit()}
+        return {
+            int(p.name[len(prefix) :]): str(p)
+            for p in (folder.iterdir() if folder.is_dir() else ())
+            if p.is_dir() and p.name.startswith(prefix) and p.name[len(prefix) :].isdigit()
+        }
 
     @property
     def model(self) -> MLPModel:
@@ -155,29 +180,42 @@ class Adapter(OwnerLoopAdapter):
         assert self.trainer is not None
         return self.trainer.model  # type: ignore[return-value]
 
-    def run_loop(self, checkpoint: Optional[str], max_steps: Optional[int]) -> None:
+    def run_loop(self, checkpoint: str | None, max_steps: int | None) -> None:
         config, ctx = self.config, self.ctx
         fit = max_steps is not None
         args = TrainingArguments(
-            output_dir=str(self.run_dir), max_steps=max_steps or UNBOUNDED_STEPS, seed=config.seed,
+            output_dir=str(self.run_dir),
+            max_steps=max_steps or UNBOUNDED_STEPS,
+            seed=config.seed,
             per_device_train_batch_size=micro_batch(config, ctx.world_size),
-            per_device_eval_batch_size=4, gradient_accumulation_steps=config.accumulation_steps,
-            save_strategy="steps" if fit else "no", save_steps=config.save_every or config.total_steps,
-            eval_strategy="steps" if fit and config.eval_every else "no", eval_steps=config.eval_every or None,
-            use_cpu=not ctx.device.startswith("cuda"), report_to="none", logging_strategy="no",
-            disable_tqdm=True, remove_unused_columns=False, dataloader_num_workers=0,
+            per_device_eval_batch_size=4,
+            gradient_accumulation_steps=config.accumulation_steps,
+            save_strategy="steps" if fit else "no",
+            save_steps=config.save_every or config.total_steps,
+            eval_strategy="steps" if fit and config.eval_every else "no",
+            eval_steps=config.eval_every or None,
+            use_cpu=not ctx.device.startswith("cuda"),
+            report_to="none",
+            logging_strategy="no",
+            disable_tqdm=True,
+            remove_unused_columns=False,
+            dataloader_num_workers=0,
         )
         torch.manual_seed(config.seed)  # same initial weights on every rank
         model = MLPModel(MLPConfig())
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
         self.trainer = Trainer(
-            model=model, args=args, train_dataset=_Items(config.seed, dataset_size(config)),
-            eval_dataset=_Items(config.seed, eval_ids=range(self.eval_set_size)), compute_metrics=_mse,
-            optimizers=(optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, warmup)), callbacks=[_Parking(self)],
+            model=model,
+            args=args,
+            train_dataset=_Items(config.seed, dataset_size(config)),
+            eval_dataset=_Items(config.seed, eval_ids=range(self.eval_set_size)),
+            compute_metrics=_mse,
+            optimizers=(optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, warmup)),
+            callbacks=[_Parking(self)],
         )
         self.trainer.train(resume_from_checkpoint=checkpoint)
 
-    def evaluate_global(self, global_ids: Sequence[int]) -> Optional[dict[str, float]]:
+    def evaluate_global(self, global_ids: Sequence[int]) -> dict[str, float] | None:
         if not global_ids:
             return None
         assert self.trainer is not None

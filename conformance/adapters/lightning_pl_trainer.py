@@ -21,7 +21,7 @@ never ends before the suite stops it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar
 
 import lightning.pytorch as pl
 import torch
@@ -68,7 +68,7 @@ class Regression(pl.LightningModule):
 class _Parking(pl.Callback):
     """Reports the Trainer's events to the adapter and saves when it asks."""
 
-    def __init__(self, adapter: "Adapter") -> None:
+    def __init__(self, adapter: Adapter) -> None:
         self.adapter = adapter
         self.last_step = -1
         self.lr = 0.0
@@ -77,19 +77,30 @@ class _Parking(pl.Callback):
         self.last_step = trainer.global_step
         self.adapter.park("train_begin", trainer.global_step)
 
-    def on_train_batch_start(self, trainer: pl.Trainer, module: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, module: Any, batch: Any, batch_idx: int
+    ) -> None:
         if not module.seen:
             self.lr = float(trainer.optimizers[0].param_groups[0]["lr"])
 
-    def on_train_batch_end(self, trainer: pl.Trainer, module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, module: Any, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         if trainer.global_step == self.last_step:
             return  # a micro-batch inside an accumulation cycle
         self.last_step = step = trainer.global_step
         seen, module.seen = module.seen, []
-        record = StepRecord(step, sum(loss for _, loss in seen), self.lr, tuple(i for ids, _ in seen for i in ids))
+        record = StepRecord(
+            step, sum(loss for _, loss in seen), self.lr, tuple(i for ids, _ in seen for i in ids)
+        )
         config = self.adapter.config
-        scheduled = trainer.max_steps == config.total_steps and (  # fit(): save every `save_every` and at the end
-            step == config.total_steps or bool(config.save_every and step % config.save_every == 0))
+        scheduled = (
+            trainer.max_steps == config.total_steps
+            and (  # fit(): save every `save_every` and at the end
+                step == config.total_steps
+                or bool(config.save_every and step % config.save_every == 0)
+            )
+        )
         if self.adapter.park("step_end", step, record).save or scheduled:
             path = self.adapter.run_dir / CHECKPOINTS / f"step-{step}.ckpt"
             trainer.save_checkpoint(path)
@@ -106,26 +117,40 @@ class Adapter(OwnerLoopAdapter):
     def __init__(self, config: ScenarioConfig, ctx: RankContext) -> None:
         self.config, self.ctx, self.rank = config, ctx, ctx.rank
         self.run_dir = Path(config.output_dir) / config.run_id
-        self.trainer: Optional[pl.Trainer] = None
-        self.module: Optional[Regression] = None
+        self.trainer: pl.Trainer | None = None
+        self.module: Regression | None = None
 
     @staticmethod
     def committed_checkpoints(config: ScenarioConfig) -> dict[int, str]:
         """``{step: file}`` of every ``checkpoints/step-<N>.ckpt`` (the files this run resumes from)."""
         folder = Path(config.output_dir) / config.run_id / CHECKPOINTS
-        return {int(p.stem.split("-", 1)[1]): str(p) for p in folder.glob("step-*.ckpt")} if folder.is_dir() else {}
+        return (
+            {int(p.stem.split("-", 1)[1]): str(p) for p in folder.glob("step-*.ckpt")}
+            if folder.is_dir()
+            else {}
+        )
 
-    def run_loop(self, checkpoint: Optional[str], max_steps: Optional[int]) -> None:
+    def run_loop(self, checkpoint: str | None, max_steps: int | None) -> None:
         config, ctx = self.config, self.ctx
         torch.manual_seed(config.seed)  # same initial weights on every rank
         self.module = Regression(config.accumulation_steps)
-        loader = DataLoader(SyntheticRegression(config.seed, dataset_size(config)),
-                            batch_size=micro_batch(config, ctx.world_size), shuffle=True)
+        loader = DataLoader(
+            SyntheticRegression(config.seed, dataset_size(config)),
+            batch_size=micro_batch(config, ctx.world_size),
+            shuffle=True,
+        )
         self.trainer = pl.Trainer(
-            accelerator="cuda" if ctx.device.startswith("cuda") else "cpu", strategy="ddp", devices=ctx.world_size,
-            max_steps=max_steps or UNBOUNDED_STEPS, accumulate_grad_batches=config.accumulation_steps,
-            callbacks=[_Parking(self)], enable_checkpointing=False, logger=False, enable_progress_bar=False,
-            enable_model_summary=False, default_root_dir=str(self.run_dir),
+            accelerator="cuda" if ctx.device.startswith("cuda") else "cpu",
+            strategy="ddp",
+            devices=ctx.world_size,
+            max_steps=max_steps or UNBOUNDED_STEPS,
+            accumulate_grad_batches=config.accumulation_steps,
+            callbacks=[_Parking(self)],
+            enable_checkpointing=False,
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            default_root_dir=str(self.run_dir),
         )
         self.trainer.fit(self.module, train_dataloaders=loader, ckpt_path=checkpoint)
 

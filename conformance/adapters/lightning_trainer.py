@@ -20,8 +20,9 @@ Glue the adapter adds to drive Fabric inside the suite (everything else is Fabri
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Optional
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -30,12 +31,12 @@ from torch.utils.data import DataLoader
 
 from ckptspec.conformance.adapter import Capability, RankContext, ScenarioConfig, StepRecord
 from ckptspec.conformance.adapters.common import (
-    framework_version,
+    FrameworkAdapter,
     SyntheticRegression,
     TrainState,
     build_mlp,
     dataset_size,
-    FrameworkAdapter,
+    framework_version,
     micro_batch,
     warmup,
 )
@@ -50,14 +51,19 @@ def _step_of(path: Path) -> int:
 class Adapter(FrameworkAdapter):
     """A Fabric DDP loop (gloo on CPU) as a conformance adapter (native format)."""
 
-    capabilities: ClassVar[frozenset[Capability]] = frozenset({"eval", "accumulation", "grad_sync", "epochs"})
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {"eval", "accumulation", "grad_sync", "epochs"}
+    )
     framework: ClassVar[str] = framework_version("lightning")
 
     def __init__(self, config: ScenarioConfig, ctx: RankContext) -> None:
         self.config, self.ctx = config, ctx
         self.run_dir = Path(config.output_dir) / config.run_id
-        self.fabric = Fabric(accelerator="cuda" if ctx.device.startswith("cuda") else "cpu", strategy="ddp",
-                             devices=ctx.world_size)
+        self.fabric = Fabric(
+            accelerator="cuda" if ctx.device.startswith("cuda") else "cpu",
+            strategy="ddp",
+            devices=ctx.world_size,
+        )
         self.fabric.launch()
         torch.manual_seed(config.seed)  # same initial weights on every rank
         model = build_mlp()
@@ -66,10 +72,11 @@ class Adapter(FrameworkAdapter):
         self.model, self.optimizer = self.fabric.setup(model, optimizer)
         dataset = SyntheticRegression(config.seed, dataset_size(config))
         self.loader = self.fabric.setup_dataloaders(
-            DataLoader(dataset, batch_size=micro_batch(config, ctx.world_size), shuffle=True))
+            DataLoader(dataset, batch_size=micro_batch(config, ctx.world_size), shuffle=True)
+        )
         self.state = TrainState()
         torch.manual_seed(config.seed * 7919 + ctx.rank)  # per-rank dropout stream
-        self.batches: Optional[Iterator[Any]] = None
+        self.batches: Iterator[Any] | None = None
 
     @staticmethod
     def committed_checkpoints(config: ScenarioConfig) -> dict[int, str]:
@@ -78,7 +85,12 @@ class Adapter(FrameworkAdapter):
         return {_step_of(p): str(p) for p in folder.glob("step-*.ckpt")} if folder.is_dir() else {}
 
     def _checkpoint_state(self) -> dict[str, Any]:
-        return {"model": self.model, "optimizer": self.optimizer, "lr_scheduler": self.scheduler, "train_state": self.state}
+        return {
+            "model": self.model,
+            "optimizer": self.optimizer,
+            "lr_scheduler": self.scheduler,
+            "train_state": self.state,
+        }
 
     def _next_batch(self) -> Any:
         if self.batches is None:
@@ -121,7 +133,7 @@ class Adapter(FrameworkAdapter):
         self.fabric.save(path, self._checkpoint_state())
         return str(path)
 
-    def resume(self, checkpoint: Optional[str] = None) -> int:
+    def resume(self, checkpoint: str | None = None) -> int:
         if checkpoint is None:
             found = self.committed_checkpoints(self.config)
             if not found:

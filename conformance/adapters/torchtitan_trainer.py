@@ -30,13 +30,14 @@ an ``assert`` that the data-parallel degree did not change, is not declared: an
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Optional
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.distributed.checkpoint.api import CheckpointException
+from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import IterableDataset
 from torchtitan.components.checkpoint import CheckpointManager
 from torchtitan.components.dataloader import ParallelAwareDataloader
@@ -64,13 +65,19 @@ class ShardedStream(IterableDataset):
 
     def __init__(self, config: ScenarioConfig, dp_rank: int, dp_world_size: int) -> None:
         self.seed, self.size = config.seed, dataset_size(config)
-        self.micro, self.rank, self.world = micro_batch(config, dp_world_size), dp_rank, dp_world_size
+        self.micro, self.rank, self.world = (
+            micro_batch(config, dp_world_size),
+            dp_rank,
+            dp_world_size,
+        )
         self.position = 0  # global samples consumed by all ranks
 
     def __iter__(self) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
         while True:
             epoch, offset = divmod(self.position, self.size)
-            order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + epoch)).tolist()
+            order = torch.randperm(
+                self.size, generator=torch.Generator().manual_seed(self.seed + epoch)
+            ).tolist()
             owner = (self.position // self.micro) % self.world
             index = order[offset]
             self.position += 1
@@ -89,7 +96,9 @@ class ShardedStream(IterableDataset):
 class Adapter(FrameworkAdapter):
     """torchtitan components over DDP (gloo on CPU) as a conformance adapter (native format)."""
 
-    capabilities: ClassVar[frozenset[Capability]] = frozenset({"eval", "accumulation", "epochs", "retention"})
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {"eval", "accumulation", "epochs", "retention"}
+    )
     framework: ClassVar[str] = framework_version("torchtitan")
     refusal_errors: ClassVar[tuple[type[BaseException], ...]] = (CheckpointException,)
 
@@ -99,24 +108,41 @@ class Adapter(FrameworkAdapter):
         self.model = DDP(build_mlp())
         self.optimizers = OptimizersContainer(
             OptimizersContainer.Config(
-                param_groups=[ParamGroupConfig(pattern=r".*", optimizer_name="AdamW", optimizer_kwargs={"lr": 1e-2})],
+                param_groups=[
+                    ParamGroupConfig(
+                        pattern=r".*", optimizer_name="AdamW", optimizer_kwargs={"lr": 1e-2}
+                    )
+                ],
                 implementation="for-loop",
             ),
             model_parts=[self.model],
         )
         self.lr_schedulers = LRSchedulersContainer(self.optimizers, warmup)
-        self.dataloader = ParallelAwareDataloader(ShardedStream(config, ctx.rank, ctx.world_size), ctx.rank,
-                                                  ctx.world_size, batch_size=micro_batch(config, ctx.world_size))
+        self.dataloader = ParallelAwareDataloader(
+            ShardedStream(config, ctx.rank, ctx.world_size),
+            ctx.rank,
+            ctx.world_size,
+            batch_size=micro_batch(config, ctx.world_size),
+        )
         self.state = TrainState()
         self.checkpointer = CheckpointManager(
-            CheckpointManager.Config(enable=True, folder=CHECKPOINT_FOLDER, interval=1, last_save_model_only=False,
-                                     keep_latest_k=max(2, config.keep_last) if config.keep_last else 0),
-            dataloader=self.dataloader, model_parts=[self.model], optimizers=self.optimizers,
-            lr_schedulers=self.lr_schedulers, states={"train_state": self.state}, sd_adapter=None,
+            CheckpointManager.Config(
+                enable=True,
+                folder=CHECKPOINT_FOLDER,
+                interval=1,
+                last_save_model_only=False,
+                keep_latest_k=max(2, config.keep_last) if config.keep_last else 0,
+            ),
+            dataloader=self.dataloader,
+            model_parts=[self.model],
+            optimizers=self.optimizers,
+            lr_schedulers=self.lr_schedulers,
+            states={"train_state": self.state},
+            sd_adapter=None,
             base_folder=str(Path(config.output_dir) / config.run_id),
         )
         torch.manual_seed(config.seed * 7919 + ctx.rank)  # per-rank dropout stream
-        self.batches: Optional[Iterator[Any]] = None
+        self.batches: Iterator[Any] | None = None
 
     @staticmethod
     def committed_checkpoints(config: ScenarioConfig) -> dict[int, str]:
@@ -154,7 +180,7 @@ class Adapter(FrameworkAdapter):
         self.checkpointer.maybe_wait_for_saving()
         return str(Path(self.checkpointer.folder) / f"step-{self.state.step}")
 
-    def resume(self, checkpoint: Optional[str] = None) -> int:
+    def resume(self, checkpoint: str | None = None) -> int:
         step = -1 if checkpoint is None else int(Path(checkpoint).name.split("-", 1)[1])
         self.checkpointer.load(step=step)
         self.batches = None

@@ -6,8 +6,9 @@ Bring your own loop; use ckptspec's checkpoint library (``ckptspec.checkpointing
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Optional, Sequence
+from typing import Any, ClassVar
 
 import torch
 import torch.distributed as dist
@@ -15,8 +16,22 @@ import torch.nn.functional as F
 from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from ckptspec.checkpointing import BestPolicy, Checkpointer, DistContext, PerRank, Replicated, model_component, optimizer_component
-from ckptspec.conformance.adapter import Capability, RankContext, ScenarioConfig, StepRecord, TrainerAdapter
+from ckptspec.checkpointing import (
+    BestPolicy,
+    Checkpointer,
+    DistContext,
+    PerRank,
+    Replicated,
+    model_component,
+    optimizer_component,
+)
+from ckptspec.conformance.adapter import (
+    Capability,
+    RankContext,
+    ScenarioConfig,
+    StepRecord,
+    TrainerAdapter,
+)
 from ckptspec.manifest import EvalResult, Progress
 
 DATASET_SIZE = 256
@@ -32,23 +47,37 @@ def sample(seed: int, index: int) -> tuple[torch.Tensor, torch.Tensor]:
 class DDPAdapter(TrainerAdapter):
     """A small MLP trained with DDP, AdamW, linear warm-up and gradient accumulation."""
 
-    capabilities: ClassVar[frozenset[Capability]] = frozenset({"reshard", "eval", "accumulation", "grad_sync", "epochs", "best", "retention"})
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {"reshard", "eval", "accumulation", "grad_sync", "epochs", "best", "retention"}
+    )
     eval_set_size: ClassVar[int] = 16
 
     def __init__(self, config: ScenarioConfig, ctx: RankContext) -> None:
         self.config, self.ctx = config, ctx
         torch.manual_seed(config.seed)  # same initial weights on every rank
-        net = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.Dropout(0.1), torch.nn.Tanh(), torch.nn.Linear(32, 1))
+        net = torch.nn.Sequential(
+            torch.nn.Linear(8, 32), torch.nn.Dropout(0.1), torch.nn.Tanh(), torch.nn.Linear(32, 1)
+        )
         self.model = DDP(net)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-2)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / 3))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: min(1.0, (s + 1) / 3)
+        )
         torch.manual_seed(config.seed * 7919 + ctx.rank)  # per-rank dropout stream
         self.samples_seen = 0
-        self.dataset_size = config.steps_per_epoch * config.global_batch_size if config.steps_per_epoch else DATASET_SIZE
+        self.dataset_size = (
+            config.steps_per_epoch * config.global_batch_size
+            if config.steps_per_epoch
+            else DATASET_SIZE
+        )
         self._step = 0
-        self.last_eval: Optional[tuple[int, EvalResult]] = None
+        self.last_eval: tuple[int, EvalResult] | None = None
         dist_ctx = DistContext(ctx.rank, ctx.world_size, ctx.local_rank, torch.device(ctx.device))
-        best = BestPolicy(config.best_metric, config.best_mode, config.best_min_delta) if config.best_metric else None
+        best = (
+            BestPolicy(config.best_metric, config.best_mode, config.best_min_delta)
+            if config.best_metric
+            else None
+        )
         fingerprint = {  # the settings a resume must not change
             "accumulation_steps": config.accumulation_steps,
             "global_batch_size": config.global_batch_size,
@@ -56,13 +85,20 @@ class DDPAdapter(TrainerAdapter):
             "model": "mlp-8-32-1",
         }
         run_dir = Path(config.output_dir) / config.run_id
-        self.checkpointer = Checkpointer(run_dir, dist_ctx, fingerprint, best=best, keep_last=config.keep_last)
+        self.checkpointer = Checkpointer(
+            run_dir, dist_ctx, fingerprint, best=best, keep_last=config.keep_last
+        )
         self.state = {  # what a checkpoint holds, and how each part is restored
             "model": model_component(self.model),
             "optimizer": optimizer_component(self.model, self.optimizer),
             "lr_scheduler": Replicated(self.scheduler.state_dict, self.scheduler.load_state_dict),
-            "data_position": Replicated(lambda: {"samples_seen": self.samples_seen, "step": self._step}, self._set_position),
-            "rng": PerRank(lambda: {"cpu": torch.get_rng_state()}, lambda saved: torch.set_rng_state(saved["cpu"])),
+            "data_position": Replicated(
+                lambda: {"samples_seen": self.samples_seen, "step": self._step}, self._set_position
+            ),
+            "rng": PerRank(
+                lambda: {"cpu": torch.get_rng_state()},
+                lambda saved: torch.set_rng_state(saved["cpu"]),
+            ),
         }
 
     @property
@@ -73,7 +109,9 @@ class DDPAdapter(TrainerAdapter):
         self.samples_seen, self._step = position["samples_seen"], position["step"]
 
     def _order(self, epoch: int) -> list[int]:
-        return torch.randperm(self.dataset_size, generator=torch.Generator().manual_seed(self.config.seed + epoch)).tolist()
+        return torch.randperm(
+            self.dataset_size, generator=torch.Generator().manual_seed(self.config.seed + epoch)
+        ).tolist()
 
     def _next_ids(self, count: int) -> list[int]:
         """The next ``count`` sample ids of the global stream (epoch-wise shuffled)."""
@@ -108,13 +146,15 @@ class DDPAdapter(TrainerAdapter):
             records.append(StepRecord(self._step, total, lr, tuple(mine)))
         return records
 
-    def evaluate(self, samples: Sequence[int]) -> Optional[dict[str, float]]:
+    def evaluate(self, samples: Sequence[int]) -> dict[str, float] | None:
         sums = torch.zeros(2, dtype=torch.float64)
         self.model.eval()
         with torch.no_grad():
             for i in samples:
                 x, y = sample(self.config.seed, -1 - i)
-                sums += torch.tensor([float((self.model(x[None]) - y).pow(2).sum()), 1.0], dtype=torch.float64)
+                sums += torch.tensor(
+                    [float((self.model(x[None]) - y).pow(2).sum()), 1.0], dtype=torch.float64
+                )
         dist.all_reduce(sums)  # every rank, even with an empty shard
         if sums[1] == 0:
             return None
@@ -124,13 +164,25 @@ class DDPAdapter(TrainerAdapter):
 
     def save(self) -> str:
         epoch, offset = divmod(self.samples_seen, self.dataset_size)
-        progress = Progress(global_step=self._step, epoch=epoch, batches_in_epoch=offset // self.config.global_batch_size,
-                            samples_in_epoch=offset, samples_seen=self.samples_seen, accumulation_steps=self.config.accumulation_steps)
-        eval_result = self.last_eval[1] if self.last_eval and self.last_eval[0] == self._step else None
-        return str(self.checkpointer.save(self._step, self.state, progress=progress, eval=eval_result))
+        progress = Progress(
+            global_step=self._step,
+            epoch=epoch,
+            batches_in_epoch=offset // self.config.global_batch_size,
+            samples_in_epoch=offset,
+            samples_seen=self.samples_seen,
+            accumulation_steps=self.config.accumulation_steps,
+        )
+        eval_result = (
+            self.last_eval[1] if self.last_eval and self.last_eval[0] == self._step else None
+        )
+        return str(
+            self.checkpointer.save(self._step, self.state, progress=progress, eval=eval_result)
+        )
 
-    def resume(self, checkpoint: Optional[str] = None) -> int:
-        self.checkpointer.resume(self.state, checkpoint)  # every check, then every part read and verified, then applied
+    def resume(self, checkpoint: str | None = None) -> int:
+        self.checkpointer.resume(
+            self.state, checkpoint
+        )  # every check, then every part read and verified, then applied
         return self._step
 
     def fit(self) -> list[StepRecord]:
@@ -140,7 +192,9 @@ class DDPAdapter(TrainerAdapter):
             records += self.train(1)
             if self.config.eval_every and self._step % self.config.eval_every == 0:
                 self.evaluate(range(self.ctx.rank, self.eval_set_size, self.ctx.world_size))
-            if self._step == self.config.total_steps or (self.config.save_every and self._step % self.config.save_every == 0):
+            if self._step == self.config.total_steps or (
+                self.config.save_every and self._step % self.config.save_every == 0
+            ):
                 self.save()
         return records
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from ckptspec.conformance.adapter import RankContext, ScenarioConfig
 from ckptspec.conformance.owner_loop import OwnerLoopAdapter
@@ -16,11 +16,11 @@ class ToyTrainer:
     """Stands in for a framework: ``train()`` resumes, runs to ``max_steps`` and saves when a
     callback sets ``control["should_save"]`` at a step end (as ``TrainerControl`` does)."""
 
-    def __init__(self, out_dir: Path, callbacks: list[Any], max_steps: Optional[int]) -> None:
+    def __init__(self, out_dir: Path, callbacks: list[Any], max_steps: int | None) -> None:
         self.out_dir, self.callbacks, self.max_steps = out_dir, callbacks, max_steps
         self.step, self.weight = 0, 0.0
 
-    def train(self, resume_from_checkpoint: Optional[str] = None) -> None:
+    def train(self, resume_from_checkpoint: str | None = None) -> None:
         if resume_from_checkpoint:
             state = json.loads(Path(resume_from_checkpoint).read_text())
             self.step, self.weight = state["step"], state["weight"]
@@ -64,18 +64,21 @@ class ToyAdapter(OwnerLoopAdapter):
 
     def __init__(self, config: ScenarioConfig, ctx: RankContext) -> None:
         self.config, self.rank = config, ctx.rank
-        self.trainer: Optional[ToyTrainer] = None
+        self.trainer: ToyTrainer | None = None
 
     @staticmethod
     def committed_checkpoints(config: ScenarioConfig) -> dict[int, str]:
         folder = Path(config.output_dir) / config.run_id
         return {int(p.stem.split("-")[1]): str(p) for p in folder.glob("checkpoint-*.json")}
 
-    def run_loop(self, checkpoint: Optional[str], max_steps: Optional[int]) -> None:
+    def run_loop(self, checkpoint: str | None, max_steps: int | None) -> None:
         out_dir = Path(self.config.output_dir) / self.config.run_id
         self.trainer = ToyTrainer(out_dir, [ParkingCallback(self)], max_steps)
         self.trainer.train(resume_from_checkpoint=checkpoint)
 
     def read_full_state(self) -> dict[str, Any]:
         assert self.trainer is not None
-        return {"model": {"weight": self.trainer.weight}, "data_position": {"step": self.trainer.step}}
+        return {
+            "model": {"weight": self.trainer.weight},
+            "data_position": {"step": self.trainer.step},
+        }

@@ -15,7 +15,12 @@ import pytest
 from ckptspec.conformance.checks import Verdict
 from ckptspec.conformance.harness import Harness
 from ckptspec.conformance.phase import Evaluate
-from ckptspec.conformance.strategies import EvalScenario, eval_scenarios, replay_command, scenario_test
+from ckptspec.conformance.strategies import (
+    EvalScenario,
+    eval_scenarios,
+    replay_command,
+    scenario_test,
+)
 
 REL_TOL = 1e-5
 
@@ -39,9 +44,18 @@ def test_eval_with_empty_shards(harness: Harness, verdict: Verdict, scenario: Ev
     shardings = [_shards(sizes) for sizes in scenario.shardings]
     empty = tuple(() for _ in range(ws))
     config = harness.config()
-    result = harness.phase(config, ws, [Evaluate(s) for s in shardings] + [Evaluate(empty)], may_fail=set(range(len(shardings) + 1)))
+    result = harness.phase(
+        config,
+        ws,
+        [Evaluate(s) for s in shardings] + [Evaluate(empty)],
+        may_fail=set(range(len(shardings) + 1)),
+    )
     if result.timed_out:
-        verdict.check("EVAL-1", False, f"evaluation with empty shards {scenario.shardings} hung:\n{result.describe()}")
+        verdict.check(
+            "EVAL-1",
+            False,
+            f"evaluation with empty shards {scenario.shardings} hung:\n{result.describe()}",
+        )
         verdict.blocked("EVAL-2", "not judged: evaluation hung (EVAL-1)")
         verdict.blocked("EVAL-3", "not judged: evaluation hung (EVAL-1)")
         verdict.conclude()
@@ -51,27 +65,55 @@ def test_eval_with_empty_shards(harness: Harness, verdict: Verdict, scenario: Ev
         errors = {r: res.error.short() for r, res in got.items() if res.error is not None}
         values = [got[r].value for r in sorted(got) if got[r].ok]
         absent = sum(sizes) > 0 and any(v is None for v in values)
-        if not verdict.check("EVAL-1", len(got) == ws and not errors and not absent,
-                             f"sharding {sizes}: evaluation did not complete symmetrically on every rank: "
-                             f"{errors or (f'some ranks returned None: {values}' if absent else result.describe())}"):
-            for req in ("EVAL-2", "EVAL-3"):  # later evaluations are not meaningful after a collective mismatch
+        if not verdict.check(
+            "EVAL-1",
+            len(got) == ws and not errors and not absent,
+            f"sharding {sizes}: evaluation did not complete symmetrically on every rank: "
+            f"{errors or (f'some ranks returned None: {values}' if absent else result.describe())}",
+        ):
+            for req in (
+                "EVAL-2",
+                "EVAL-3",
+            ):  # later evaluations are not meaningful after a collective mismatch
                 if not verdict.failed(req):
                     verdict.blocked(req, "not judged after a collective mismatch (EVAL-1)")
             verdict.conclude()
-        verdict.check("EVAL-2", all(v == values[0] for v in values), f"sharding {sizes}: metrics differ between ranks: {values}")
+        verdict.check(
+            "EVAL-2",
+            all(v == values[0] for v in values),
+            f"sharding {sizes}: metrics differ between ranks: {values}",
+        )
         if sum(sizes) == 0:
-            verdict.check("EVAL-3", values[0] is None, f"sharding {sizes} (empty union) gave {values[0]}, not None")
+            verdict.check(
+                "EVAL-3",
+                values[0] is None,
+                f"sharding {sizes} (empty union) gave {values[0]}, not None",
+            )
             continue
         single = union.value(i)
-        if not verdict.check("EVAL-2", single is not None and set(values[0]) == set(single),
-                             f"sharding {sizes}: metrics {values[0]} vs one-process evaluation of the union {single}"):
+        if not verdict.check(
+            "EVAL-2",
+            single is not None and set(values[0]) == set(single),
+            f"sharding {sizes}: metrics {values[0]} vs one-process evaluation of the union {single}",
+        ):
             continue
-        far = {k: (values[0][k], single[k]) for k in single if not math.isclose(values[0][k], single[k], rel_tol=REL_TOL, abs_tol=1e-9)}
-        verdict.check("EVAL-2", not far, f"sharding {sizes}: metrics depend on the sharding (sharded, one process): {far}")
+        far = {
+            k: (values[0][k], single[k])
+            for k in single
+            if not math.isclose(values[0][k], single[k], rel_tol=REL_TOL, abs_tol=1e-9)
+        }
+        verdict.check(
+            "EVAL-2",
+            not far,
+            f"sharding {sizes}: metrics depend on the sharding (sharded, one process): {far}",
+        )
     last = result.results(len(shardings))
-    verdict.check("EVAL-3", len(last) == ws and all(res.ok and res.value is None for res in last.values()),
-                  "an empty eval set must give None on every rank, got "
-                  + str({r: res.value if res.ok else res.error.short() for r, res in last.items()}))  # type: ignore[union-attr]
+    verdict.check(
+        "EVAL-3",
+        len(last) == ws and all(res.ok and res.value is None for res in last.values()),
+        "an empty eval set must give None on every rank, got "
+        + str({r: res.value if res.ok else res.error.short() for r, res in last.items()}),
+    )  # type: ignore[union-attr]
     verdict.conclude()
 
 

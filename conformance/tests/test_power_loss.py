@@ -19,7 +19,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import pytest
 from hypothesis import strategies as st
@@ -54,7 +54,9 @@ class PowerLossScenario:
 
 
 def _fractions(count: int) -> Any:
-    return st.lists(st.floats(0, 1, exclude_max=True), min_size=count, max_size=count).map(lambda f: tuple(sorted(f)))
+    return st.lists(st.floats(0, 1, exclude_max=True), min_size=count, max_size=count).map(
+        lambda f: tuple(sorted(f))
+    )
 
 
 @st.composite
@@ -83,23 +85,35 @@ def _restored(h: Harness, config: ScenarioConfig) -> Digests:
     return {r: res.value for r, res in result.results(1).items() if res.ok}
 
 
-def _journaled_save(h: Harness, saved: SavedRun, between: int, kill: Optional[tuple[int, int]]) -> _Journaled:
+def _journaled_save(
+    h: Harness, saved: SavedRun, between: int, kill: tuple[int, int] | None
+) -> _Journaled:
     """Resume ``saved``, train ``between`` steps and save under a journal, killing rank ``kill[0]``
     before its mutation ``kill[1]`` when given (a fault-free save is memoised: shared, read only)."""
 
-    def run(where: Optional[Path]) -> _Journaled:
+    def run(where: Path | None) -> _Journaled:
         config = h.fork(saved.config)
         journal = (where or h.new_dir("journal")) / "journal"
-        fault = Fault("count", journal=str(journal)) if kill is None else Fault("kill", *kill, journal=str(journal))
+        fault = (
+            Fault("count", journal=str(journal))
+            if kill is None
+            else Fault("kill", *kill, journal=str(journal))
+        )
         result = h.phase(config, WORLD_SIZE, [Resume(None), Train(between), Save(fault)])
         logs = {r: list(res.mutations) for r, res in result.results(2).items()}
         if kill is not None:
-            return _Journaled(config, str(journal), logs, {}, "" if kill[0] in result.missing else "did not land")
+            return _Journaled(
+                config, str(journal), logs, {}, "" if kill[0] in result.missing else "did not land"
+            )
         if result.missing or result.errors():
             return _Journaled(config, str(journal), logs, {}, result.describe())
         return _Journaled(config, str(journal), logs, _restored(h, config))
 
-    return h.memo("power-loss-save", (saved.config.output_dir, between), run) if kill is None else run(None)
+    return (
+        h.memo("power-loss-save", (saved.config.output_dir, between), run)
+        if kill is None
+        else run(None)
+    )
 
 
 def _tree(path: Path) -> dict[str, str]:
@@ -110,19 +124,33 @@ def _tree(path: Path) -> dict[str, str]:
 
 def _model(saved: SavedRun, crashed: _Journaled) -> CrashModel:
     """The power-loss states of ``crashed``: from the run before the save to the run it left."""
-    return CrashModel(Path(saved.config.output_dir), Path(crashed.config.output_dir), Path(crashed.journal),
-                      read_journal(crashed.journal))
+    return CrashModel(
+        Path(saved.config.output_dir),
+        Path(crashed.config.output_dir),
+        Path(crashed.journal),
+        read_journal(crashed.journal),
+    )
 
 
-def _states(model: CrashModel, fractions: tuple[float, ...], worst: bool = True) -> list[list[Choice]]:
+def _states(
+    model: CrashModel, fractions: tuple[float, ...], worst: bool = True
+) -> list[list[Choice]]:
     """The worst state (when ``worst``) and the drawn one, each once."""
     states = [model.worst()] if worst else []
     drawn = model.pick(fractions)
     return states + [drawn] if drawn not in states else states
 
 
-def _judge(h: Harness, v: Verdict, saved: SavedRun, model: CrashModel, choices: list[Choice], where: str,
-           expected: dict[int, Digests], durable_step: Optional[int]) -> None:
+def _judge(
+    h: Harness,
+    v: Verdict,
+    saved: SavedRun,
+    model: CrashModel,
+    choices: list[Choice],
+    where: str,
+    expected: dict[int, Digests],
+    durable_step: int | None,
+) -> None:
     """Build the power-loss state of ``model`` that loses ``choices`` and check it: the earlier
     checkpoint intact, ``durable_step`` (when the save returned) committed, the run valid, and a
     resume of latest restoring one of ``expected`` exactly."""
@@ -131,78 +159,140 @@ def _judge(h: Harness, v: Verdict, saved: SavedRun, model: CrashModel, choices: 
     config = saved.config.replace(output_dir=str(target))
     what = f"{where}, then a power loss losing {len(choices)} non-durable effect(s): {[str(c) for c in choices][:6]}"
     if not choices:  # every effect was durable: the state is the one the crash left, file for file
-        v.check(REQ, file_tree(target) == file_tree(Path(model.after)),
-                f"after {where} the power-loss state that loses nothing differs from the crash state")
+        v.check(
+            REQ,
+            file_tree(target) == file_tree(Path(model.after)),
+            f"after {where} the power-loss state that loses nothing differs from the crash state",
+        )
     step_a = min(expected)
     old = h.checkpoints(saved.config)[step_a]
-    v.check(REQ, _tree(Path(h.moved(str(old), saved.config, config))) == _tree(old),
-            f"after {what} the checkpoint of step {step_a} committed before the save was lost or changed")
+    v.check(
+        REQ,
+        _tree(Path(h.moved(str(old), saved.config, config))) == _tree(old),
+        f"after {what} the checkpoint of step {step_a} committed before the save was lost or changed",
+    )
     committed = h.checkpoints(config)
     if durable_step is not None:
-        v.check(REQ, durable_step in committed,
-                f"after {what} the checkpoint of step {durable_step}, whose save had returned, is not committed "
-                f"(committed: {sorted(committed)})")
+        v.check(
+            REQ,
+            durable_step in committed,
+            f"after {what} the checkpoint of step {durable_step}, whose save had returned, is not committed "
+            f"(committed: {sorted(committed)})",
+        )
     if not h.native:
-        for step, path in committed.items():
+        for path in committed.values():
             findings = error_findings(path)
-            v.check(REQ, not findings, f"after {what} the committed {path.name} does not validate: {findings[:3]}")
+            v.check(
+                REQ,
+                not findings,
+                f"after {what} the committed {path.name} does not validate: {findings[:3]}",
+            )
         # run.json may lag behind a commit (it is rebuilt from the directories), never run ahead
         index = h.run_dir(config) / LAYOUT.run_index_file
         try:
             latest = json.loads(index.read_text()).get("latest_step")
         except (OSError, ValueError) as exc:
             latest = f"unreadable ({exc})"
-        v.check(REQ, isinstance(latest, int) and latest in committed and latest >= step_a,
-                f"after {what} {LAYOUT.run_index_file} names latest step {latest!r}; committed: {sorted(committed)}")
+        v.check(
+            REQ,
+            isinstance(latest, int) and latest in committed and latest >= step_a,
+            f"after {what} {LAYOUT.run_index_file} names latest step {latest!r}; committed: {sorted(committed)}",
+        )
     if not choices:
         return  # resuming the crash state itself is COMMIT-2's check (and the fault-free resume's)
     resumed = h.phase(config, WORLD_SIZE, [Resume(None), FullState()])
-    if not v.check(REQ, not resumed.missing and not resumed.errors(), f"after {what} resuming latest failed:\n{resumed.describe()}"):
+    if not v.check(
+        REQ,
+        not resumed.missing and not resumed.errors(),
+        f"after {what} resuming latest failed:\n{resumed.describe()}",
+    ):
         return
-    step, newest = resumed.value(0), max(s for s in committed if s in expected) if set(committed) & set(expected) else step_a
-    if not v.check(REQ, step == newest, f"after {what} latest resumed at step {step}; the newest committed checkpoint is step {newest}"):
+    step, newest = (
+        resumed.value(0),
+        max(s for s in committed if s in expected) if set(committed) & set(expected) else step_a,
+    )
+    if not v.check(
+        REQ,
+        step == newest,
+        f"after {what} latest resumed at step {step}; the newest committed checkpoint is step {newest}",
+    ):
         return
     for r in range(WORLD_SIZE):
         diff = diff_digests(expected[step].get(r, {}), resumed.value(1, r))
-        v.check(REQ, not diff, f"after {what} rank {r} resumed at {step} with a state unlike a fault-free resume of it: {diff}")
+        v.check(
+            REQ,
+            not diff,
+            f"after {what} rank {r} resumed at {step} with a state unlike a fault-free resume of it: {diff}",
+        )
 
 
-def _kill_points(logs: dict[int, list[Mutation]], fractions: tuple[float, ...]) -> list[tuple[int, int, Mutation]]:
+def _kill_points(
+    logs: dict[int, list[Mutation]], fractions: tuple[float, ...]
+) -> list[tuple[int, int, Mutation]]:
     """The mutations at ``fractions`` of the save's fsyncs (of all its mutations if it makes
     none): a kill just before a persistence point leaves the most that is not yet durable."""
     every = [(r, k, m) for r in sorted(logs) for k, m in enumerate(logs[r], start=1)]
     every = [p for p in every if p[2].op in ("fsync", "fdatasync")] or every
-    return sorted({every[min(len(every) - 1, int(f * len(every)))] for f in fractions} if every else set(),
-                  key=lambda p: (p[0], p[1]))
+    return sorted(
+        {every[min(len(every) - 1, int(f * len(every)))] for f in fractions} if every else set(),
+        key=lambda p: (p[0], p[1]),
+    )
 
 
 @pytest.mark.requirement("COMMIT-5")
 @scenario_test(PowerLossScenario, power_loss_scenarios, max_examples=1)
-def test_power_loss_during_save(harness: Harness, verdict: Verdict, scenario: PowerLossScenario) -> None:
+def test_power_loss_during_save(
+    harness: Harness, verdict: Verdict, scenario: PowerLossScenario
+) -> None:
     """Power-loss states of a returned save and of a killed one: the newest durable checkpoint resumes exactly."""
     verdict.begin(replay_command("test_power_loss_during_save", scenario))
     saved = saved_run(harness, WORLD_SIZE, scenario.steps_before)
-    if not verdict.require(REQ, not saved.failure, f"could not produce the first checkpoint:\n{saved.failure}"):
+    if not verdict.require(
+        REQ, not saved.failure, f"could not produce the first checkpoint:\n{saved.failure}"
+    ):
         verdict.conclude()
     done = _journaled_save(harness, saved, scenario.steps_between, None)
-    if not verdict.require(REQ, not done.failure, f"the save failed without a fault:\n{done.failure}"):
+    if not verdict.require(
+        REQ, not done.failure, f"the save failed without a fault:\n{done.failure}"
+    ):
         verdict.conclude()
     step_a, step_b = scenario.steps_before, scenario.steps_before + scenario.steps_between
-    expected = {step_a: harness.memo("restored", saved.config.output_dir, lambda _: _restored(harness, saved.config)),
-                step_b: done.restored}
+    expected = {
+        step_a: harness.memo(
+            "restored", saved.config.output_dir, lambda _: _restored(harness, saved.config)
+        ),
+        step_b: done.restored,
+    }
     for step, state in expected.items():
-        if not verdict.require(REQ, len(state) == WORLD_SIZE, f"a fault-free resume of the step-{step} checkpoint failed"):
+        if not verdict.require(
+            REQ,
+            len(state) == WORLD_SIZE,
+            f"a fault-free resume of the step-{step} checkpoint failed",
+        ):
             verdict.conclude()
-    quick = harness.profile.name == "quick"  # a killed save: only the drawn state, not also the worst
+    quick = (
+        harness.profile.name == "quick"
+    )  # a killed save: only the drawn state, not also the worst
     returned = _model(saved, done)
     for choices in _states(returned, scenario.choices):
-        _judge(harness, verdict, saved, returned, choices, f"the save of step {step_b} returned", expected, step_b)
+        _judge(
+            harness,
+            verdict,
+            saved,
+            returned,
+            choices,
+            f"the save of step {step_b} returned",
+            expected,
+            step_b,
+        )
     for rank, k, mutation in _kill_points(done.logs, scenario.kill_points):
         crashed = _journaled_save(harness, saved, scenario.steps_between, (rank, k))
         if crashed.failure:
             continue  # this run's save took another path; nothing to judge
         model = _model(saved, crashed)
-        where = f"SIGKILL of rank {rank} before mutation {k} ({mutation}) of the save of step {step_b}"
+        where = (
+            f"SIGKILL of rank {rank} before mutation {k} ({mutation}) of the save of step {step_b}"
+        )
         for choices in _states(model, scenario.choices, worst=not quick):
             _judge(harness, verdict, saved, model, choices, where, expected, None)
     verdict.conclude()

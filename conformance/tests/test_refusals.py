@@ -16,10 +16,14 @@ from ckptspec.conformance.checks import Verdict, refusal_checks
 from ckptspec.conformance.harness import Harness
 from ckptspec.conformance.phase import FullState, Resume
 from ckptspec.conformance.scenarios import saved_run, stepped_run
-from ckptspec.conformance.strategies import IntegrityScenario, integrity_scenarios, replay_command, scenario_test
+from ckptspec.conformance.strategies import (
+    IntegrityScenario,
+    integrity_scenarios,
+    replay_command,
+    scenario_test,
+)
 from ckptspec.layout import LAYOUT, checkpoint_dir_name, staging_dir_name
 from ckptspec.manifest import REQUIRED_FINGERPRINT_KEYS
-
 
 INTEGRITY_CHECKPOINTS = 3
 """Checkpoints the integrity test damages, one file each per round: the run other tests share
@@ -42,7 +46,12 @@ def _payload(checkpoint: Path, native: bool) -> dict[str, list[Path]]:
     classes: dict[str, list[Path]] = {}
     for p in sorted(checkpoint.rglob("*")):
         rel = p.relative_to(checkpoint)
-        if p.is_file() and not p.is_symlink() and p.stat().st_size > 0 and (native or rel != Path(LAYOUT.manifest_file)):
+        if (
+            p.is_file()
+            and not p.is_symlink()
+            and p.stat().st_size > 0
+            and (native or rel != Path(LAYOUT.manifest_file))
+        ):
             classes.setdefault(file_class(rel), []).append(p)
     return classes
 
@@ -70,7 +79,9 @@ def _damage(target: Path, how: str, peers: list[Path], elsewhere: list[Path]) ->
         other.write_bytes(data)
         return f"swap {target.name} with {other.name} in {target.parent}"
     else:
-        source = next((p for p in elsewhere if p.stat().st_size == len(data) and p.read_bytes() != data), None)
+        source = next(
+            (p for p in elsewhere if p.stat().st_size == len(data) and p.read_bytes() != data), None
+        )
         if source is None:
             return ""
         target.write_bytes(source.read_bytes())
@@ -78,22 +89,32 @@ def _damage(target: Path, how: str, peers: list[Path], elsewhere: list[Path]) ->
     return f"{how} {target}"
 
 
-MIDDLE_BYTES = IntegrityScenario(("flip", "truncate", "extend", "delete", "replace", "swap"), (0.5,) * 6)
+MIDDLE_BYTES = IntegrityScenario(
+    ("flip", "truncate", "extend", "delete", "replace", "swap"), (0.5,) * 6
+)
 """Every damage kind on every file class, from the middle of each class's files: run by every
 profile, since a small or derandomized one may draw only first files."""
 
 
 @pytest.mark.requirement("RESUME-6")
 @scenario_test(IntegrityScenario, integrity_scenarios, always=[MIDDLE_BYTES])
-def test_integrity_before_mutation(harness: Harness, verdict: Verdict, scenario: IntegrityScenario) -> None:
+def test_integrity_before_mutation(
+    harness: Harness, verdict: Verdict, scenario: IntegrityScenario
+) -> None:
     """Every damage kind x every file class: each damaged checkpoint's resume fails before live state changes."""
     verdict.begin(replay_command("test_integrity_before_mutation", scenario))
     setup = stepped_run(harness, INTEGRITY_CHECKPOINTS)
-    if not verdict.require("RESUME-6", not setup.failure, f"could not produce the checkpoints:\n{setup.failure}"):
+    if not verdict.require(
+        "RESUME-6", not setup.failure, f"could not produce the checkpoints:\n{setup.failure}"
+    ):
         verdict.conclude()
     intact = harness.checkpoints(setup.config)
     steps = list(range(1, INTEGRITY_CHECKPOINTS + 1))
-    if not verdict.require("RESUME-6", sorted(intact) == steps, f"the trainer lists checkpoints {sorted(intact)}, expected steps {steps}"):
+    if not verdict.require(
+        "RESUME-6",
+        sorted(intact) == steps,
+        f"the trainer lists checkpoints {sorted(intact)}, expected steps {steps}",
+    ):
         verdict.conclude()
     classes = sorted(_payload(intact[1], harness.native))
     offset = int(scenario.picks[0] * len(classes))
@@ -104,7 +125,10 @@ def test_integrity_before_mutation(harness: Harness, verdict: Verdict, scenario:
         damaged: dict[int, str] = {}
         for j in range(first, min(slots, first + len(steps))):
             step = steps[j - first]
-            how, pick = scenario.damages[j % len(scenario.damages)], scenario.picks[j % len(scenario.picks)]
+            how, pick = (
+                scenario.damages[j % len(scenario.damages)],
+                scenario.picks[j % len(scenario.picks)],
+            )
             kind = classes[(offset + j) % len(classes)]
             files = _payload(found[step], harness.native).get(kind, [])
             if not files:
@@ -113,19 +137,29 @@ def test_integrity_before_mutation(harness: Harness, verdict: Verdict, scenario:
             if found[step].is_dir():
                 rel = target.relative_to(found[step])
                 elsewhere = [c / rel for c in intact.values() if (c / rel).is_file()]
-                elsewhere += [intact[step] / p.relative_to(found[step]) for p in files if p != target]
+                elsewhere += [
+                    intact[step] / p.relative_to(found[step]) for p in files if p != target
+                ]
             else:
                 elsewhere = [c for c in intact.values() if c.is_file()]
             done = _damage(target, how, [p for p in files if p != target], elsewhere)
             if done:  # paths relative to the run directory (the copy's or the intact run's)
-                done = done.replace(f"{found[step].parent}/", "").replace(f"{intact[step].parent}/", "intact ")
+                done = done.replace(f"{found[step].parent}/", "").replace(
+                    f"{intact[step].parent}/", "intact "
+                )
                 event(f"integrity: {done.split()[0]} x {kind}")
                 damaged[step] = f"{done} (class {kind})"
-        if not verdict.require("RESUME-6", bool(damaged), f"no damage applied to the checkpoints' classes {classes}"):
+        if not verdict.require(
+            "RESUME-6", bool(damaged), f"no damage applied to the checkpoints' classes {classes}"
+        ):
             verdict.conclude()
         actions = [FullState(), *(Resume(str(found[s])) for s in damaged), FullState()]
         result = harness.phase(config, 2, actions, may_fail=set(range(1, len(damaged) + 1)))
-        if not verdict.check("RESUME-6", not result.missing, f"resumes of damaged checkpoints did not complete:\n{result.describe()}"):
+        if not verdict.check(
+            "RESUME-6",
+            not result.missing,
+            f"resumes of damaged checkpoints did not complete:\n{result.describe()}",
+        ):
             verdict.conclude()
         refusal_checks(verdict, "RESUME-6", result, dict(enumerate(damaged.values(), start=1)))
     verdict.conclude()
@@ -135,7 +169,9 @@ def test_integrity_before_mutation(harness: Harness, verdict: Verdict, scenario:
 def test_discovery_by_step_and_marker(harness: Harness, verdict: Verdict) -> None:
     """Latest is the highest committed step: not the newest mtime, not a manifest-less or staging dir."""
     setup = stepped_run(harness, 3)
-    if not verdict.require("LAYOUT-8", not setup.failure, f"could not produce the checkpoints:\n{setup.failure}"):
+    if not verdict.require(
+        "LAYOUT-8", not setup.failure, f"could not produce the checkpoints:\n{setup.failure}"
+    ):
         verdict.conclude()
     config = harness.fork(setup.config)
     run_dir = harness.run_dir(config)
@@ -152,10 +188,17 @@ def test_discovery_by_step_and_marker(harness: Harness, verdict: Verdict) -> Non
     result = harness.phase(config, 2, [Resume(None)])
     got = {r: res.value if res.ok else res.error.short() for r, res in result.results(0).items()}  # type: ignore[union-attr]
     ok = not result.missing and all(v == 3 for v in got.values())
-    verdict.check("LAYOUT-3", ok or 50 not in got.values(), f"resumed from {checkpoint_dir_name(50)}, which has no manifest")
+    verdict.check(
+        "LAYOUT-3",
+        ok or 50 not in got.values(),
+        f"resumed from {checkpoint_dir_name(50)}, which has no manifest",
+    )
     verdict.check("LAYOUT-4", ok or 99 not in got.values(), "resumed from a staging directory")
-    verdict.check("LAYOUT-8", ok or bool({50, 99} & set(got.values())),
-                  f"resume of latest gave {got} (step 1 has the newest mtime); expected step 3\n{result.describe()}")
+    verdict.check(
+        "LAYOUT-8",
+        ok or bool({50, 99} & set(got.values())),
+        f"resume of latest gave {got} (step 1 has the newest mtime); expected step 3\n{result.describe()}",
+    )
     verdict.conclude()
 
 
@@ -172,7 +215,11 @@ UNDRIVABLE_KEYS = frozenset({"model"})
 def drifts(capabilities: frozenset[str]) -> dict[str, dict[str, Any]]:
     """One config change per fingerprinted key of the spec, derived from ``REQUIRED_FINGERPRINT_KEYS``
     (a key the suite cannot change is a suite bug: ``KeyError``), for the adapter's capabilities."""
-    out = {key: FINGERPRINT_DRIFT[key] for key in REQUIRED_FINGERPRINT_KEYS if key not in UNDRIVABLE_KEYS}
+    out = {
+        key: FINGERPRINT_DRIFT[key]
+        for key in REQUIRED_FINGERPRINT_KEYS
+        if key not in UNDRIVABLE_KEYS
+    }
     if "accumulation" not in capabilities:
         out.pop("accumulation_steps")
     return out
@@ -182,18 +229,29 @@ def drifts(capabilities: frozenset[str]) -> dict[str, dict[str, Any]]:
 def test_config_drift_fails_fast(harness: Harness, verdict: Verdict) -> None:
     """Changing each fingerprinted setting alone makes the resume fail before any change, naming that key."""
     saved = saved_run(harness, 2, 1)
-    if not verdict.require("RESUME-5", not saved.failure, f"could not produce a checkpoint:\n{saved.failure}"):
+    if not verdict.require(
+        "RESUME-5", not saved.failure, f"could not produce a checkpoint:\n{saved.failure}"
+    ):
         verdict.conclude()
     for key, changes in drifts(harness.capabilities).items():
         config = harness.fork(saved.config, **changes)
         result = harness.phase(config, 2, [FullState(), Resume(None), FullState()], may_fail={1})
-        if not verdict.check("RESUME-5", not result.missing, f"the resume with drifted {key} did not complete:\n{result.describe()}"):
+        if not verdict.check(
+            "RESUME-5",
+            not result.missing,
+            f"the resume with drifted {key} did not complete:\n{result.describe()}",
+        ):
             continue
-        refusal_checks(verdict, "RESUME-5", result, {1: f"a checkpoint with drifted {key} ({changes})"})
+        refusal_checks(
+            verdict, "RESUME-5", result, {1: f"a checkpoint with drifted {key} ({changes})"}
+        )
         for rank, res in result.results(1).items():
             if res.error is None:
                 continue
             named = set(res.error.details.get("differences", []))
-            verdict.check("RESUME-5", key in named or (not named and key in res.error.message),
-                          f"rank {rank}: the drift error for a changed {key} ({changes}) names {sorted(named) or res.error.short()}")
+            verdict.check(
+                "RESUME-5",
+                key in named or (not named and key in res.error.message),
+                f"rank {rank}: the drift error for a changed {key} ({changes}) names {sorted(named) or res.error.short()}",
+            )
     verdict.conclude()

@@ -18,8 +18,21 @@ import pytest
 from ckptspec.conformance.checks import Verdict, component, components, diff_digests
 from ckptspec.conformance.harness import Harness
 from ckptspec.conformance.phase import FullState, PhaseResult, Resume, Save, Train, TrainMicro
-from ckptspec.conformance.scenarios import Baseline, SplitRun, baseline, saved_run, scenario_config, split_run
-from ckptspec.conformance.strategies import ResumeScenario, batch_size, replay_command, resume_scenarios, scenario_test
+from ckptspec.conformance.scenarios import (
+    Baseline,
+    SplitRun,
+    baseline,
+    saved_run,
+    scenario_config,
+    split_run,
+)
+from ckptspec.conformance.strategies import (
+    ResumeScenario,
+    batch_size,
+    replay_command,
+    resume_scenarios,
+    scenario_test,
+)
 
 RESTORE_REQUIREMENT = {"rng": "RESUME-8", "data_position": "RESUME-4"}  # everything else: RESUME-1
 REPLICATED = ("model", "optimizer", "lr_scheduler")
@@ -32,44 +45,80 @@ def _restore_checks(v: Verdict, base: Baseline, run: SplitRun, s: ResumeScenario
         for rank in range(s.world_size):
             expected = base.states.get(seg.step, {}).get(rank, {})
             saved = seg.saved.get(rank, {})
-            ok &= v.check("RESUME-1", saved == expected,
-                          f"rank {rank}: state before the save at step {seg.step} differs from the uninterrupted "
-                          f"run with the same config (non-deterministic trainer): {diff_digests(expected, saved)}")
+            ok &= v.check(
+                "RESUME-1",
+                saved == expected,
+                f"rank {rank}: state before the save at step {seg.step} differs from the uninterrupted "
+                f"run with the same config (non-deterministic trainer): {diff_digests(expected, saved)}",
+            )
             if rank not in seg.restored:
                 continue
-            ok &= v.check("RESUME-1", seg.resumed_step.get(rank) == seg.step,
-                          f"rank {rank}: resume returned step {seg.resumed_step.get(rank)}, expected {seg.step}")
+            ok &= v.check(
+                "RESUME-1",
+                seg.resumed_step.get(rank) == seg.step,
+                f"rank {rank}: resume returned step {seg.resumed_step.get(rank)}, expected {seg.step}",
+            )
             for name in sorted(components(saved) | components(seg.restored[rank])):
                 diff = diff_digests(component(saved, name), component(seg.restored[rank], name))
-                ok &= v.check(RESTORE_REQUIREMENT.get(name, "RESUME-1"), not diff,
-                              f"rank {rank}: `{name}` after resuming at step {seg.step} differs from what was saved: {diff}")
+                ok &= v.check(
+                    RESTORE_REQUIREMENT.get(name, "RESUME-1"),
+                    not diff,
+                    f"rank {rank}: `{name}` after resuming at step {seg.step} differs from what was saved: {diff}",
+                )
     return ok
 
 
-def _continuation_checks(v: Verdict, base: Baseline, run: SplitRun, s: ResumeScenario, trajectory_req: str) -> None:
+def _continuation_checks(
+    v: Verdict, base: Baseline, run: SplitRun, s: ResumeScenario, trajectory_req: str
+) -> None:
     """Losses, learning rates, samples and final state of the resumed run against the baseline."""
     for rank in range(s.world_size):
         got, want = run.records.get(rank, []), base.records.get(rank, [])
-        for (step, loss, lr, samples), (_, loss0, lr0, samples0) in zip(got, want):
-            if not v.check(trajectory_req, (loss, lr) == (loss0, lr0),
-                           f"rank {rank} step {step}: loss/lr {loss!r}/{lr!r}, uninterrupted run {loss0!r}/{lr0!r}"):
+        for (step, loss, lr, _), (_, loss0, lr0, _) in zip(got, want):
+            if not v.check(
+                trajectory_req,
+                (loss, lr) == (loss0, lr0),
+                f"rank {rank} step {step}: loss/lr {loss!r}/{lr!r}, uninterrupted run {loss0!r}/{lr0!r}",
+            ):
                 break
         for (step, _, _, samples), (_, _, _, samples0) in zip(got, want):
-            if not v.check("RESUME-4", samples == samples0,
-                           f"rank {rank} step {step}: consumed samples {list(samples)[:8]}, uninterrupted run "
-                           f"{list(samples0)[:8]} (skipped: {sorted(set(samples0) - set(samples))[:8]}, "
-                           f"repeated: {sorted(set(samples) - set(samples0))[:8]})"):
+            if not v.check(
+                "RESUME-4",
+                samples == samples0,
+                f"rank {rank} step {step}: consumed samples {list(samples)[:8]}, uninterrupted run "
+                f"{list(samples0)[:8]} (skipped: {sorted(set(samples0) - set(samples))[:8]}, "
+                f"repeated: {sorted(set(samples) - set(samples0))[:8]})",
+            ):
                 break
-        v.check(trajectory_req, len(got) == len(want), f"rank {rank}: {len(got)} steps trained, expected {len(want)}")
+        v.check(
+            trajectory_req,
+            len(got) == len(want),
+            f"rank {rank}: {len(got)} steps trained, expected {len(want)}",
+        )
         final, final0 = run.final.get(rank, {}), base.states[s.total_steps].get(rank, {})
         for name in sorted(components(final) | components(final0)):
             diff = diff_digests(component(final0, name), component(final, name))
-            req = "RESUME-4" if name == "data_position" else "RESUME-8" if name == "rng" else trajectory_req
-            v.check(req, not diff, f"rank {rank}: final `{name}` differs from the uninterrupted run: {diff}")
+            req = (
+                "RESUME-4"
+                if name == "data_position"
+                else "RESUME-8"
+                if name == "rng"
+                else trajectory_req
+            )
+            v.check(
+                req,
+                not diff,
+                f"rank {rank}: final `{name}` differs from the uninterrupted run: {diff}",
+            )
 
 
-DIVERGENCE_ORDER = (("rng", "the RNG state"), ("data_position", "the data position"), ("optimizer", "the optimizer state"),
-                    ("lr_scheduler", "the LR scheduler"), ("model", "the model"))
+DIVERGENCE_ORDER = (
+    ("rng", "the RNG state"),
+    ("data_position", "the data position"),
+    ("optimizer", "the optimizer state"),
+    ("lr_scheduler", "the LR scheduler"),
+    ("model", "the model"),
+)
 """The parts of the state in the order one causes the next to diverge: a wrong RNG draws other
 data or dropout, other data gives other gradients, and the optimizer then moves the model."""
 
@@ -81,8 +130,11 @@ def _diverges(base: Baseline, run: SplitRun, s: ResumeScenario) -> bool:
         if [r[1:3] for r in got] != [r[1:3] for r in want]:
             return True
         final, final0 = run.final.get(rank, {}), base.states[s.total_steps].get(rank, {})
-        if any(component(final, n) != component(final0, n) for n in components(final) | components(final0)
-               if n not in RESTORE_REQUIREMENT):
+        if any(
+            component(final, n) != component(final0, n)
+            for n in components(final) | components(final0)
+            if n not in RESTORE_REQUIREMENT
+        ):
             return True
     return False
 
@@ -93,8 +145,18 @@ def _first_divergence(h: Harness, s: ResumeScenario, run: SplitRun) -> str:
     the uninterrupted run digested after every step; within a step the parts are named in
     :data:`DIVERGENCE_ORDER`, data order (the samples a step consumed) right after the RNG."""
     cut = run.segments[-1].step
-    stepwise = baseline(h, ResumeScenario(s.world_size, s.total_steps, tuple(range(1, s.total_steps)),
-                                          s.accumulation_steps, s.seed, s.steps_per_epoch, s.nodes))
+    stepwise = baseline(
+        h,
+        ResumeScenario(
+            s.world_size,
+            s.total_steps,
+            tuple(range(1, s.total_steps)),
+            s.accumulation_steps,
+            s.seed,
+            s.steps_per_epoch,
+            s.nodes,
+        ),
+    )
     if stepwise.failure:
         return ""
     actions: list[Any] = [Resume(None)]
@@ -103,20 +165,31 @@ def _first_divergence(h: Harness, s: ResumeScenario, run: SplitRun) -> str:
     result = h.phase(h.fork(run.config), s.world_size, actions, nodes=s.nodes)
     for i, step in enumerate(range(cut + 1, s.total_steps + 1)):
         for rank in range(s.world_size):
-            records, state = result.results(1 + 2 * i).get(rank), result.results(2 + 2 * i).get(rank)
+            records, state = (
+                result.results(1 + 2 * i).get(rank),
+                result.results(2 + 2 * i).get(rank),
+            )
             if records is None or not records.ok or state is None or not state.ok:
                 return f"(rerunning the resume from step {cut} to find the first divergence failed:\n{result.describe()})"
             want = [r for r in stepwise.records.get(rank, []) if r[0] == step]
             expected = stepwise.states.get(step, {}).get(rank, {})
             parts = []
             for name, what in DIVERGENCE_ORDER:
-                if name == "data_position" and want and tuple(records.value[0][3]) != tuple(want[0][3]):
+                if (
+                    name == "data_position"
+                    and want
+                    and tuple(records.value[0][3]) != tuple(want[0][3])
+                ):
                     parts.append("the data order (samples consumed)")
-                if diff := diff_digests(component(expected, name), component(state.value, name), limit=2):
+                if diff := diff_digests(
+                    component(expected, name), component(state.value, name), limit=2
+                ):
                     parts.append(f"{what} ({', '.join(diff)})")
             if parts:
-                return (f"after resuming at step {cut}, the state first diverged at step {step} on rank {rank}: "
-                        f"{parts[0]}" + (f"; then also {', '.join(parts[1:])}" if parts[1:] else ""))
+                return (
+                    f"after resuming at step {cut}, the state first diverged at step {step} on rank {rank}: "
+                    f"{parts[0]}" + (f"; then also {', '.join(parts[1:])}" if parts[1:] else "")
+                )
     return ""
 
 
@@ -150,7 +223,9 @@ def test_bit_exact_resume(harness: Harness, verdict: Verdict, scenario: ResumeSc
 @pytest.mark.needs("accumulation")
 @pytest.mark.requirement("RESUME-9", "RESUME-1", "RESUME-4", "RESUME-8")
 @scenario_test(ResumeScenario, lambda: resume_scenarios(accumulation=True))
-def test_bit_exact_resume_with_accumulation(harness: Harness, verdict: Verdict, scenario: ResumeScenario) -> None:
+def test_bit_exact_resume_with_accumulation(
+    harness: Harness, verdict: Verdict, scenario: ResumeScenario
+) -> None:
     """As above with accumulation: a continuation that diverges only with accumulation is RESUME-9.
 
     When it diverges, the same cut without accumulation is run too: if that diverges as well,
@@ -160,30 +235,49 @@ def test_bit_exact_resume_with_accumulation(harness: Harness, verdict: Verdict, 
     _judge(verdict, harness, scenario, "RESUME-9")
     if verdict.failed("RESUME-9"):
         plain = Verdict(requirements=("RESUME-1", "RESUME-4", "RESUME-8"))
-        _judge(plain, harness, ResumeScenario(scenario.world_size, scenario.total_steps, scenario.cuts, 1, scenario.seed), "RESUME-1")
+        _judge(
+            plain,
+            harness,
+            ResumeScenario(
+                scenario.world_size, scenario.total_steps, scenario.cuts, 1, scenario.seed
+            ),
+            "RESUME-1",
+        )
         if plain.failed("RESUME-1"):
             verdict.outcomes["RESUME-9"] = "blocked"
-            verdict.check("RESUME-1", False, "the continuation also diverges without accumulation: "
-                          + "; ".join(plain.messages.get("RESUME-1", [])[:2]))
+            verdict.check(
+                "RESUME-1",
+                False,
+                "the continuation also diverges without accumulation: "
+                + "; ".join(plain.messages.get("RESUME-1", [])[:2]),
+            )
     verdict.conclude()
 
 
 MID_CYCLE = ResumeScenario(world_size=2, total_steps=4, cuts=(2,), accumulation_steps=3, seed=0)
 
 
-def _matches_baseline(v: Verdict, base: Baseline, result: PhaseResult, train: int, final: int, what: str) -> None:
+def _matches_baseline(
+    v: Verdict, base: Baseline, result: PhaseResult, train: int, final: int, what: str
+) -> None:
     """Records of action ``train`` (the last two steps) and the state of action ``final`` equal the uninterrupted run's."""
     for rank in range(MID_CYCLE.world_size):
         got = result.results(train).get(rank)
-        want = base.records.get(rank, [])[MID_CYCLE.cuts[0]:]
-        v.check("RESUME-9", got is not None and got.ok and list(got.value) == want,
-                f"rank {rank}: steps after {what} differ from the uninterrupted run: "
-                f"{got.value if got is not None and got.ok else got}, expected {want}")
+        want = base.records.get(rank, [])[MID_CYCLE.cuts[0] :]
+        v.check(
+            "RESUME-9",
+            got is not None and got.ok and list(got.value) == want,
+            f"rank {rank}: steps after {what} differ from the uninterrupted run: "
+            f"{got.value if got is not None and got.ok else got}, expected {want}",
+        )
         state = result.results(final).get(rank)
         expected = base.states.get(MID_CYCLE.total_steps, {}).get(rank, {})
-        v.check("RESUME-9", state is not None and state.ok and state.value == expected,
-                f"rank {rank}: final state after {what} differs from the uninterrupted run: "
-                f"{diff_digests(expected, state.value if state is not None and state.ok else {})}")
+        v.check(
+            "RESUME-9",
+            state is not None and state.ok and state.value == expected,
+            f"rank {rank}: final state after {what} differs from the uninterrupted run: "
+            f"{diff_digests(expected, state.value if state is not None and state.ok else {})}",
+        )
 
 
 @pytest.mark.needs("accumulation", "micro_steps")
@@ -193,39 +287,60 @@ def test_save_mid_accumulation(harness: Harness, verdict: Verdict) -> None:
     or resumes bit-exactly; either way the live run continues exactly as if never asked."""
     s = MID_CYCLE
     base = baseline(harness, s)
-    if not verdict.require("RESUME-9", not base.failure, f"the uninterrupted run failed:\n{base.failure}"):
+    if not verdict.require(
+        "RESUME-9", not base.failure, f"the uninterrupted run failed:\n{base.failure}"
+    ):
         verdict.conclude()
     config = scenario_config(harness, s, harness.new_dir("mid-cycle"))
     cut = s.cuts[0]
-    live = harness.phase(config, s.world_size, [Train(cut), TrainMicro(1), Save(), Train(s.total_steps - cut), FullState()],
-                         may_fail={2})
-    if not verdict.check("RESUME-9", not live.missing and all(name == "save" for _, name, _ in live.errors()),
-                         f"training around the mid-cycle save did not complete:\n{live.describe()}"):
+    live = harness.phase(
+        config,
+        s.world_size,
+        [Train(cut), TrainMicro(1), Save(), Train(s.total_steps - cut), FullState()],
+        may_fail={2},
+    )
+    if not verdict.check(
+        "RESUME-9",
+        not live.missing and all(name == "save" for _, name, _ in live.errors()),
+        f"training around the mid-cycle save did not complete:\n{live.describe()}",
+    ):
         verdict.conclude()
     saves = live.results(2)
     refused = {r: res.error for r, res in saves.items() if res.error is not None}
     what = f"a save after step {cut} plus 1 of {s.accumulation_steps} micro-batches"
     if refused:
-        verdict.check("RESUME-9", len(refused) == s.world_size,
-                      f"{what} failed on ranks {sorted(refused)} only; a save succeeds or fails on every rank")
+        verdict.check(
+            "RESUME-9",
+            len(refused) == s.world_size,
+            f"{what} failed on ranks {sorted(refused)} only; a save succeeds or fails on every rank",
+        )
         for rank, error in sorted(refused.items()):
-            verdict.check("RESUME-9", error.is_checkpoint_error,
-                          f"rank {rank}: {what} refused with {error.short()}, not a CheckpointError or a declared refusal")
+            verdict.check(
+                "RESUME-9",
+                error.is_checkpoint_error,
+                f"rank {rank}: {what} refused with {error.short()}, not a CheckpointError or a declared refusal",
+            )
         left = sorted(harness.checkpoints(config))
-        verdict.check("RESUME-9", left == [], f"{what} was refused but left committed checkpoints {left}")
+        verdict.check(
+            "RESUME-9", left == [], f"{what} was refused but left committed checkpoints {left}"
+        )
         _matches_baseline(verdict, base, live, 3, 4, f"the refused {what}")
         verdict.conclude()
         return
     _matches_baseline(verdict, base, live, 3, 4, f"{what} (committed)")
     fork = harness.fork(config)
     checkpoint = harness.moved(live.value(2), config, fork)
-    resumed = harness.phase(fork, s.world_size, [Resume(checkpoint), Train(s.total_steps - cut), FullState()])
+    resumed = harness.phase(
+        fork, s.world_size, [Resume(checkpoint), Train(s.total_steps - cut), FullState()]
+    )
     if verdict.phase_completed("RESUME-9", resumed, f"the resume from {what}"):
         _matches_baseline(verdict, base, resumed, 1, 2, f"resuming from {what}")
     verdict.conclude()
 
 
-EPOCHS = ResumeScenario(world_size=2, total_steps=8, cuts=(4,), accumulation_steps=1, seed=0, steps_per_epoch=3)
+EPOCHS = ResumeScenario(
+    world_size=2, total_steps=8, cuts=(4,), accumulation_steps=1, seed=0, steps_per_epoch=3
+)
 """Cut one step into the second epoch; the continuation runs through the third epoch's start."""
 
 
@@ -240,7 +355,9 @@ def test_bit_exact_resume_across_epochs(harness: Harness, verdict: Verdict) -> N
     verdict.conclude()
 
 
-TWO_NODES = ResumeScenario(world_size=4, total_steps=3, cuts=(1,), accumulation_steps=1, seed=0, nodes=2)
+TWO_NODES = ResumeScenario(
+    world_size=4, total_steps=3, cuts=(1,), accumulation_steps=1, seed=0, nodes=2
+)
 """Two nodes of two ranks each (every profile): ``LOCAL_RANK`` 0 and 1 repeat on both nodes, so
 per-node and per-group state (a node's ranks, a shard group, files named by local rank) meets
 two groups of more than one rank."""
@@ -267,22 +384,35 @@ def test_deferred_grad_sync_matches_every_micro_step(harness: Harness, verdict: 
     steps = 4
     runs = {}
     for defer in (True, False):
-        config = harness.config(total_steps=steps, accumulation_steps=2, global_batch_size=batch_size((2,), 2),
-                                defer_grad_sync=defer)
+        config = harness.config(
+            total_steps=steps,
+            accumulation_steps=2,
+            global_batch_size=batch_size((2,), 2),
+            defer_grad_sync=defer,
+        )
         runs[defer] = harness.phase(config, 2, [Train(steps), FullState()])
-        if not verdict.phase_completed("RESUME-10", runs[defer], f"training with defer_grad_sync={defer}"):
+        if not verdict.phase_completed(
+            "RESUME-10", runs[defer], f"training with defer_grad_sync={defer}"
+        ):
             verdict.conclude()
     for rank in range(2):
         deferred, every = runs[True].value(0, rank), runs[False].value(0, rank)
         for (step, loss, lr, samples), (_, loss0, lr0, samples0) in zip(deferred, every):
             close = abs(loss - loss0) <= 1e-4 * abs(loss0) and lr == lr0 and samples == samples0
-            if not verdict.check("RESUME-10", close, f"rank {rank} step {step}: deferred sync gives loss {loss!r}, lr {lr!r}; "
-                                 f"syncing every micro-batch gives {loss0!r}, {lr0!r}"):
+            if not verdict.check(
+                "RESUME-10",
+                close,
+                f"rank {rank} step {step}: deferred sync gives loss {loss!r}, lr {lr!r}; "
+                f"syncing every micro-batch gives {loss0!r}, {lr0!r}",
+            ):
                 break
     for defer, result in runs.items():
         models = {rank: component(result.value(1, rank), "model") for rank in range(2)}
-        verdict.check("RESUME-10", models[0] == models[1],
-                      f"defer_grad_sync={defer}: the full model differs between ranks 0 and 1: {diff_digests(models[0], models[1])}")
+        verdict.check(
+            "RESUME-10",
+            models[0] == models[1],
+            f"defer_grad_sync={defer}: the full model differs between ranks 0 and 1: {diff_digests(models[0], models[1])}",
+        )
     verdict.conclude()
 
 
@@ -291,13 +421,22 @@ def test_full_state_is_canonical(harness: Harness, verdict: Verdict) -> None:
     """full_state() has every component, digests canonically on every rank, and is full (not sharded)."""
     saved = saved_run(harness, 2, 1)
     states = saved.saved
-    verdict.check("DIGEST-1", not saved.failure and len(states) == 2,
-                  f"full_state() could not be digested with the canonical digest:\n{saved.failure}")
+    verdict.check(
+        "DIGEST-1",
+        not saved.failure and len(states) == 2,
+        f"full_state() could not be digested with the canonical digest:\n{saved.failure}",
+    )
     for rank, digests in states.items():
-        missing = sorted({"model", "optimizer", "lr_scheduler", "rng", "data_position"} - components(digests))
+        missing = sorted(
+            {"model", "optimizer", "lr_scheduler", "rng", "data_position"} - components(digests)
+        )
         verdict.check("DIGEST-1", not missing, f"rank {rank}: full_state() lacks {missing}")
     if len(states) == 2:
         for name in REPLICATED:
             diff = diff_digests(component(states[0], name), component(states[1], name))
-            verdict.check("DIGEST-1", not diff, f"`{name}` differs between ranks 0 and 1 (not a full state?): {diff}")
+            verdict.check(
+                "DIGEST-1",
+                not diff,
+                f"`{name}` differs between ranks 0 and 1 (not a full state?): {diff}",
+            )
     verdict.conclude()

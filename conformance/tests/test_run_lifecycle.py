@@ -9,7 +9,12 @@ from ckptspec.conformance.checks import Verdict
 from ckptspec.conformance.harness import Harness, file_tree
 from ckptspec.conformance.phase import Evaluate, Fit, Resume, Save, Train
 from ckptspec.conformance.scenarios import metric_name
-from ckptspec.conformance.strategies import LifecycleScenario, lifecycle_scenarios, replay_command, scenario_test
+from ckptspec.conformance.strategies import (
+    LifecycleScenario,
+    lifecycle_scenarios,
+    replay_command,
+    scenario_test,
+)
 from ckptspec.layout import LAYOUT
 
 WORLD_SIZE = 2
@@ -24,51 +29,86 @@ def _leg(h: Harness, steps: int, resume: bool) -> list:  # type: ignore[type-arg
 @pytest.mark.needs("eval", "best", "retention")
 @pytest.mark.requirement("RUN-4", "RUN-5")
 @scenario_test(LifecycleScenario, lifecycle_scenarios)
-def test_best_and_retention_across_restart(harness: Harness, verdict: Verdict, scenario: LifecycleScenario) -> None:
+def test_best_and_retention_across_restart(
+    harness: Harness, verdict: Verdict, scenario: LifecycleScenario
+) -> None:
     """Best survives a restart and never moves without a real improvement; retention keeps what it must."""
     verdict.begin(replay_command("test_best_and_retention_across_restart", scenario))
     metric = metric_name(harness)
     total = scenario.first_leg + scenario.second_leg
-    config = harness.config(total_steps=total, keep_last=scenario.keep_last, best_metric=metric,
-                            best_mode="min", best_min_delta=NEVER_BETTER)
+    config = harness.config(
+        total_steps=total,
+        keep_last=scenario.keep_last,
+        best_metric=metric,
+        best_mode="min",
+        best_min_delta=NEVER_BETTER,
+    )
     first = harness.phase(config, WORLD_SIZE, _leg(harness, scenario.first_leg, resume=False))
-    if not verdict.phase_completed("RUN-4", first, f"{scenario.first_leg} x (train, evaluate, save)"):
+    if not verdict.phase_completed(
+        "RUN-4", first, f"{scenario.first_leg} x (train, evaluate, save)"
+    ):
         verdict.conclude()
-    best = harness.declared.best_checkpoint(config)  # run.json's `best`, or a native trainer's own record
-    verdict.check("RUN-4", best == 1, f"with min_delta {NEVER_BETTER:g} the best must stay at the first evaluated step 1, "
-                  f"the trainer records {best!r}")
+    best = harness.declared.best_checkpoint(
+        config
+    )  # run.json's `best`, or a native trainer's own record
+    verdict.check(
+        "RUN-4",
+        best == 1,
+        f"with min_delta {NEVER_BETTER:g} the best must stay at the first evaluated step 1, "
+        f"the trainer records {best!r}",
+    )
     second = harness.phase(config, WORLD_SIZE, _leg(harness, scenario.second_leg, resume=True))
-    if not verdict.phase_completed("RUN-4", second, f"restart, {scenario.second_leg} x (train, evaluate, save)"):
+    if not verdict.phase_completed(
+        "RUN-4", second, f"restart, {scenario.second_leg} x (train, evaluate, save)"
+    ):
         verdict.conclude()
     best_after = harness.declared.best_checkpoint(config)
-    verdict.check("RUN-4", best_after == 1, f"after a restart the best moved from step 1 to {best_after!r} "
-                  "although no score improved by more than min_delta (not rehydrated from run.json?)")
+    verdict.check(
+        "RUN-4",
+        best_after == 1,
+        f"after a restart the best moved from step 1 to {best_after!r} "
+        "although no score improved by more than min_delta (not rehydrated from run.json?)",
+    )
     steps = sorted(harness.checkpoints(config))
-    must_keep = set(range(total - scenario.keep_last + 1, total + 1)) | {total} | ({best_after} if best_after else set())
-    verdict.check("RUN-5", must_keep <= set(steps),
-                  f"keep_last={scenario.keep_last}: committed steps {steps} lack {sorted(must_keep - set(steps))} "
-                  "(the N latest, the latest, the just-written and the best must be kept)")
+    must_keep = (
+        set(range(total - scenario.keep_last + 1, total + 1))
+        | {total}
+        | ({best_after} if best_after else set())
+    )
+    verdict.check(
+        "RUN-5",
+        must_keep <= set(steps),
+        f"keep_last={scenario.keep_last}: committed steps {steps} lack {sorted(must_keep - set(steps))} "
+        "(the N latest, the latest, the just-written and the best must be kept)",
+    )
     verdict.conclude()
 
 
 @pytest.mark.needs("retention")
 @pytest.mark.requirement("RUN-5")
 @scenario_test(LifecycleScenario, lifecycle_scenarios)
-def test_retention_across_restart(harness: Harness, verdict: Verdict, scenario: LifecycleScenario) -> None:
+def test_retention_across_restart(
+    harness: Harness, verdict: Verdict, scenario: LifecycleScenario
+) -> None:
     """Retention without a best metric (so a trainer without ``best`` is judged too): after a
     restart, the ``keep_last`` highest steps, among them the latest just written, are still there."""
     verdict.begin(replay_command("test_retention_across_restart", scenario))
     total = scenario.first_leg + scenario.second_leg
     config = harness.config(total_steps=total, keep_last=scenario.keep_last)
     for leg, steps in ((1, scenario.first_leg), (2, scenario.second_leg)):
-        result = harness.phase(config, WORLD_SIZE, [*([Resume(None)] if leg == 2 else []), *[Train(1), Save()] * steps])
+        result = harness.phase(
+            config, WORLD_SIZE, [*([Resume(None)] if leg == 2 else []), *[Train(1), Save()] * steps]
+        )
         if not verdict.phase_completed("RUN-5", result, f"leg {leg}: {steps} x (train, save)"):
             verdict.conclude()
     steps_kept = sorted(harness.checkpoints(config))
     must_keep = set(range(total - scenario.keep_last + 1, total + 1))
-    verdict.check("RUN-5", must_keep <= set(steps_kept),
-                  f"keep_last={scenario.keep_last}: after {total} saves across a restart the committed steps are "
-                  f"{steps_kept}, lacking {sorted(must_keep - set(steps_kept))}")
+    verdict.check(
+        "RUN-5",
+        must_keep <= set(steps_kept),
+        f"keep_last={scenario.keep_last}: after {total} saves across a restart the committed steps are "
+        f"{steps_kept}, lacking {sorted(must_keep - set(steps_kept))}",
+    )
     verdict.conclude()
 
 
@@ -81,14 +121,19 @@ def test_idempotent_restart(harness: Harness, verdict: Verdict) -> None:
         verdict.conclude()
     run_dir = harness.run_dir(config)
     before_steps = sorted(harness.checkpoints(config))
-    before = {k: v for k, v in file_tree(run_dir).items() if not k.startswith(LAYOUT.run_index_file)}
+    before = {
+        k: v for k, v in file_tree(run_dir).items() if not k.startswith(LAYOUT.run_index_file)
+    }
     again = harness.phase(config, WORLD_SIZE, [Fit()])
     if not verdict.phase_completed("RESUME-7", again, "fit() of a finished run"):
         verdict.conclude()
     trained = {r: len(res.value) for r, res in again.results(0).items() if res.value}
     verdict.check("RESUME-7", not trained, f"fit() of a finished run trained steps: {trained}")
     after = {k: v for k, v in file_tree(run_dir).items() if not k.startswith(LAYOUT.run_index_file)}
-    verdict.check("RESUME-7", sorted(harness.checkpoints(config)) == before_steps and after == before,
-                  f"fit() of a finished run wrote checkpoint files: "
-                  f"{sorted(set(after.items()) ^ set(before.items()))[:5]}")
+    verdict.check(
+        "RESUME-7",
+        sorted(harness.checkpoints(config)) == before_steps and after == before,
+        f"fit() of a finished run wrote checkpoint files: "
+        f"{sorted(set(after.items()) ^ set(before.items()))[:5]}",
+    )
     verdict.conclude()

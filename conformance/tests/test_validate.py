@@ -29,11 +29,18 @@ def test_checkpoints_validate(harness: Harness, verdict: Verdict) -> None:
         # No ckptspec run to validate (the writer requirements are n/a); the resume-class
         # requirements among these (retention, empty eval sets) are judged by the behavioural tests.
         for requirement in verdict.applicable():
-            verdict.not_run(requirement, "the validator reads only ckptspec's format; judged by the behavioural tests")
+            verdict.not_run(
+                requirement,
+                "the validator reads only ckptspec's format; judged by the behavioural tests",
+            )
         verdict.conclude()
         return
     metric = metric_name(harness)
-    settings = {"best_metric": metric, "best_mode": "min"} if metric and "best" in harness.capabilities else {}
+    settings = (
+        {"best_metric": metric, "best_mode": "min"}
+        if metric and "best" in harness.capabilities
+        else {}
+    )
     if "retention" in harness.capabilities:
         settings["keep_last"] = 2
     config = harness.config(total_steps=6, **settings)
@@ -42,15 +49,26 @@ def test_checkpoints_validate(harness: Harness, verdict: Verdict) -> None:
     phases = [
         ("3 x (train, evaluate, save)", [Train(1), *evaluate, Save()] * 3),
         ("restart, train, evaluate, save", [Resume(None), Train(1), *evaluate, Save()]),
-        ("rewind to step 3, train, save", [Resume(str(run_dir / checkpoint_dir_name(3))), Train(1), Save()]),
+        (
+            "rewind to step 3, train, save",
+            [Resume(str(run_dir / checkpoint_dir_name(3))), Train(1), Save()],
+        ),
     ]
     for what, actions in phases:
         result = harness.phase(config, 2, actions)
-        if not verdict.require("LAYOUT-1", not result.missing and not result.errors(), f"{what} failed:\n{result.describe()}"):
+        if not verdict.require(
+            "LAYOUT-1",
+            not result.missing and not result.errors(),
+            f"{what} failed:\n{result.describe()}",
+        ):
             break
         for requirement, severity, line in findings(run_dir):
             if severity == "error":
-                verdict.check(requirement if requirement in VALIDATED else "LAYOUT-1", False, f"after {what}: {line}")
+                verdict.check(
+                    requirement if requirement in VALIDATED else "LAYOUT-1",
+                    False,
+                    f"after {what}: {line}",
+                )
     else:
         # Every phase wrote checkpoints and the validator checked them after each one: what it
         # did not object to held.
@@ -58,5 +76,7 @@ def test_checkpoints_validate(harness: Harness, verdict: Verdict) -> None:
             verdict.check(requirement, True, "")
         verdict.conclude()
     for requirement in VALIDATED:
-        verdict.not_run(requirement, "a phase failed, so the validator never saw the run it was to check")
+        verdict.not_run(
+            requirement, "a phase failed, so the validator never saw the run it was to check"
+        )
     verdict.conclude()

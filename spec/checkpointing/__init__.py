@@ -33,7 +33,14 @@ from ckptspec.checkpointing.checkpointer import (
     model_component,
     optimizer_component,
 )
-from ckptspec.checkpointing.commit import CommitProtocol, GroupState, SaveError, SaveRequest, per_group_file, per_rank_file
+from ckptspec.checkpointing.commit import (
+    CommitProtocol,
+    GroupState,
+    SaveError,
+    SaveRequest,
+    per_group_file,
+    per_rank_file,
+)
 from ckptspec.checkpointing.distributed import DistContext, init_distributed
 from ckptspec.checkpointing.fingerprint import differences, fingerprint
 from ckptspec.checkpointing.loader import CheckpointLoader, LoadPlan

@@ -20,7 +20,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -49,7 +49,7 @@ class Sharded:
 
     get: Callable[[], dict[str, Any]]
     set: Callable[[dict[str, Any]], None]
-    kind: Optional[str] = None
+    kind: str | None = None
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class Replicated:
 
     get: Callable[[], Any]
     set: Callable[[Any], None]
-    kind: Optional[str] = None
+    kind: str | None = None
 
 
 @dataclass(frozen=True)
@@ -70,8 +70,8 @@ class PerRank:
 
     get: Callable[[], dict[str, torch.Tensor]]
     set: Callable[[dict[str, torch.Tensor]], None]
-    rederive: Optional[Callable[[int], None]] = None
-    kind: Optional[str] = None
+    rederive: Callable[[int], None] | None = None
+    kind: str | None = None
 
 
 @dataclass(frozen=True)
@@ -83,25 +83,32 @@ class Grouped:
     set: Callable[[Any], None]
     sharing: str
     group_size: int
-    rederive: Optional[Callable[[int], None]] = None
-    kind: Optional[str] = None
+    rederive: Callable[[int], None] | None = None
+    kind: str | None = None
 
 
-Component = Union[Sharded, Replicated, PerRank, Grouped]
+Component = Sharded | Replicated | PerRank | Grouped
 """One named part of a trainer's state, as a :class:`Checkpointer` saves and restores it."""
 
 
 def model_component(model: torch.nn.Module) -> Sharded:
     """``model``'s parameters and buffers (DDP, FSDP2 or a plain module), through torch's
     ``get_model_state_dict`` / ``set_model_state_dict``."""
-    return Sharded(lambda: get_model_state_dict(model), lambda state: set_model_state_dict(model, state), kind="model")
+    return Sharded(
+        lambda: get_model_state_dict(model),
+        lambda state: set_model_state_dict(model, state),
+        kind="model",
+    )
 
 
 def optimizer_component(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> Sharded:
     """``optimizer``'s state keyed by parameter name, through torch's ``get_optimizer_state_dict``
     / ``set_optimizer_state_dict``."""
-    return Sharded(lambda: get_optimizer_state_dict(model, optimizer),
-                   lambda state: set_optimizer_state_dict(model, optimizer, state), kind="optimizer")
+    return Sharded(
+        lambda: get_optimizer_state_dict(model, optimizer),
+        lambda state: set_optimizer_state_dict(model, optimizer, state),
+        kind="optimizer",
+    )
 
 
 class Checkpointer:
@@ -123,29 +130,43 @@ class Checkpointer:
         ctx: DistContext,
         config: dict[str, Any],
         *,
-        run_id: Optional[str] = None,
-        best: Optional[BestPolicy] = None,
-        keep_last: Optional[int] = None,
+        run_id: str | None = None,
+        best: BestPolicy | None = None,
+        keep_last: int | None = None,
         elastic: bool = False,
         verify: str = "full",
-        group_sizes: Optional[Mapping[str, int]] = None,
+        group_sizes: Mapping[str, int] | None = None,
         digest_algorithm: str = DEFAULT_ALGORITHM,
-        async_groups: Optional[dict[str, dist.ProcessGroup]] = None,
+        async_groups: dict[str, dist.ProcessGroup] | None = None,
         policy_class: type[RunPolicy] = RunPolicy,
         commit_class: type[CommitProtocol] = CommitProtocol,
         loader_class: type[CheckpointLoader] = CheckpointLoader,
     ) -> None:
         run_dir = Path(run_dir)
         self.config = config
-        self.policy = policy_class(run_dir, run_id or run_dir.name, ctx, keep_last=keep_last, best=best)
-        self.commit = commit_class(self.policy, async_groups=async_groups, digest_algorithm=digest_algorithm)
-        self.loader = loader_class(ctx, config, elastic=elastic, verify=verify, group_sizes=group_sizes)
-        self.resumed_from: Optional[ResumeRecord] = None
+        self.policy = policy_class(
+            run_dir, run_id or run_dir.name, ctx, keep_last=keep_last, best=best
+        )
+        self.commit = commit_class(
+            self.policy, async_groups=async_groups, digest_algorithm=digest_algorithm
+        )
+        self.loader = loader_class(
+            ctx, config, elastic=elastic, verify=verify, group_sizes=group_sizes
+        )
+        self.resumed_from: ResumeRecord | None = None
         """The checkpoint this run resumed from (recorded in every manifest written after it)."""
 
     # ------------------------------------------------------------------ save
-    def save(self, step: int, state: Mapping[str, Component], *, progress: Progress, eval: Optional[EvalResult] = None,
-             step_counts: Optional[Mapping[str, int]] = None, async_save: bool = False) -> Path:
+    def save(
+        self,
+        step: int,
+        state: Mapping[str, Component],
+        *,
+        progress: Progress,
+        eval: EvalResult | None = None,
+        step_counts: Mapping[str, int] | None = None,
+        async_save: bool = False,
+    ) -> Path:
         """*Collective.* Checkpoint ``state`` as step ``step``; return the checkpoint's directory.
 
         Synchronous: the checkpoint is committed when this returns, or :class:`SaveError` is
@@ -154,24 +175,49 @@ class Checkpointer:
         :meth:`resume` or :meth:`close`. ``step_counts``: a sharded optimizer's own step count,
         recorded in the manifest (MANIFEST-12).
         """
-        return self.write(self.request(step, state, progress=progress, eval=eval, step_counts=step_counts), async_save=async_save)
+        return self.write(
+            self.request(step, state, progress=progress, eval=eval, step_counts=step_counts),
+            async_save=async_save,
+        )
 
-    def request(self, step: int, state: Mapping[str, Component], *, progress: Progress, eval: Optional[EvalResult] = None,
-                step_counts: Optional[Mapping[str, int]] = None) -> SaveRequest:
+    def request(
+        self,
+        step: int,
+        state: Mapping[str, Component],
+        *,
+        progress: Progress,
+        eval: EvalResult | None = None,
+        step_counts: Mapping[str, int] | None = None,
+    ) -> SaveRequest:
         """This rank's :class:`SaveRequest` for ``state`` at ``step`` (state dicts reference live state)."""
         if progress.global_step != step:
-            raise ValueError(f"progress.global_step is {progress.global_step}, but the checkpoint is of step {step}")
+            raise ValueError(
+                f"progress.global_step is {progress.global_step}, but the checkpoint is of step {step}"
+            )
         parts: dict[type, dict[str, Any]] = {Sharded: {}, Replicated: {}, PerRank: {}, Grouped: {}}
         for name, component in state.items():
             if type(component) not in parts:
-                raise TypeError(f"component {name!r} is a {type(component).__name__}, not Sharded, Replicated, PerRank or Grouped")
+                raise TypeError(
+                    f"component {name!r} is a {type(component).__name__}, not Sharded, Replicated, PerRank or Grouped"
+                )
             kind = component.kind or name
             value = component.get()
             parts[type(component)][name] = (
-                GroupState(kind, component.sharing, component.group_size, value) if isinstance(component, Grouped) else (kind, value))
-        return SaveRequest(progress=progress, config=fingerprint(self.config), sharded=parts[Sharded], replicated=parts[Replicated],
-                           per_rank=parts[PerRank], grouped=parts[Grouped], step_counts=dict(step_counts or {}), eval=eval,
-                           resumed_from=self.resumed_from)
+                GroupState(kind, component.sharing, component.group_size, value)
+                if isinstance(component, Grouped)
+                else (kind, value)
+            )
+        return SaveRequest(
+            progress=progress,
+            config=fingerprint(self.config),
+            sharded=parts[Sharded],
+            replicated=parts[Replicated],
+            per_rank=parts[PerRank],
+            grouped=parts[Grouped],
+            step_counts=dict(step_counts or {}),
+            eval=eval,
+            resumed_from=self.resumed_from,
+        )
 
     def write(self, request: SaveRequest, *, async_save: bool = False) -> Path:
         """*Collective.* Write and commit a prepared :class:`SaveRequest`, like :meth:`save`."""
@@ -184,13 +230,19 @@ class Checkpointer:
         self.commit.save_async(request)
         return self.policy.checkpoint_path(request.step)
 
-    def wait(self) -> Optional[Path]:
+    def wait(self) -> Path | None:
         """*Collective.* Commit the asynchronous save in flight, if any; return its directory."""
         return self.commit.wait() if self.commit.save_in_progress else None
 
     # ------------------------------------------------------------------ resume
-    def resume(self, state: Mapping[str, Component], checkpoint: Optional[str | os.PathLike[str]] = None, *,
-               restore: Optional[Callable[[LoadPlan], None]] = None, required: Sequence[str] = ()) -> Optional[int]:
+    def resume(
+        self,
+        state: Mapping[str, Component],
+        checkpoint: str | os.PathLike[str] | None = None,
+        *,
+        restore: Callable[[LoadPlan], None] | None = None,
+        required: Sequence[str] = (),
+    ) -> int | None:
         """*Collective.* Restore ``state`` from ``checkpoint``, or from the run's latest committed
         checkpoint; return its step, or None (nothing changed) when the run has none.
 
@@ -208,26 +260,42 @@ class Checkpointer:
         path = Path(checkpoint) if checkpoint is not None else self.policy.latest()
         if path is None:
             return None
-        self.loader.group_sizes.update({n: c.group_size for n, c in state.items() if isinstance(c, Grouped)})
+        self.loader.group_sizes.update(
+            {n: c.group_size for n, c in state.items() if isinstance(c, Grouped)}
+        )
         plan = self.loader.plan(path, required=(*state, *required))
         self.load(plan, state)
         if restore is not None:
             restore(plan)
-        self.resumed_from = ResumeRecord(step=plan.manifest.step, world_size=plan.manifest.topology.world_size,
-                                         elastic=bool(plan.rederived), rederived=list(plan.rederived))
+        self.resumed_from = ResumeRecord(
+            step=plan.manifest.step,
+            world_size=plan.manifest.topology.world_size,
+            elastic=bool(plan.rederived),
+            rederived=list(plan.rederived),
+        )
         return plan.manifest.step
 
     def load(self, plan: LoadPlan, state: Mapping[str, Component]) -> None:
         """*Collective.* Read every component of ``state`` from the checked ``plan``, then apply them
         all: no live state changes unless every one was read and verified on every rank."""
         rederived = {name: state[name] for name in plan.rederived if name in state}
-        lacking = sorted(name for name, component in rederived.items() if getattr(component, "rederive", None) is None)
+        lacking = sorted(
+            name
+            for name, component in rederived.items()
+            if getattr(component, "rederive", None) is None
+        )
         if lacking:
-            raise ValueError(f"an elastic resume from {plan.path} must re-derive {', '.join(lacking)}, which has no rederive()")
+            raise ValueError(
+                f"an elastic resume from {plan.path} must re-derive {', '.join(lacking)}, which has no rederive()"
+            )
         sharded = {name: c for name, c in state.items() if isinstance(c, Sharded)}
         targets = {name: c.get() for name, c in sharded.items()}
         staged = [self.loader.read_sharded(plan, name, target) for name, target in targets.items()]
-        values = {name: self._read(plan, name, c) for name, c in state.items() if not isinstance(c, Sharded) and name not in rederived}
+        values = {
+            name: self._read(plan, name, c)
+            for name, c in state.items()
+            if not isinstance(c, Sharded) and name not in rederived
+        }
         # every component was read, and every file verified on every rank: live state changes from here on (RESUME-6)
         for read in staged:
             read.apply()
@@ -245,7 +313,9 @@ class Checkpointer:
             return self.loader.load_per_rank(plan, name)
         if isinstance(component, Grouped):
             return self.loader.load_group(plan, name)
-        raise TypeError(f"component {name!r} is a {type(component).__name__}, not Sharded, Replicated, PerRank or Grouped")
+        raise TypeError(
+            f"component {name!r} is a {type(component).__name__}, not Sharded, Replicated, PerRank or Grouped"
+        )
 
     # ------------------------------------------------------------------ end
     def close(self) -> None:

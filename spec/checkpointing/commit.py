@@ -34,7 +34,7 @@ import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -70,7 +70,9 @@ from ckptspec.manifest import (
 )
 from ckptspec.run_index import BestRecord
 
-PRODUCER = Producer(name="ckptspec-reference", version=ckptspec.__version__, torch_version=torch.__version__)
+PRODUCER = Producer(
+    name="ckptspec-reference", version=ckptspec.__version__, torch_version=torch.__version__
+)
 
 
 class SaveError(RuntimeError):
@@ -87,7 +89,10 @@ def describe_failure(exc: BaseException) -> str:
     """``Type: message`` on one line; torch's ``CheckpointException`` (whose text embeds
     tracebacks) becomes the underlying error of each failed rank."""
     if isinstance(exc, CheckpointException):
-        return "; ".join(f"rank {rank}: {describe_failure(cause)}" for rank, (cause, _) in sorted(exc.failures.items()))
+        return "; ".join(
+            f"rank {rank}: {describe_failure(cause)}"
+            for rank, (cause, _) in sorted(exc.failures.items())
+        )
     return " ".join(f"{type(exc).__name__}: {exc}".split())
 
 
@@ -99,8 +104,6 @@ def per_rank_file(name: str, rank: int) -> str:
 def per_group_file(name: str, group: int) -> str:
     """Relative path of group ``group``'s file of the ``per_node``/``per_group`` component ``name``."""
     return f"{name}/group-{group:05d}.json"
-
-
 
 
 @dataclass(frozen=True)
@@ -117,12 +120,16 @@ class GroupState:
 
     def __post_init__(self) -> None:
         if self.sharing not in GROUPED_PATTERNS or self.group_size < 1:
-            raise ValueError(f"a grouped component needs sharing per_node or per_group and a group size >= 1, "
-                             f"got {self.sharing!r} with group size {self.group_size}")
+            raise ValueError(
+                f"a grouped component needs sharing per_node or per_group and a group size >= 1, "
+                f"got {self.sharing!r} with group size {self.group_size}"
+            )
 
-    def file_of(self, name: str, rank: int) -> Optional[str]:
+    def file_of(self, name: str, rank: int) -> str | None:
         """The file ``rank`` writes for component ``name``: its group's, if it is the group's first rank."""
-        return per_group_file(name, rank // self.group_size) if rank % self.group_size == 0 else None
+        return (
+            per_group_file(name, rank // self.group_size) if rank % self.group_size == 0 else None
+        )
 
 
 @dataclass
@@ -141,8 +148,8 @@ class SaveRequest:
     per_rank: dict[str, tuple[str, dict[str, torch.Tensor]]]
     step_counts: dict[str, int] = field(default_factory=dict)
     grouped: dict[str, GroupState] = field(default_factory=dict)
-    eval: Optional[EvalResult] = None
-    resumed_from: Optional[ResumeRecord] = None
+    eval: EvalResult | None = None
+    resumed_from: ResumeRecord | None = None
 
     @property
     def step(self) -> int:
@@ -163,18 +170,20 @@ class RankReport:
     """What each rank contributes to the agreement collective of a save."""
 
     rank: int
-    error: Optional[str]  # why this rank's part of the save failed; None if it succeeded
+    error: str | None  # why this rank's part of the save failed; None if it succeeded
     files: tuple[WrittenFile, ...]
     replica_digests: dict[str, str]  # replicated component -> canonical digest (MANIFEST-11)
-    group_digests: dict[str, str] = field(default_factory=dict)  # grouped component -> digest of this rank's GroupState
+    group_digests: dict[str, str] = field(
+        default_factory=dict
+    )  # grouped component -> digest of this rank's GroupState
 
 
 @dataclass(frozen=True)
 class Outcome:
     """What rank 0 broadcasts after a commit attempt."""
 
-    error: Optional[str]  # why the save failed ("was not committed: ..." or "was published but ...")
-    best: Optional[BestRecord]
+    error: str | None  # why the save failed ("was not committed: ..." or "was published but ...")
+    best: BestRecord | None
 
 
 @dataclass
@@ -187,8 +196,10 @@ class PendingSave:
     digests: list[dict[Path, tuple[int, str]]]  # one per DCP writer, filled as it writes
     local_files: dict[Path, bytes]  # this rank's JSON and per-rank files, serialised at save time
     replica_digests: dict[str, str]  # replicated component -> canonical digest, at save time
-    error: Optional[str]
-    group_digests: dict[str, str] = field(default_factory=dict)  # grouped component -> digest, at save time
+    error: str | None
+    group_digests: dict[str, str] = field(
+        default_factory=dict
+    )  # grouped component -> digest, at save time
 
 
 class CommitProtocol:
@@ -199,8 +210,13 @@ class CommitProtocol:
     with digests of ``digest_algorithm`` (one of :data:`ckptspec.file_digest.ALGORITHMS`).
     """
 
-    def __init__(self, policy: RunPolicy, *, async_groups: Optional[dict[str, dist.ProcessGroup]] = None,
-                 digest_algorithm: str = DEFAULT_ALGORITHM) -> None:
+    def __init__(
+        self,
+        policy: RunPolicy,
+        *,
+        async_groups: dict[str, dist.ProcessGroup] | None = None,
+        digest_algorithm: str = DEFAULT_ALGORITHM,
+    ) -> None:
         new_hasher(digest_algorithm)  # refuses an algorithm the spec does not list
         self.policy = policy
         self.ctx: DistContext = policy.ctx
@@ -209,7 +225,7 @@ class CommitProtocol:
         self._async_writers: dict[str, FileSystemWriter] = {}
         self._async_stagers: dict[str, DefaultStager] = {}  # reused: host copies stay allocated
         self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ckptspec-commit")
-        self._in_flight: Optional[Future[Path]] = None
+        self._in_flight: Future[Path] | None = None
 
     # ------------------------------------------------------------------ save
     def save(self, request: SaveRequest) -> Path:
@@ -229,9 +245,13 @@ class CommitProtocol:
         checkpoint is committed when :meth:`wait` returns (the next save waits first).
         """
         if "commit" not in self.async_groups:
-            raise ValueError("an asynchronous save needs a process group for its agreement in async_groups['commit']")
+            raise ValueError(
+                "an asynchronous save needs a process group for its agreement in async_groups['commit']"
+            )
         pending = self._begin(request, async_save=True)
-        self._in_flight = self._committer.submit(self._complete, pending, self.async_groups["commit"])
+        self._in_flight = self._committer.submit(
+            self._complete, pending, self.async_groups["commit"]
+        )
 
     def wait(self) -> Path:
         """*Collective.* Wait for the save in flight to commit; return its directory, or raise its
@@ -245,17 +265,21 @@ class CommitProtocol:
     def save_in_progress(self) -> bool:
         return self._in_flight is not None
 
-    def _complete(self, pending: PendingSave, group: Optional[dist.ProcessGroup]) -> Path:
+    def _complete(self, pending: PendingSave, group: dist.ProcessGroup | None) -> Path:
         """*Collective over ``group``.* Finish a staged save: wait for its writes, agree, gather
         digests, commit. Returns its directory; raises :class:`SaveError` on every rank."""
         files, error = self._finish_local(pending)
         gathered: list[Any] = [None] * self.ctx.world_size
-        mine = RankReport(self.ctx.rank, error, tuple(files), pending.replica_digests, pending.group_digests)
+        mine = RankReport(
+            self.ctx.rank, error, tuple(files), pending.replica_digests, pending.group_digests
+        )
         dist.all_gather_object(gathered, mine, group=group)
         reports: list[RankReport] = gathered
         errors = [f"rank {r.rank}: {r.error}" for r in reports if r.error]
         if not errors:
-            errors = self._replication_problems(reports) + self._group_problems(reports, pending.request)
+            errors = self._replication_problems(reports) + self._group_problems(
+                reports, pending.request
+            )
         outcome: list[Any] = [None]
         if self.ctx.rank == 0:
             outcome[0] = self._commit_or_abort(pending, reports, errors)
@@ -297,8 +321,16 @@ class CommitProtocol:
             local_files = self._serialize_local(staging, request)
         except Exception as exc:  # reported to every rank through the agreement collective
             local_files, error = {}, error or describe_failure(exc)
-        return PendingSave(request, staging, futures, digests, local_files, self._replica_digests(request), error,
-                           {name: state_digest(asdict(state)) for name, state in request.grouped.items()})
+        return PendingSave(
+            request,
+            staging,
+            futures,
+            digests,
+            local_files,
+            self._replica_digests(request),
+            error,
+            {name: state_digest(asdict(state)) for name, state in request.grouped.items()},
+        )
 
     def _writer(self, name: str, path: Path, async_save: bool) -> FileSystemWriter:
         """A hashing DCP writer for ``path``. Asynchronous saves of CUDA state reuse one writer per
@@ -306,12 +338,16 @@ class CommitProtocol:
         ``_begin``); DCP pins cached buffers, which needs CUDA."""
         if not (async_save and self.ctx.device.type == "cuda"):
             return hashing_writer(path, self.digest_algorithm)
-        writer = self._async_writers.setdefault(name, hashing_writer(path, self.digest_algorithm, cache_staged_state_dict=True))
+        writer = self._async_writers.setdefault(
+            name, hashing_writer(path, self.digest_algorithm, cache_staged_state_dict=True)
+        )
         writer.reset(path)
         writer.fs.digests.clear()
         return writer
 
-    def _write_sharded(self, writer: FileSystemWriter, name: str, state: dict[str, Any], async_save: bool) -> Any:
+    def _write_sharded(
+        self, writer: FileSystemWriter, name: str, state: dict[str, Any], async_save: bool
+    ) -> Any:
         """*Collective.* Write one DCP component (DCP fsyncs its files and shares its own errors).
 
         An asynchronous write stages the state to host memory, then writes in a background
@@ -319,9 +355,18 @@ class CommitProtocol:
         (concurrent writes must not share a group, nor share one with training)."""
         if async_save:
             if name not in self.async_groups:
-                raise ValueError(f"asynchronous save of {name!r} needs a process group in async_groups")
-            stager = self._async_stagers.setdefault(name, DefaultStager(StagingOptions(False, False, False, False)))
-            return dcp.async_save(state, storage_writer=writer, process_group=self.async_groups[name], async_stager=stager)
+                raise ValueError(
+                    f"asynchronous save of {name!r} needs a process group in async_groups"
+                )
+            stager = self._async_stagers.setdefault(
+                name, DefaultStager(StagingOptions(False, False, False, False))
+            )
+            return dcp.async_save(
+                state,
+                storage_writer=writer,
+                process_group=self.async_groups[name],
+                async_stager=stager,
+            )
         dcp.save(state, storage_writer=writer)
         return None
 
@@ -348,7 +393,7 @@ class CommitProtocol:
             path.parent.mkdir(exist_ok=True)
             write_durable(path, data)
 
-    def _finish_local(self, pending: PendingSave) -> tuple[list[WrittenFile], Optional[str]]:
+    def _finish_local(self, pending: PendingSave) -> tuple[list[WrittenFile], str | None]:
         """Wait for background writes; describe the files this rank wrote, or why it failed."""
         error = pending.error
         for future in pending.futures:
@@ -360,13 +405,22 @@ class CommitProtocol:
             return [], error
         try:
             self._write_local(pending.local_files)
-            known = {path: digest for digests in pending.digests for path, digest in digests.items()}
-            known.update({path: (len(data), digest_bytes(data, self.digest_algorithm)) for path, data in pending.local_files.items()})
+            known = {
+                path: digest for digests in pending.digests for path, digest in digests.items()
+            }
+            known.update(
+                {
+                    path: (len(data), digest_bytes(data, self.digest_algorithm))
+                    for path, data in pending.local_files.items()
+                }
+            )
             entries = []
             mine = self._files_written_by_me(pending.staging, pending.request)
             for path in mine:
                 size, digest = known.get(path) or file_digest(path, self.digest_algorithm)
-                entries.append(WrittenFile(path.relative_to(pending.staging).as_posix(), size, digest))
+                entries.append(
+                    WrittenFile(path.relative_to(pending.staging).as_posix(), size, digest)
+                )
             # the directories of this rank's own files, in a fixed order: never another rank's
             # (which may or may not exist yet), so every run of a save has the same fault points
             for directory in sorted({p.parent for p in mine} | {pending.staging}):
@@ -385,7 +439,11 @@ class CommitProtocol:
         if rank == 0:
             files += [staging / f"{name}.json" for name in request.replicated]
         files += [staging / per_rank_file(name, rank) for name in request.per_rank]
-        files += [staging / path for name, state in request.grouped.items() if (path := state.file_of(name, rank)) is not None]
+        files += [
+            staging / path
+            for name, state in request.grouped.items()
+            if (path := state.file_of(name, rank)) is not None
+        ]
         return files
 
     def _replica_digests(self, request: SaveRequest) -> dict[str, str]:
@@ -394,8 +452,11 @@ class CommitProtocol:
     def _replication_problems(self, reports: list[RankReport]) -> list[str]:
         """Replicated components whose digests differ across ranks (MANIFEST-11)."""
         names = reports[0].replica_digests.keys()
-        return [f"replicated component {n!r} differs across ranks" for n in names
-                if len({r.replica_digests[n] for r in reports}) > 1]
+        return [
+            f"replicated component {n!r} differs across ranks"
+            for n in names
+            if len({r.replica_digests[n] for r in reports}) > 1
+        ]
 
     def _group_problems(self, reports: list[RankReport], request: SaveRequest) -> list[str]:
         """Grouped components whose group size does not divide the world, or whose state (value
@@ -404,16 +465,22 @@ class CommitProtocol:
         for name, state in request.grouped.items():
             size = state.group_size
             if len(reports) % size:
-                problems.append(f"{state.sharing} component {name!r}: group size {size} does not divide world size {len(reports)}")
+                problems.append(
+                    f"{state.sharing} component {name!r}: group size {size} does not divide world size {len(reports)}"
+                )
                 continue
             for first in range(0, len(reports), size):
                 if len({r.group_digests.get(name) for r in reports[first : first + size]}) > 1:
-                    problems.append(f"{state.sharing} component {name!r} differs within group {first // size} "
-                                    f"(ranks {first}-{first + size - 1})")
+                    problems.append(
+                        f"{state.sharing} component {name!r} differs within group {first // size} "
+                        f"(ranks {first}-{first + size - 1})"
+                    )
         return problems
 
     # ------------------------------------------------------------------ commit (rank 0)
-    def _commit_or_abort(self, pending: PendingSave, reports: list[RankReport], errors: list[str]) -> Outcome:
+    def _commit_or_abort(
+        self, pending: PendingSave, reports: list[RankReport], errors: list[str]
+    ) -> Outcome:
         """Rank 0: commit when no rank failed; otherwise (or when the commit fails before its
         rename) remove the staging directory. Never raises."""
         final = self.policy.checkpoint_path(pending.request.step)
@@ -423,7 +490,10 @@ class CommitProtocol:
                 self._commit(pending.staging, final, manifest)
             except Exception as exc:
                 if not pending.staging.exists() and (final / LAYOUT.manifest_file).is_file():
-                    return Outcome("was published but its rename may not be durable: " + describe_failure(exc), self.policy.best)
+                    return Outcome(
+                        "was published but its rename may not be durable: " + describe_failure(exc),
+                        self.policy.best,
+                    )
                 errors = ["rank 0 commit: " + describe_failure(exc)]
             else:
                 self.policy.after_commit(manifest)
@@ -449,24 +519,55 @@ class CommitProtocol:
         files: dict[str, FileEntry] = {}
         for report in reports:
             for f in report.files:
-                files[f.path] = FileEntry(path=f.path, size=f.size, digest=f.digest, ranks=[report.rank])
+                files[f.path] = FileEntry(
+                    path=f.path, size=f.size, digest=f.digest, ranks=[report.rank]
+                )
 
-        def component(name: str, kind: str, sharing: str, fmt: str, prefix: str, group_size: Optional[int] = None) -> Component:
+        def component(
+            name: str, kind: str, sharing: str, fmt: str, prefix: str, group_size: int | None = None
+        ) -> Component:
             listed = [files[p] for p in sorted(files) if p == prefix or p.startswith(prefix + "/")]
-            if group_size is not None:  # a group's file: its group, and every rank of it as contributor
-                listed = [f.model_copy(update={"group": f.ranks[0] // group_size,
-                                               "ranks": list(range(f.ranks[0], f.ranks[0] + group_size))}) for f in listed]
+            if (
+                group_size is not None
+            ):  # a group's file: its group, and every rank of it as contributor
+                listed = [
+                    f.model_copy(
+                        update={
+                            "group": f.ranks[0] // group_size,
+                            "ranks": list(range(f.ranks[0], f.ranks[0] + group_size)),
+                        }
+                    )
+                    for f in listed
+                ]
             return Component(
-                name=name, kind=kind, sharing=sharing, format=fmt, reshardable=sharing not in RANK_LOCAL_PATTERNS,
-                group_size=group_size, step_count=request.step_counts.get(name), files=listed,
+                name=name,
+                kind=kind,
+                sharing=sharing,
+                format=fmt,
+                reshardable=sharing not in RANK_LOCAL_PATTERNS,
+                group_size=group_size,
+                step_count=request.step_counts.get(name),
+                files=listed,
             )
 
         components = [component(n, k, "sharded", "dcp", n) for n, (k, _) in request.sharded.items()]
-        components += [component(n, k, "replicated", "json", f"{n}.json") for n, (k, _) in request.replicated.items()]
-        components += [component(n, k, "per_rank", "torch_weights_only", n) for n, (k, _) in request.per_rank.items()]
-        components += [component(n, s.kind, s.sharing, "json", n, s.group_size) for n, s in request.grouped.items()]
+        components += [
+            component(n, k, "replicated", "json", f"{n}.json")
+            for n, (k, _) in request.replicated.items()
+        ]
+        components += [
+            component(n, k, "per_rank", "torch_weights_only", n)
+            for n, (k, _) in request.per_rank.items()
+        ]
+        components += [
+            component(n, s.kind, s.sharing, "json", n, s.group_size)
+            for n, s in request.grouped.items()
+        ]
         replication = [
-            ReplicationCheck(component=name, digests=[RankDigest(rank=r.rank, sha256=r.replica_digests[name]) for r in reports])
+            ReplicationCheck(
+                component=name,
+                digests=[RankDigest(rank=r.rank, sha256=r.replica_digests[name]) for r in reports],
+            )
             for name in request.replicated
         ]
         world = self.ctx.world_size
@@ -490,6 +591,7 @@ class CommitProtocol:
             resumable=True,
             resumed_from=request.resumed_from,
         )
+
 
 def _json_bytes(value: Any) -> bytes:
     return json.dumps(value, indent=2, sort_keys=True, allow_nan=False).encode()

@@ -64,7 +64,13 @@ def init_distributed(device_preference: str = "auto") -> DistContext:
             dist.init_process_group(backend, device_id=device if device.type == "cuda" else None)
         else:
             dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
-    return DistContext(dist.get_rank(), dist.get_world_size(), local_rank, device, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return DistContext(
+        dist.get_rank(),
+        dist.get_world_size(),
+        local_rank,
+        device,
+        int(os.environ.get("LOCAL_WORLD_SIZE", "1")),
+    )
 
 
 def exit_process(status: int) -> NoReturn:

@@ -15,4 +15,8 @@ def fingerprint(values: dict[str, Any]) -> ConfigFingerprint:
 
 def differences(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
     """Each key whose value differs between ``saved`` and ``current`` (missing keys are None)."""
-    return {k: (saved.get(k), current.get(k)) for k in sorted(saved.keys() | current.keys()) if saved.get(k) != current.get(k)}
+    return {
+        k: (saved.get(k), current.get(k))
+        for k in sorted(saved.keys() | current.keys())
+        if saved.get(k) != current.get(k)
+    }

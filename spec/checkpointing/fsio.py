@@ -12,7 +12,6 @@ import errno
 import fcntl
 import os
 from pathlib import Path
-from typing import Optional
 
 from ckptspec.file_digest import digest_file
 
@@ -49,7 +48,7 @@ def file_digest(path: Path, algorithm: str) -> tuple[int, str]:
     return size, digest_file(os.fspath(path), algorithm, size)
 
 
-def try_lock_exclusive(path: Path) -> Optional[int]:
+def try_lock_exclusive(path: Path) -> int | None:
     """Take an exclusive ``flock`` on ``path`` (created empty if absent) without waiting.
 
     Returns the open descriptor that holds the lock, or None when another open file description

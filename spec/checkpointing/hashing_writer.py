@@ -25,7 +25,6 @@ from torch.distributed.checkpoint.filesystem import FileSystem
 
 from ckptspec.file_digest import format_digest, new_hasher
 
-
 CONCURRENT_HASH_BYTES = 1 << 20
 """Chunks at least this large are hashed on the helper thread while they are written."""
 
@@ -51,7 +50,9 @@ class _HashingStream:
                 written = self._raw.write(view)
             finally:
                 hashed.result()
-            self.sequential = self.sequential and written == len(view)  # else the digest is not the file's
+            self.sequential = self.sequential and written == len(
+                view
+            )  # else the digest is not the file's
         self.size += written
         return written
 
@@ -83,7 +84,10 @@ class HashingFileSystem(FileSystem):
             stream = _HashingStream(raw, self.algorithm, self._hasher)
             yield stream
         if stream.sequential:
-            self.digests[Path(path)] = (stream.size, format_digest(self.algorithm, stream.hash.hexdigest()))
+            self.digests[Path(path)] = (
+                stream.size,
+                format_digest(self.algorithm, stream.hash.hexdigest()),
+            )
 
     def rename(self, path: str | os.PathLike[str], new_path: str | os.PathLike[str]) -> None:
         super().rename(path, new_path)
@@ -91,10 +95,14 @@ class HashingFileSystem(FileSystem):
             self.digests[Path(new_path)] = self.digests.pop(Path(path))
 
 
-def hashing_writer(path: Path, algorithm: str, cache_staged_state_dict: bool = False) -> FileSystemWriter:
+def hashing_writer(
+    path: Path, algorithm: str, cache_staged_state_dict: bool = False
+) -> FileSystemWriter:
     """A ``FileSystemWriter`` for ``path`` (fsyncing its files) whose ``fs.digests`` fills with
     ``algorithm`` digests as it writes. ``cache_staged_state_dict`` keeps the host buffers of an asynchronous save for the
     next one (the writer must then be reused, one save at a time)."""
-    writer = FileSystemWriter(path, sync_files=True, cache_staged_state_dict=cache_staged_state_dict)
+    writer = FileSystemWriter(
+        path, sync_files=True, cache_staged_state_dict=cache_staged_state_dict
+    )
     writer.fs = HashingFileSystem(algorithm)
     return writer

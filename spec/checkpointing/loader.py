@@ -29,7 +29,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Protocol
+from typing import Any, Protocol
 
 import torch
 import torch.distributed as dist
@@ -37,15 +37,21 @@ import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.api import CheckpointException
 
 from ckptspec.checkpoint_check import check_checkpoint
-from ckptspec.confined import resolve, scan_tree
-from ckptspec.errors import ConfigDriftError, GroupLayoutMismatchError, IntegrityError, NoCheckpointError, WorldSizeMismatchError
-from ckptspec.findings import Severity, finding
-from ckptspec.layout import LAYOUT
-from ckptspec.manifest import GROUPED_PATTERNS, RANK_LOCAL_PATTERNS, Component, Manifest
 from ckptspec.checkpointing.commit import per_group_file, per_rank_file
 from ckptspec.checkpointing.distributed import DistContext
 from ckptspec.checkpointing.fingerprint import differences
+from ckptspec.confined import resolve, scan_tree
+from ckptspec.errors import (
+    ConfigDriftError,
+    GroupLayoutMismatchError,
+    IntegrityError,
+    NoCheckpointError,
+    WorldSizeMismatchError,
+)
 from ckptspec.file_digest import DigestMismatchError, algorithm_of, digest_file
+from ckptspec.findings import Severity, finding
+from ckptspec.layout import LAYOUT
+from ckptspec.manifest import GROUPED_PATTERNS, RANK_LOCAL_PATTERNS, Component, Manifest
 from ckptspec.safe_dcp import safe_planner, safe_reader
 
 
@@ -82,8 +88,15 @@ class CheckpointLoader:
     like one of another world size for that component.
     """
 
-    def __init__(self, ctx: DistContext, fingerprint_values: dict[str, Any], *, elastic: bool = False, verify: str = "full",
-                 group_sizes: Optional[Mapping[str, int]] = None) -> None:
+    def __init__(
+        self,
+        ctx: DistContext,
+        fingerprint_values: dict[str, Any],
+        *,
+        elastic: bool = False,
+        verify: str = "full",
+        group_sizes: Mapping[str, int] | None = None,
+    ) -> None:
         if verify not in ("full", "size"):
             raise ValueError(f"verify must be 'full' or 'size', got {verify!r}")
         self.ctx = ctx
@@ -99,7 +112,11 @@ class CheckpointLoader:
         manifest = self._checked_manifest(path)
         missing = sorted(set(required) - {c.name for c in manifest.components})
         if missing:
-            raise IntegrityError([f"{path}: the checkpoint has no component {', '.join(map(repr, missing))}, which this trainer restores"])
+            raise IntegrityError(
+                [
+                    f"{path}: the checkpoint has no component {', '.join(map(repr, missing))}, which this trainer restores"
+                ]
+            )
         self._check_config(manifest)
         return LoadPlan(path, manifest, self._check_world_size(manifest))
 
@@ -108,18 +125,23 @@ class CheckpointLoader:
         integrity of the checkpoint (the model's files are verified as :meth:`read_sharded`
         reads them) and an unchanged model architecture."""
         manifest = self._checked_manifest(path, components=("model",))
-        drift = differences({"model": manifest.config.values.get("model")}, {"model": self.fingerprint_values["model"]})
+        drift = differences(
+            {"model": manifest.config.values.get("model")},
+            {"model": self.fingerprint_values["model"]},
+        )
         if drift:
             raise ConfigDriftError(drift)
         return LoadPlan(path, manifest)
 
-    def _checked_manifest(self, path: Path, components: Optional[Sequence[str]] = None) -> Manifest:
+    def _checked_manifest(self, path: Path, components: Sequence[str] | None = None) -> Manifest:
         """*Collective.* The manifest of ``path`` once the checkpoint passed the validator's checks
         and the non-DCP files (of ``components``, default all) their digests (DCP files are
         checked as :meth:`read_sharded` reads them); raises the same :class:`IntegrityError` on
         every rank otherwise."""
         if not (path / LAYOUT.manifest_file).is_file():
-            raise NoCheckpointError(f"{path} is not a committed checkpoint (no {LAYOUT.manifest_file})")
+            raise NoCheckpointError(
+                f"{path} is not a committed checkpoint (no {LAYOUT.manifest_file})"
+            )
         manifest, findings = check_checkpoint(str(path), deep=False)
         problems = [f.line() for f in findings if f.severity == Severity.ERROR]
         if manifest is not None and not problems and self.verify == "full":
@@ -131,12 +153,21 @@ class CheckpointLoader:
             raise IntegrityError(everything or [f"{path}: the manifest could not be read"])
         return manifest
 
-    def _digest_problems(self, path: Path, manifest: Manifest, components: Optional[Sequence[str]]) -> list[str]:
+    def _digest_problems(
+        self, path: Path, manifest: Manifest, components: Sequence[str] | None
+    ) -> list[str]:
         """FILE_DIGEST_MISMATCH lines for this rank's share of the listed files of the non-DCP
         components (every ``world_size``-th, by path), read through the validator's confined
         resolution. DCP files are verified as they are read (:meth:`read_sharded`)."""
-        listed = sorted((f for c in manifest.components if (components is None or c.name in components) and c.format != "dcp"
-                         for f in c.files), key=lambda f: f.path)
+        listed = sorted(
+            (
+                f
+                for c in manifest.components
+                if (components is None or c.name in components) and c.format != "dcp"
+                for f in c.files
+            ),
+            key=lambda f: f.path,
+        )
         root = str(path)
         real_root, tree = os.path.realpath(root), scan_tree(root)
         problems = []
@@ -144,12 +175,24 @@ class CheckpointLoader:
             file = os.path.join(root, entry.path)
             resolved = resolve(root, real_root, tree, entry.path)
             try:
-                digest = digest_file(resolved.real_path, algorithm_of(entry.digest), entry.size) if resolved.real_path is not None else None
+                digest = (
+                    digest_file(resolved.real_path, algorithm_of(entry.digest), entry.size)
+                    if resolved.real_path is not None
+                    else None
+                )
             except OSError as exc:
-                problems.append(finding("FILE_MISSING", file, f"cannot be read: {exc.strerror}").line())
+                problems.append(
+                    finding("FILE_MISSING", file, f"cannot be read: {exc.strerror}").line()
+                )
                 continue
             if digest != entry.digest:
-                problems.append(finding("FILE_DIGEST_MISMATCH", file, f"has digest {digest}, the manifest says {entry.digest}").line())
+                problems.append(
+                    finding(
+                        "FILE_DIGEST_MISMATCH",
+                        file,
+                        f"has digest {digest}, the manifest says {entry.digest}",
+                    ).line()
+                )
         return problems
 
     def _check_config(self, manifest: Manifest) -> None:
@@ -164,12 +207,19 @@ class CheckpointLoader:
         group size differs from this run's (``group_sizes``)."""
         saved = manifest.topology.world_size
         if saved == self.ctx.world_size:
-            regrouped = {c.name: (c.group_size, self.group_sizes[c.name]) for c in manifest.components
-                         if c.sharing in GROUPED_PATTERNS and c.name in self.group_sizes and c.group_size != self.group_sizes[c.name]}
+            regrouped = {
+                c.name: (c.group_size, self.group_sizes[c.name])
+                for c in manifest.components
+                if c.sharing in GROUPED_PATTERNS
+                and c.name in self.group_sizes
+                and c.group_size != self.group_sizes[c.name]
+            }
             if regrouped and not self.elastic:
                 raise GroupLayoutMismatchError(saved, regrouped)
             return tuple(sorted(regrouped))
-        rank_local = tuple(sorted(c.name for c in manifest.components if c.sharing in RANK_LOCAL_PATTERNS))
+        rank_local = tuple(
+            sorted(c.name for c in manifest.components if c.sharing in RANK_LOCAL_PATTERNS)
+        )
         if rank_local and not self.elastic:
             raise WorldSizeMismatchError(saved, self.ctx.world_size, rank_local)
         return rank_local
@@ -200,18 +250,28 @@ class CheckpointLoader:
         try:
             dcp.load(state_dict, storage_reader=reader, planner=safe_planner())
         except CheckpointException as exc:
-            problems = sorted({_mismatch_line(f) for f, _trace in exc.failures.values() if isinstance(f, DigestMismatchError)})
+            problems = sorted(
+                {
+                    _mismatch_line(f)
+                    for f, _trace in exc.failures.values()
+                    if isinstance(f, DigestMismatchError)
+                }
+            )
             if problems:
                 raise IntegrityError(problems) from None
             raise
         return reader
 
-    def _expected_files(self, plan: LoadPlan, name: str) -> Optional[dict[str, tuple[int, str]]]:
+    def _expected_files(self, plan: LoadPlan, name: str) -> dict[str, tuple[int, str]] | None:
         """File name in the component's directory -> listed (size, digest); None without ``verify="full"``."""
         if self.verify != "full":
             return None
         prefix = name + "/"
-        return {f.path[len(prefix):]: (f.size, f.digest) for f in plan.component(name).files if f.path.startswith(prefix)}
+        return {
+            f.path[len(prefix) :]: (f.size, f.digest)
+            for f in plan.component(name).files
+            if f.path.startswith(prefix)
+        }
 
     def load_json(self, plan: LoadPlan, name: str) -> Any:
         """The value of the JSON component ``name``."""
@@ -221,7 +281,9 @@ class CheckpointLoader:
     def load_per_rank(self, plan: LoadPlan, name: str) -> dict[str, torch.Tensor]:
         """This rank's file of the per-rank component ``name``."""
         _refuse_rederived(plan, name)
-        return torch.load(plan.path / self._per_rank_path(plan, name), weights_only=True, map_location="cpu")
+        return torch.load(
+            plan.path / self._per_rank_path(plan, name), weights_only=True, map_location="cpu"
+        )
 
     def _per_rank_path(self, plan: LoadPlan, name: str) -> str:
         return per_rank_file(name, self.ctx.rank)
@@ -235,7 +297,9 @@ class CheckpointLoader:
     def _group_path(self, plan: LoadPlan, name: str) -> str:
         component = plan.component(name)
         if component.sharing not in GROUPED_PATTERNS or component.group_size is None:
-            raise ValueError(f"component {name!r} of {plan.path} is {component.sharing}, not a grouped component")
+            raise ValueError(
+                f"component {name!r} of {plan.path} is {component.sharing}, not a grouped component"
+            )
         return per_group_file(name, self.ctx.rank // component.group_size)
 
 

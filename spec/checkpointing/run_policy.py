@@ -33,7 +33,7 @@ import weakref
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import torch.distributed as dist
 
@@ -73,17 +73,25 @@ class RunPolicy:
     """
 
     def __init__(
-        self, run_dir: Path, run_id: str, ctx: DistContext, *, keep_last: Optional[int] = None, best: Optional[BestPolicy] = None
+        self,
+        run_dir: Path,
+        run_id: str,
+        ctx: DistContext,
+        *,
+        keep_last: int | None = None,
+        best: BestPolicy | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.run_id = run_id
         self.ctx = ctx
         self.keep_last = keep_last
         self.best_policy = best
-        self.best: Optional[BestRecord] = None
+        self.best: BestRecord | None = None
         self.rewinds: list[Rewind] = []
         self.started = False
-        self._release_lock: Optional[weakref.finalize] = None  # rank 0: closes the descriptor holding the run's flock
+        self._release_lock: weakref.finalize | None = (
+            None  # rank 0: closes the descriptor holding the run's flock
+        )
 
     # ------------------------------------------------------------------ discovery
     def checkpoint_path(self, step: int) -> Path:
@@ -94,7 +102,7 @@ class RunPolicy:
         """Steps of the committed checkpoints, ascending (LAYOUT-8)."""
         return committed_steps(self.run_dir)
 
-    def latest(self) -> Optional[Path]:
+    def latest(self) -> Path | None:
         """The committed checkpoint with the highest step, or None."""
         steps = self.committed_steps()
         return self.checkpoint_path(steps[-1]) if steps else None
@@ -115,7 +123,7 @@ class RunPolicy:
         if self.started:
             return
         state: list[Any] = [None]
-        failure: Optional[Exception] = None  # rank 0's own error, chained to what it raises
+        failure: Exception | None = None  # rank 0's own error, chained to what it raises
         if self.ctx.rank == 0:
             try:
                 state[0] = (None, None, *self._claim_and_recover())
@@ -142,16 +150,24 @@ class RunPolicy:
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise RunLockedError(str(self.run_dir), f"cannot create the run directory: {exc}") from None
+            raise RunLockedError(
+                str(self.run_dir), f"cannot create the run directory: {exc}"
+            ) from None
         try:
             fd = try_lock_exclusive(self.run_dir / LAYOUT.lock_file)
         except OSError as exc:  # no lock support (some network file systems) is a refusal too
-            raise RunLockedError(str(self.run_dir), f"cannot lock {LAYOUT.lock_file}: {exc}") from None
+            raise RunLockedError(
+                str(self.run_dir), f"cannot lock {LAYOUT.lock_file}: {exc}"
+            ) from None
         if fd is None:
-            raise RunLockedError(str(self.run_dir), f"another writer holds the lock on {LAYOUT.lock_file}")
-        self._release_lock = weakref.finalize(self, os.close, fd)  # at close(), or when the policy is collected
+            raise RunLockedError(
+                str(self.run_dir), f"another writer holds the lock on {LAYOUT.lock_file}"
+            )
+        self._release_lock = weakref.finalize(
+            self, os.close, fd
+        )  # at close(), or when the policy is collected
 
-    def _claim_and_recover(self) -> tuple[Optional[BestRecord], list[Rewind]]:
+    def _claim_and_recover(self) -> tuple[BestRecord | None, list[Rewind]]:
         """Rank 0: take the run's lock, then (and only then) clean up and read the index."""
         self._claim()
         self._clean_stale_staging()
@@ -159,7 +175,9 @@ class RunPolicy:
         self.best, self.rewinds = self._rehydrate_best(index), list(index.rewinds) if index else []
         steps = self.committed_steps()
         if (index.latest_step if index else None) != (steps[-1] if steps else None):
-            self._write_index_or_warn("at start-up, its latest_step lags the committed checkpoints, and")
+            self._write_index_or_warn(
+                "at start-up, its latest_step lags the committed checkpoints, and"
+            )
         return self.best, self.rewinds
 
     def close(self) -> None:
@@ -177,7 +195,7 @@ class RunPolicy:
             if is_staging_dir(entry.name):
                 shutil.rmtree(entry, ignore_errors=True)
 
-    def _read_index(self) -> Optional[RunIndex]:
+    def _read_index(self) -> RunIndex | None:
         """The run index, read like the validator reads it; None (with a warning) when it is
         missing or unusable: it is rebuilt from the checkpoints."""
         path = self.run_dir / LAYOUT.run_index_file
@@ -185,10 +203,12 @@ class RunPolicy:
             return None
         index, problems = load_run_index(str(path))
         if index is None:
-            warnings.warn(f"{path} is not a valid run index ({problems[0].line()}); rebuilding it from the checkpoints")
+            warnings.warn(
+                f"{path} is not a valid run index ({problems[0].line()}); rebuilding it from the checkpoints"
+            )
         return index
 
-    def _rehydrate_best(self, index: Optional[RunIndex]) -> Optional[BestRecord]:
+    def _rehydrate_best(self, index: RunIndex | None) -> BestRecord | None:
         """The best record to continue from: the stored one if it tracks the same metric and
         mode and still points at a committed checkpoint, else a fresh one (RUN-4)."""
         policy = self.best_policy
@@ -203,7 +223,7 @@ class RunPolicy:
         return stored.model_copy(update={"min_delta": policy.min_delta})
 
     # ------------------------------------------------------------------ best
-    def improves(self, metrics: Optional[dict[str, float]]) -> bool:
+    def improves(self, metrics: dict[str, float] | None) -> bool:
         """Whether ``metrics`` would become the new best (identical on every rank: metrics are
         global and the record is agreed)."""
         if self.best is None or not metrics or self.best.metric not in metrics:
@@ -215,10 +235,12 @@ class RunPolicy:
             return score < self.best.score - self.best.min_delta
         return score > self.best.score + self.best.min_delta
 
-    def _update_best(self, step: int, eval_result: Optional[EvalResult]) -> None:
+    def _update_best(self, step: int, eval_result: EvalResult | None) -> None:
         if eval_result is not None and self.improves(eval_result.metrics):
             assert self.best is not None
-            self.best = self.best.model_copy(update={"step": step, "score": eval_result.metrics[self.best.metric]})
+            self.best = self.best.model_copy(
+                update={"step": step, "score": eval_result.metrics[self.best.metric]}
+            )
 
     # ------------------------------------------------------------------ around a commit (rank 0)
     def before_publish(self, manifest: Manifest) -> None:
@@ -233,7 +255,7 @@ class RunPolicy:
         if self._write_index_or_warn(f"step {manifest.step} is committed, but"):
             self._apply_retention(just_written=manifest.step)
 
-    def _rewind(self, step: int, resumed_from: Optional[ResumeRecord]) -> None:
+    def _rewind(self, step: int, resumed_from: ResumeRecord | None) -> None:
         """Move committed steps >= ``step`` to ``.rewound/<fork id>/``, record the fork and clear a
         best record that pointed into them (RUN-6). The index is rewritten at once, so it agrees
         with the directories even if the save is then interrupted."""
@@ -294,8 +316,12 @@ class RunPolicy:
         try:
             self._write_index()
         except OSError as exc:
-            warnings.warn(f"{context} {LAYOUT.run_index_file} could not be updated ({exc}); "
-                          "it is repaired by the next save or start-up", CommittedWithWarning, stacklevel=2)
+            warnings.warn(
+                f"{context} {LAYOUT.run_index_file} could not be updated ({exc}); "
+                "it is repaired by the next save or start-up",
+                CommittedWithWarning,
+                stacklevel=2,
+            )
             return False
         return True
 

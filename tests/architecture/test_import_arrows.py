@@ -19,9 +19,19 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-PACKAGES = {"spec": "ckptspec", "reference_impl": "ckptspec.reference_impl", "conformance": "ckptspec.conformance"}
-SUITE, TRAINER, LIBRARY = "ckptspec.conformance", "ckptspec.reference_impl", "ckptspec.checkpointing"
-ADAPTERS = {"reference_impl/adapter.py"}  # the reference trainer's adapter implements the suite's protocol
+PACKAGES = {
+    "spec": "ckptspec",
+    "reference_impl": "ckptspec.reference_impl",
+    "conformance": "ckptspec.conformance",
+}
+SUITE, TRAINER, LIBRARY = (
+    "ckptspec.conformance",
+    "ckptspec.reference_impl",
+    "ckptspec.checkpointing",
+)
+ADAPTERS = {
+    "reference_impl/adapter.py"
+}  # the reference trainer's adapter implements the suite's protocol
 
 
 def _modules() -> list[Path]:
@@ -52,16 +62,22 @@ def test_imports_run_one_way(path: Path) -> None:
     if rel.startswith("spec/checkpointing/"):
         forbidden = [m for m in imported if _under(m, SUITE) or _under(m, TRAINER)]
     elif rel.startswith("spec/"):
-        forbidden = [m for m in imported if _under(m, SUITE) or _under(m, TRAINER) or _under(m, LIBRARY)]
+        forbidden = [
+            m for m in imported if _under(m, SUITE) or _under(m, TRAINER) or _under(m, LIBRARY)
+        ]
     elif rel.startswith("reference_impl/") and rel not in ADAPTERS:
         forbidden = [m for m in imported if _under(m, SUITE)]
     else:
         forbidden = []
-    assert not forbidden, f"{rel} imports {sorted(forbidden)} against the arrows of docs/architecture.md"
+    assert not forbidden, (
+        f"{rel} imports {sorted(forbidden)} against the arrows of docs/architecture.md"
+    )
 
 
 def test_nothing_but_adapters_imports_the_suite() -> None:
-    importers = {str(p.relative_to(REPO)) for p in _modules() if any(_under(m, SUITE) for m in _imports(p))}
+    importers = {
+        str(p.relative_to(REPO)) for p in _modules() if any(_under(m, SUITE) for m in _imports(p))
+    }
     outside = {p for p in importers if not p.startswith("conformance/")} - ADAPTERS
     assert not outside, f"modules outside the suite that import it: {sorted(outside)}"
 
@@ -87,7 +103,7 @@ def test_no_import_cycle() -> None:
         stack.append(name)
         for target in sorted(graph[name]):
             if state.get(target) == 1:
-                cycle = stack[stack.index(target):] + [target]
+                cycle = stack[stack.index(target) :] + [target]
                 pytest.fail(f"import cycle: {' -> '.join(cycle)}")
             if target not in state:
                 visit(target)
@@ -101,7 +117,11 @@ def test_no_import_cycle() -> None:
 
 def _torch_free_layer() -> list[Path]:
     """``ckptspec`` proper: the spec/ folder without the checkpoint library (spec/checkpointing/)."""
-    return [p for p in sorted((REPO / "spec").rglob("*.py")) if not p.relative_to(REPO).parts[1:2] == ("checkpointing",)]
+    return [
+        p
+        for p in sorted((REPO / "spec").rglob("*.py"))
+        if not p.relative_to(REPO).parts[1:2] == ("checkpointing",)
+    ]
 
 
 def _module_level_imports(path: Path) -> set[str]:
@@ -126,16 +146,20 @@ def test_torch_free_layer_imports_no_torch_when_loaded(path: Path) -> None:
     """Statically: importing a module of ``ckptspec`` proper imports no torch (a deep check may
     import it inside the function that needs it) and nothing of the library, trainer or suite."""
     heavy = [m for m in _module_level_imports(path) if _under(m, "torch")]
-    assert not heavy, f"{path.relative_to(REPO)} imports {sorted(heavy)} when loaded; ckptspec proper is torch-free"
+    assert not heavy, (
+        f"{path.relative_to(REPO)} imports {sorted(heavy)} when loaded; ckptspec proper is torch-free"
+    )
 
 
 def test_torch_free_layer_loads_without_torch() -> None:
     """At run time: importing every module of ``ckptspec`` proper (the CLI and the validator
     among them) leaves torch unloaded."""
     names = sorted(_module_name(p) for p in _torch_free_layer() if p.name != "__main__.py")
-    code = f"import importlib, sys\nfor n in {names!r}: importlib.import_module(n)\n" \
-           "loaded = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))\n" \
-           "assert not loaded, loaded[:5]\n"
+    code = (
+        f"import importlib, sys\nfor n in {names!r}: importlib.import_module(n)\n"
+        "loaded = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))\n"
+        "assert not loaded, loaded[:5]\n"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert {"ckptspec.cli", "ckptspec.validator"} <= set(names)
@@ -144,8 +168,10 @@ def test_torch_free_layer_loads_without_torch() -> None:
 def test_suite_plugin_loads_without_torch_or_hypothesis() -> None:
     """The pytest plugin is loaded by every pytest run where ckptspec is installed: loading it
     imports neither torch nor Hypothesis (the harness and the Hypothesis profile come on first use)."""
-    code = "import sys\nimport ckptspec.conformance.plugin\n" \
-           "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'hypothesis'))\n" \
-           "assert not loaded, loaded[:5]\n"
+    code = (
+        "import sys\nimport ckptspec.conformance.plugin\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'hypothesis'))\n"
+        "assert not loaded, loaded[:5]\n"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -21,7 +21,9 @@ from ckptspec.cli import main
 from ckptspec.schemas import load_schema
 
 
-def test_an_unknown_requirement_is_a_usage_error_with_suggestions(capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_unknown_requirement_is_a_usage_error_with_suggestions(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     assert main(["conformance", "--requirement", "RESUME-99"]) == 2
     err = capsys.readouterr().err
     assert "--requirement RESUME-99: is not a requirement of the spec (did you mean RESUME-9" in err
@@ -38,9 +40,23 @@ def test_a_validator_only_requirement_is_a_usage_error(capsys: pytest.CaptureFix
 @pytest.mark.slow
 def test_ctrl_c_stops_the_run_keeps_the_partial_report_and_exits_130(tmp_path: Path) -> None:
     html = tmp_path / "report.html"
-    proc = subprocess.Popen([sys.executable, "-m", "ckptspec", "conformance", "--requirement", "LAYOUT-2", "--html", str(html)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ckptspec",
+            "conformance",
+            "--requirement",
+            "LAYOUT-2",
+            "--html",
+            str(html),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert proc.stderr is not None
     seen = []
     for line in proc.stderr:  # the first finished phase: ranks are running
@@ -49,7 +65,9 @@ def test_ctrl_c_stops_the_run_keeps_the_partial_report_and_exits_130(tmp_path: P
             break
     else:
         pytest.fail("".join(seen))
-    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C on the terminal does: the whole foreground group
+    os.killpg(
+        proc.pid, signal.SIGINT
+    )  # what Ctrl-C on the terminal does: the whole foreground group
     interrupted = time.monotonic()
     out, err = proc.communicate(timeout=300)
     stopped_in = time.monotonic() - interrupted
@@ -60,6 +78,10 @@ def test_ctrl_c_stops_the_run_keeps_the_partial_report_and_exits_130(tmp_path: P
     report = json.loads(Path(kept.group(1)).read_text())
     Draft202012Validator(load_schema("conformance-report.schema.json")).validate(report)
     assert report["output_version"] == 1 and html.is_file() and "LAYOUT-2" in html.read_text()
-    rows = {r["id"]: r for r in report["requirements"]}  # the selection, not a NOT-RUN row per requirement
-    assert "LAYOUT-2" in rows and all(r["tests"] or i == "LAYOUT-2" for i, r in rows.items()), sorted(rows)
+    rows = {
+        r["id"]: r for r in report["requirements"]
+    }  # the selection, not a NOT-RUN row per requirement
+    assert "LAYOUT-2" in rows and all(r["tests"] or i == "LAYOUT-2" for i, r in rows.items()), (
+        sorted(rows)
+    )
     Path(kept.group(1)).unlink()

@@ -22,28 +22,47 @@ def _one_line_hint(done, command: str, extra: str, missing: str) -> None:
     assert "Traceback" not in done.stderr and done.stdout == ""
 
 
-@pytest.mark.parametrize(("argv", "extra"), [
-    (["diff", "a", "b"], "reference"),
-    (["export", "a", "b"], "reference"),
-    (["demo", "--output-dir", "x"], "reference"),
-    (["conformance"], "conformance"),
-])
-def test_a_command_that_needs_torch_says_how_to_install_it(argv: list[str], extra: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("argv", "extra"),
+    [
+        (["diff", "a", "b"], "reference"),
+        (["export", "a", "b"], "reference"),
+        (["demo", "--output-dir", "x"], "reference"),
+        (["conformance"], "conformance"),
+    ],
+)
+def test_a_command_that_needs_torch_says_how_to_install_it(
+    argv: list[str], extra: str, tmp_path: Path
+) -> None:
     _one_line_hint(run_without(["torch"], argv, tmp_path), argv[0], extra, "torch")
     assert not (tmp_path / "x").exists()  # demo started nothing
 
 
 def test_conformance_without_pytest_names_pytest_and_the_conformance_extra(tmp_path: Path) -> None:
-    _one_line_hint(run_without(["pytest", "hypothesis"], ["conformance"], tmp_path), "conformance", "conformance", "pytest, hypothesis")
+    _one_line_hint(
+        run_without(["pytest", "hypothesis"], ["conformance"], tmp_path),
+        "conformance",
+        "conformance",
+        "pytest, hypothesis",
+    )
 
 
 def test_the_conformance_extra_brings_what_the_suite_imports() -> None:
     import tomllib
 
-    extras = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"]["optional-dependencies"]
-    names = {r.split(">")[0].split("=")[0].split("[")[0] for r in extras["conformance"] + extras["reference"]}
-    assert {"pytest", "hypothesis", "numpy"} <= names and "ckptspec[reference]" in extras["conformance"]
-    assert set(COMMANDS["conformance"].needs) - {"torch"} <= names  # torch: installed by the user, see the hint
+    extras = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())[
+        "project"
+    ]["optional-dependencies"]
+    names = {
+        r.split(">")[0].split("=")[0].split("[")[0]
+        for r in extras["conformance"] + extras["reference"]
+    }
+    assert {"pytest", "hypothesis", "numpy"} <= names and "ckptspec[reference]" in extras[
+        "conformance"
+    ]
+    assert (
+        set(COMMANDS["conformance"].needs) - {"torch"} <= names
+    )  # torch: installed by the user, see the hint
 
 
 def test_validate_inspect_and_help_work_without_torch(tmp_path: Path) -> None:

@@ -10,14 +10,26 @@ import subprocess
 import sys
 from pathlib import Path
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "spec" / "examples" / "valid" / "checkpoint-xxh3" / "step-000000100"
+EXAMPLE = (
+    Path(__file__).resolve().parents[2]
+    / "spec"
+    / "examples"
+    / "valid"
+    / "checkpoint-xxh3"
+    / "step-000000100"
+)
 
 
 def _on_a_terminal(*argv: str) -> tuple[int, str, str]:
     """Run ``ckptspec *argv`` with stderr on a pseudo-terminal; its exit status, stdout and what the terminal showed."""
     master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "ckptspec", *argv], stdout=subprocess.PIPE, stderr=slave, text=True,
-                            env={**os.environ, "COLUMNS": "120"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ckptspec", *argv],
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        text=True,
+        env={**os.environ, "COLUMNS": "120"},
+    )
     os.close(slave)
     shown = b""
     while True:
@@ -40,14 +52,23 @@ def test_deep_on_a_terminal_shows_bytes_files_and_rate() -> None:
 
 
 def test_deep_is_silent_off_a_terminal_and_in_json() -> None:
-    done = subprocess.run([sys.executable, "-m", "ckptspec", "validate", "--deep", str(EXAMPLE)], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "ckptspec", "validate", "--deep", str(EXAMPLE)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0 and "hashing" not in done.stderr and done.stderr.count("\n") == 1
     status, out, shown = _on_a_terminal("validate", "--deep", "--format", "json", str(EXAMPLE))
     assert status == 0 and json.loads(out)["verdict"] == "conformant" and "hashing" not in shown
 
 
 def test_validate_imports_neither_torch_nor_tqdm_off_a_terminal() -> None:
-    code = ("import sys; from ckptspec.cli import main; main(['validate', '--deep', sys.argv[1]]); "
-            "print(sorted(m for m in ('torch', 'tqdm') if m in sys.modules))")
-    done = subprocess.run([sys.executable, "-c", code, str(EXAMPLE)], capture_output=True, text=True, timeout=120)
+    code = (
+        "import sys; from ckptspec.cli import main; main(['validate', '--deep', sys.argv[1]]); "
+        "print(sorted(m for m in ('torch', 'tqdm') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(EXAMPLE)], capture_output=True, text=True, timeout=120
+    )
     assert done.stdout.strip() == "[]", done.stderr

@@ -31,10 +31,19 @@ def site_without(hidden: Iterable[str], where: Path) -> Path:
     return target
 
 
-def run_without(hidden: Iterable[str], argv: list[str], where: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_without(
+    hidden: Iterable[str], argv: list[str], where: Path, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """``ckptspec *argv`` in a process where the modules ``hidden`` are not installed."""
     where.mkdir(parents=True, exist_ok=True)
     site = site_without(hidden, where)
     code = f"import site, sys; site.addsitedir({str(site)!r}); from ckptspec.cli import main; sys.exit(main({argv!r}))"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONSTARTUP")}
-    return subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, env=env, timeout=timeout, cwd=where)
+    return subprocess.run(
+        [sys.executable, "-S", "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        cwd=where,
+    )

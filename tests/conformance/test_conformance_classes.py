@@ -25,27 +25,45 @@ from ckptspec.conformance.adapter import (
 from ckptspec.conformance.checks import UncheckedRequirement, Verdict
 from ckptspec.conformance.faults import interpose
 from ckptspec.conformance.phase import Fault
-from ckptspec.conformance.report import RecordedTest, build_rows, exit_status, requirement_outcomes, summary_table
+from ckptspec.conformance.report import (
+    RecordedTest,
+    build_rows,
+    exit_status,
+    requirement_outcomes,
+    summary_table,
+)
 from ckptspec.requirements import REQUIREMENTS, ConformanceClass
 
 
 def test_every_requirement_has_a_class_and_crash_consistency_is_resume_class() -> None:
     classes = {r.id: r.conformance_class for r in REQUIREMENTS}
-    assert classes["COMMIT-2"] is ConformanceClass.RESUME  # old or new state after a crash: any format
+    assert (
+        classes["COMMIT-2"] is ConformanceClass.RESUME
+    )  # old or new state after a crash: any format
     assert classes["COMMIT-1"] is ConformanceClass.WRITER  # the rename of a staging dir to step-N
     assert all(classes[f"RESUME-{n}"] is ConformanceClass.RESUME for n in range(1, 11))
-    assert all(c is ConformanceClass.WRITER for i, c in classes.items() if i.startswith(("LAYOUT-", "MANIFEST-")))
+    assert all(
+        c is ConformanceClass.WRITER
+        for i, c in classes.items()
+        if i.startswith(("LAYOUT-", "MANIFEST-"))
+    )
 
 
 def test_native_verdict_marks_writer_requirements_na_by_itself_and_refuses_to_judge_them() -> None:
     v = Verdict(requirements=("COMMIT-2", "COMMIT-3"), native=True)
     assert not v.applies("COMMIT-3") and v.applies("COMMIT-2") and v.applicable() == ["COMMIT-2"]
-    assert v.final_outcomes() == {"COMMIT-3": "n/a"} and "ckptspec-writer" in v.messages["COMMIT-3"][0]
+    assert (
+        v.final_outcomes() == {"COMMIT-3": "n/a"} and "ckptspec-writer" in v.messages["COMMIT-3"][0]
+    )
     v.check("COMMIT-2", True, "")
     v.conclude()
     assert v.final_outcomes() == {"COMMIT-2": "pass", "COMMIT-3": "n/a"}
-    for record in (lambda: v.check("COMMIT-3", True, ""), lambda: v.check("COMMIT-3", False, "x"),
-                   lambda: v.not_run("COMMIT-3", "x"), lambda: v.blocked("COMMIT-3", "x")):
+    for record in (
+        lambda: v.check("COMMIT-3", True, ""),
+        lambda: v.check("COMMIT-3", False, "x"),
+        lambda: v.not_run("COMMIT-3", "x"),
+        lambda: v.blocked("COMMIT-3", "x"),
+    ):
         with pytest.raises(ValueError, match="cannot be judged"):
             record()
     assert v.final_outcomes()["COMMIT-3"] == "n/a"
@@ -88,8 +106,12 @@ def test_na_test_outcome_is_neither_pass_nor_failure() -> None:
     assert exit_status(rows) == 0
     assert "2 n/a" in summary_table(rows)[-1]
     assert any(line.startswith("COMMIT-1") and " N/A " in line for line in summary_table(rows))
-    failed = build_rows([RecordedTest("t::commit_order", "n/a", 0.0, outcomes),
-                         RecordedTest("t::crash", "failed", 0.0, {"COMMIT-2": "fail"})])
+    failed = build_rows(
+        [
+            RecordedTest("t::commit_order", "n/a", 0.0, outcomes),
+            RecordedTest("t::crash", "failed", 0.0, {"COMMIT-2": "fail"}),
+        ]
+    )
     assert exit_status(failed) == 1
 
 
@@ -98,7 +120,9 @@ def test_fault_layer_skips_no_ops_and_numbers_torch_save(tmp_path: Path) -> None
     existing = tmp_path / "dir"
     existing.mkdir()
     with interpose(str(tmp_path), Fault("oserror", 0, 1), 0, lambda _: None) as log:
-        os.makedirs(existing, exist_ok=True)  # a no-op: numbered, but the fault moves to the next real write
+        os.makedirs(
+            existing, exist_ok=True
+        )  # a no-op: numbered, but the fault moves to the next real write
         with pytest.raises(OSError) as raised:
             torch.save({"x": torch.ones(2)}, str(existing / "state.pt"))
     assert raised.value.errno == errno.EIO
@@ -135,9 +159,16 @@ def test_declarations_of_adapters_without_the_base_class_take_its_defaults(tmp_p
     (tmp_path / "run" / "step-000000002" / "manifest.json").write_text("{}")
     (tmp_path / "run" / "step-000000004").mkdir()  # no manifest: not committed
     old = declarations(_OldWriter)
-    assert (old.capabilities, old.eval_set_size, old.checkpoint_format, old.refusal_errors, old.framework) == \
-        (frozenset({"eval"}), 0, "ckptspec", (), "")
-    assert not old.native and old.checkpoints(config) == {2: str(tmp_path / "run" / "step-000000002")}
+    assert (
+        old.capabilities,
+        old.eval_set_size,
+        old.checkpoint_format,
+        old.refusal_errors,
+        old.framework,
+    ) == (frozenset({"eval"}), 0, "ckptspec", (), "")
+    assert not old.native and old.checkpoints(config) == {
+        2: str(tmp_path / "run" / "step-000000002")
+    }
     native = declarations(_OldNative)
     assert native.native and native.refusal_errors == (KeyError,) and native.framework == "toy 1.0"
     assert list(native.checkpoints(config).items()) == [(1, "a"), (3, "b")]
@@ -149,12 +180,15 @@ def test_capabilities_and_formats_come_from_their_literals() -> None:
     assert CHECKPOINT_FORMATS == ("ckptspec", "native")
 
 
-@pytest.mark.parametrize("attribute, value, message", [
-    ("capabilities", frozenset({"teleport"}), "unknown capabilities"),
-    ("checkpoint_format", "zip", "checkpoint_format 'zip'"),
-    ("refusal_errors", [KeyError], "refusal_errors"),
-    ("committed_checkpoints", "step-N", "static method"),
-])
+@pytest.mark.parametrize(
+    "attribute, value, message",
+    [
+        ("capabilities", frozenset({"teleport"}), "unknown capabilities"),
+        ("checkpoint_format", "zip", "checkpoint_format 'zip'"),
+        ("refusal_errors", [KeyError], "refusal_errors"),
+        ("committed_checkpoints", "step-N", "static method"),
+    ],
+)
 def test_malformed_declarations_are_named(attribute: str, value: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         declarations(type("Bad", (TrainerAdapter,), {attribute: value}))

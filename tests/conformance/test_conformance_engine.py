@@ -11,7 +11,16 @@ import pytest
 from ckptspec.conformance.adapter import ScenarioConfig
 from ckptspec.conformance.engine import run_phase
 from ckptspec.conformance.gate import Gate
-from ckptspec.conformance.phase import Evaluate, Fault, FullState, Hold, PhaseSpec, Resume, Save, Train
+from ckptspec.conformance.phase import (
+    Evaluate,
+    Fault,
+    FullState,
+    Hold,
+    PhaseSpec,
+    Resume,
+    Save,
+    Train,
+)
 
 TOY = "toy_adapter:ToyAdapter"
 
@@ -19,11 +28,18 @@ pytestmark = pytest.mark.slow
 
 
 def _config(tmp_path: Path, **extra: object) -> ScenarioConfig:
-    return ScenarioConfig(output_dir=str(tmp_path / "out"), run_id="run", global_batch_size=4, extra=dict(extra))
+    return ScenarioConfig(
+        output_dir=str(tmp_path / "out"), run_id="run", global_batch_size=4, extra=dict(extra)
+    )
 
 
 def test_actions_run_in_order_and_results_come_back(tmp_path: Path) -> None:
-    spec = PhaseSpec(TOY, _config(tmp_path), 2, (Train(2), FullState(), Save(Fault("count")), Evaluate(((1, 2), ()))))
+    spec = PhaseSpec(
+        TOY,
+        _config(tmp_path),
+        2,
+        (Train(2), FullState(), Save(Fault("count")), Evaluate(((1, 2), ()))),
+    )
     result = run_phase(spec, tmp_path / "phase")
     assert result.describe() == "ok"
     records = result.value(0, 1)
@@ -34,7 +50,13 @@ def test_actions_run_in_order_and_results_come_back(tmp_path: Path) -> None:
 
 
 def test_trainer_errors_are_data_and_may_fail_continues(tmp_path: Path) -> None:
-    spec = PhaseSpec(TOY, _config(tmp_path, raise_in="resume"), 2, (Resume(None), FullState()), may_fail=frozenset({0}))
+    spec = PhaseSpec(
+        TOY,
+        _config(tmp_path, raise_in="resume"),
+        2,
+        (Resume(None), FullState()),
+        may_fail=frozenset({0}),
+    )
     result = run_phase(spec, tmp_path / "phase")
     errors = result.errors()
     assert {(r, name) for r, name, _ in errors} == {(0, "resume"), (1, "resume")}
@@ -43,7 +65,9 @@ def test_trainer_errors_are_data_and_may_fail_continues(tmp_path: Path) -> None:
 
 
 def test_hang_is_killed_and_named(tmp_path: Path) -> None:
-    spec = PhaseSpec(TOY, _config(tmp_path, hang_eval_rank=1), 2, (Evaluate(((1,), ())),), timeout_s=20)
+    spec = PhaseSpec(
+        TOY, _config(tmp_path, hang_eval_rank=1), 2, (Evaluate(((1,), ())),), timeout_s=20
+    )
     result = run_phase(spec, tmp_path / "phase")
     assert result.timed_out and 1 in result.missing
     assert "evaluate" in result.progress[1]
@@ -62,8 +86,12 @@ def test_a_rank_dying_by_a_signal_comes_back_with_its_output(tmp_path: Path) -> 
     config = _config(tmp_path, abort_in="train", abort_rank=1)
     result = run_phase(PhaseSpec(TOY, config, 2, (Train(1),), timeout_s=30), tmp_path / "phase")
     assert 1 in result.missing and list(result.crashed) == [1]
-    assert "died by SIGABRT" in result.crashed[1] and "toy rank 1 aborts in train" in result.crashed[1]
-    assert "most recent call first" in result.crashed[1]  # faulthandler: the dying rank's Python stack
+    assert (
+        "died by SIGABRT" in result.crashed[1] and "toy rank 1 aborts in train" in result.crashed[1]
+    )
+    assert (
+        "most recent call first" in result.crashed[1]
+    )  # faulthandler: the dying rank's Python stack
 
 
 def _harness(tmp_path: Path) -> Any:
@@ -77,7 +105,9 @@ def _harness(tmp_path: Path) -> Any:
 def test_a_crash_that_reproduces_is_the_trainers_failure(tmp_path: Path) -> None:
     from ckptspec.conformance.harness import TrainerCrashed
 
-    with pytest.raises(TrainerCrashed, match="(?s)the trainer crashed.*SIGABRT.*toy rank 1 aborts in train"):
+    with pytest.raises(
+        TrainerCrashed, match="(?s)the trainer crashed.*SIGABRT.*toy rank 1 aborts in train"
+    ):
         _harness(tmp_path).phase(_config(tmp_path, abort_in="train", abort_rank=1), 2, [Train(1)])
 
 
@@ -85,12 +115,19 @@ def test_a_crash_that_does_not_reproduce_is_a_flaky_environment(tmp_path: Path) 
     from ckptspec.conformance.harness import HarnessError
 
     h = _harness(tmp_path)
-    h.phase(_config(tmp_path), 2, [Train(1), Save()])  # step 1, committed before the phase that crashes once
-    config = _config(tmp_path, abort_in="save", abort_rank=1, abort_once=str(tmp_path / "aborted-once"))
+    h.phase(
+        _config(tmp_path), 2, [Train(1), Save()]
+    )  # step 1, committed before the phase that crashes once
+    config = _config(
+        tmp_path, abort_in="save", abort_rank=1, abort_once=str(tmp_path / "aborted-once")
+    )
     with pytest.raises(HarnessError, match="flaky environment"):
         h.phase(config, 2, [Resume(None), Train(1), Save()])
     # the rerun started from the state before the first attempt, and completed
-    assert sorted(p.name for p in (tmp_path / "out" / "run").iterdir()) == ["step-000000001", "step-000000002"]
+    assert sorted(p.name for p in (tmp_path / "out" / "run").iterdir()) == [
+        "step-000000001",
+        "step-000000002",
+    ]
 
 
 def test_mismatched_collectives_are_not_a_harness_error(tmp_path: Path) -> None:
@@ -113,17 +150,28 @@ def test_two_nodes_run_as_one_job_with_their_own_local_ranks(tmp_path: Path) -> 
     spec = PhaseSpec(TOY, _config(tmp_path), 2, (Train(2), FullState()), nodes=2)
     result = run_phase(spec, tmp_path / "phase")
     assert result.describe() == "ok"
-    assert result.value(1, 0)["model/weight"] == result.value(1, 1)["model/weight"]  # one process group over both nodes
+    assert (
+        result.value(1, 0)["model/weight"] == result.value(1, 1)["model/weight"]
+    )  # one process group over both nodes
     # one launcher log folder per node, each holding its single rank as local rank 0
-    assert sorted(str(p.relative_to(tmp_path / "phase" / "logs")).split("/")[::3] for p in (tmp_path / "phase" / "logs").glob("*/*/attempt_0/*")) == [["agent-0", "0"], ["agent-1", "0"]]
+    assert sorted(
+        str(p.relative_to(tmp_path / "phase" / "logs")).split("/")[::3]
+        for p in (tmp_path / "phase" / "logs").glob("*/*/attempt_0/*")
+    ) == [["agent-0", "0"], ["agent-1", "0"]]
 
 
 def test_a_crash_on_the_second_node_comes_back_with_that_ranks_output(tmp_path: Path) -> None:
     config = _config(tmp_path, abort_in="train", abort_rank=1)
-    result = run_phase(PhaseSpec(TOY, config, 2, (Train(1),), timeout_s=30, nodes=2), tmp_path / "phase")
+    result = run_phase(
+        PhaseSpec(TOY, config, 2, (Train(1),), timeout_s=30, nodes=2), tmp_path / "phase"
+    )
     assert 1 in result.missing and list(result.crashed) == [1]
-    assert "died by SIGABRT" in result.crashed[1] and "toy rank 1 aborts in train" in result.crashed[1]
-    assert "toy rank 0" not in result.crashed[1]  # rank 1 is local rank 0 of its node: its own log, not rank 0's
+    assert (
+        "died by SIGABRT" in result.crashed[1] and "toy rank 1 aborts in train" in result.crashed[1]
+    )
+    assert (
+        "toy rank 0" not in result.crashed[1]
+    )  # rank 1 is local rank 0 of its node: its own log, not rank 0's
 
 
 @pytest.mark.parametrize("nodes", [0, 3])
@@ -137,7 +185,9 @@ def test_a_held_phase_waits_at_the_gate_until_released(tmp_path: Path) -> None:
     then the phase goes on; a gate whose phase has ended can no longer be released."""
     (tmp_path / "gate").mkdir()
     gate = Gate(tmp_path / "gate")
-    spec = PhaseSpec(TOY, _config(tmp_path), 2, (Train(1), Hold(str(gate.directory)), Train(1)), timeout_s=120)
+    spec = PhaseSpec(
+        TOY, _config(tmp_path), 2, (Train(1), Hold(str(gate.directory)), Train(1)), timeout_s=120
+    )
     with ThreadPoolExecutor(max_workers=1) as pool:
         phase = pool.submit(run_phase, spec, tmp_path / "phase")
         gate.watch(phase)

@@ -17,21 +17,54 @@ DOC = ROOT / "docs" / "conformance.md"
 
 
 def test_docs_show_the_example_file() -> None:
-    match = re.search(r"<!-- begin ddp_trainer.py -->\n```python\n(.*?)```\n<!-- end ddp_trainer.py -->", DOC.read_text(), re.S)
+    match = re.search(
+        r"<!-- begin ddp_trainer.py -->\n```python\n(.*?)```\n<!-- end ddp_trainer.py -->",
+        DOC.read_text(),
+        re.S,
+    )
     assert match, "docs/conformance.md lacks the marked ddp_trainer.py block"
-    assert match.group(1) == EXAMPLE.read_text(), "docs/conformance.md and conformance/examples/ddp_trainer.py differ"
+    assert match.group(1) == EXAMPLE.read_text(), (
+        "docs/conformance.md and conformance/examples/ddp_trainer.py differ"
+    )
 
 
 @pytest.mark.slow
 def test_example_passes_the_core_scenarios(tmp_path: Path) -> None:
     report = tmp_path / "report.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "ckptspec", "conformance", "--adapter", "ckptspec.conformance.examples.ddp_trainer:DDPAdapter",
-         "-k", "test_bit_exact_resume or test_world_size_mismatch or test_eval_with_empty_shards or test_config_drift or test_deferred_grad_sync",
-         "--report", str(report), "--", "--basetemp", str(tmp_path / "bt")],
-        cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "ckptspec",
+            "conformance",
+            "--adapter",
+            "ckptspec.conformance.examples.ddp_trainer:DDPAdapter",
+            "-k",
+            "test_bit_exact_resume or test_world_size_mismatch or test_eval_with_empty_shards or test_config_drift or test_deferred_grad_sync",
+            "--report",
+            str(report),
+            "--",
+            "--basetemp",
+            str(tmp_path / "bt"),
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
     rows = {r["id"]: r["outcome"] for r in json.loads(report.read_text())["requirements"]}
-    for req in ("RESUME-1", "RESUME-3", "RESUME-4", "RESUME-5", "RESUME-8", "RESUME-9", "RESUME-10", "EVAL-1", "EVAL-2", "EVAL-3"):
+    for req in (
+        "RESUME-1",
+        "RESUME-3",
+        "RESUME-4",
+        "RESUME-5",
+        "RESUME-8",
+        "RESUME-9",
+        "RESUME-10",
+        "EVAL-1",
+        "EVAL-2",
+        "EVAL-3",
+    ):
         assert rows[req] == "pass", (req, rows[req])

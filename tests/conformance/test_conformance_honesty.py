@@ -24,18 +24,46 @@ HERE = Path(__file__).resolve().parent
 
 def test_an_unbuildable_trainer_gets_no_pass(tmp_path: Path) -> None:
     report = tmp_path / "report.json"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+    }
     proc = subprocess.run(
-        [sys.executable, "-m", "ckptspec", "conformance", "--adapter", "toy_adapter:UnbuildableAdapter",
-         "--report", str(report), "--", "-p", "no:cacheprovider", "--basetemp", str(tmp_path / "bt")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            "-m",
+            "ckptspec",
+            "conformance",
+            "--adapter",
+            "toy_adapter:UnbuildableAdapter",
+            "--report",
+            str(report),
+            "--",
+            "-p",
+            "no:cacheprovider",
+            "--basetemp",
+            str(tmp_path / "bt"),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     output = proc.stdout + proc.stderr
     assert report.is_file(), output[-4000:]
     document = json.loads(report.read_text())
-    assert document["exit_status"] != 0 and proc.returncode == document["exit_status"], output[-4000:]
+    assert document["exit_status"] != 0 and proc.returncode == document["exit_status"], output[
+        -4000:
+    ]
     assert document["tests"], "no conformance test ran"
-    passed = {t["nodeid"]: [r for r, o in t["requirements"].items() if o == "pass"] for t in document["tests"]}
+    passed = {
+        t["nodeid"]: [r for r, o in t["requirements"].items() if o == "pass"]
+        for t in document["tests"]
+    }
     assert not any(passed.values()), {t: r for t, r in passed.items() if r}
     assert not [r["id"] for r in document["requirements"] if r["outcome"] == "pass"]
-    assert all(t["outcome"] != "skipped" for t in document["tests"]), "every capability is declared: nothing may skip"
+    assert all(t["outcome"] != "skipped" for t in document["tests"]), (
+        "every capability is declared: nothing may skip"
+    )

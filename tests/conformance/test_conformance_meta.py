@@ -20,7 +20,9 @@ def _suite_tests() -> dict[str, list[str]]:
                 continue
             ids: list[str] = []
             for deco in node.decorator_list:
-                if isinstance(deco, ast.Call) and ast.unparse(deco.func).endswith("mark.requirement"):
+                if isinstance(deco, ast.Call) and ast.unparse(deco.func).endswith(
+                    "mark.requirement"
+                ):
                     for arg in deco.args:
                         if isinstance(arg, ast.Constant):
                             ids.append(arg.value)

@@ -27,11 +27,34 @@ def test_quick_profile_passes_against_the_reference_adapter(tmp_path: Path, adap
     xfails.write_text("# expected failures\ntest_does_not_exist  # unknown on purpose\n")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("CKPTSPEC_ADAPTER", None)
-    chosen = [] if adapter == "ReferenceAdapter" else ["--ckptspec-adapter", f"ckptspec.reference_impl.adapter:{adapter}"]
+    chosen = (
+        []
+        if adapter == "ReferenceAdapter"
+        else ["--ckptspec-adapter", f"ckptspec.reference_impl.adapter:{adapter}"]
+    )
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "--pyargs", "ckptspec.conformance.tests", "-p", "no:cacheprovider", "-q", *chosen,
-         "--ckptspec-report", str(report), "--ckptspec-xfails", str(xfails), "--basetemp", str(tmp_path / "bt")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--pyargs",
+            "ckptspec.conformance.tests",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            *chosen,
+            "--ckptspec-report",
+            str(report),
+            "--ckptspec-xfails",
+            str(xfails),
+            "--basetemp",
+            str(tmp_path / "bt"),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-6000:]
@@ -42,7 +65,13 @@ def test_quick_profile_passes_against_the_reference_adapter(tmp_path: Path, adap
     rows = {r["id"]: r for r in document["requirements"]}
     assert set(rows) == {r.id for r in REQUIREMENTS}
     assert document["exit_status"] == 0 and document["unknown_xfails"] == ["test_does_not_exist"]
-    bad = {i: r["outcome"] for i, r in rows.items() if r["outcome"] != "pass" and not (r["outcome"] == "not-run" and r["level"] != "MUST")}
+    bad = {
+        i: r["outcome"]
+        for i, r in rows.items()
+        if r["outcome"] != "pass" and not (r["outcome"] == "not-run" and r["level"] != "MUST")
+    }
     assert not bad, bad
-    must = [r.id for r in REQUIREMENTS if r.level.value == "MUST" and "conformance" in r.verified_by]
+    must = [
+        r.id for r in REQUIREMENTS if r.level.value == "MUST" and "conformance" in r.verified_by
+    ]
     assert all(rows[i]["outcome"] == "pass" for i in must)

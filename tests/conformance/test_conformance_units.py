@@ -74,17 +74,32 @@ def test_verdict_attributes_each_failure_to_its_requirement() -> None:
 def test_digest_helpers() -> None:
     a = {"model/w": "1", "model/b": "2", "rng/cpu": "3"}
     assert component(a, "model") == {"model/w": "1", "model/b": "2"}
-    assert diff_digests(a, {**a, "model/w": "9", "x": "0"}) == ["model/w (differs)", "x (unexpected)"]
+    assert diff_digests(a, {**a, "model/w": "9", "x": "0"}) == [
+        "model/w (differs)",
+        "x (unexpected)",
+    ]
 
 
 def test_requirement_outcomes_keep_errors_apart_from_failures() -> None:
-    assert requirement_outcomes("failed", ["A", "B"], {"A": "fail", "B": "pass"}, False) == {"A": "fail", "B": "pass"}
+    assert requirement_outcomes("failed", ["A", "B"], {"A": "fail", "B": "pass"}, False) == {
+        "A": "fail",
+        "B": "pass",
+    }
     assert requirement_outcomes("failed", ["A"], {}, True) == {"A": "error"}
     assert requirement_outcomes("skipped", ["A"], {}, False) == {"A": "skipped"}
-    assert requirement_outcomes("xfailed", ["A", "B"], {"A": "fail", "B": "pass"}, False) == {"A": "xfail", "B": "pass"}
+    assert requirement_outcomes("xfailed", ["A", "B"], {"A": "fail", "B": "pass"}, False) == {
+        "A": "xfail",
+        "B": "pass",
+    }
     # Nothing recorded is never a pass; a failure recorded before the harness broke stays a failure.
-    assert requirement_outcomes("passed", ["A", "B"], {"B": "pass"}, False) == {"A": "not-run", "B": "pass"}
-    assert requirement_outcomes("failed", ["A", "B"], {"A": "fail"}, True) == {"A": "fail", "B": "error"}
+    assert requirement_outcomes("passed", ["A", "B"], {"B": "pass"}, False) == {
+        "A": "not-run",
+        "B": "pass",
+    }
+    assert requirement_outcomes("failed", ["A", "B"], {"A": "fail"}, True) == {
+        "A": "fail",
+        "B": "error",
+    }
 
 
 def test_verdict_pass_needs_a_check_that_ran() -> None:
@@ -116,10 +131,19 @@ def test_each_requirement_row_shows_its_own_failure_message() -> None:
     v.begin("replay-1")
     v.check("RESUME-1", False, "rng differs")
     v.check("RESUME-8", False, "scheduler differs")
-    assert v.failures == {"RESUME-1": "RESUME-1: rng differs\nreplay: replay-1",
-                          "RESUME-8": "RESUME-8: scheduler differs\nreplay: replay-1"}
-    record = RecordedTest("t1", "failed", 1.0, {"RESUME-1": "fail", "RESUME-8": "fail"}, v.first_failure, "replay-1",
-                          messages=v.failures)
+    assert v.failures == {
+        "RESUME-1": "RESUME-1: rng differs\nreplay: replay-1",
+        "RESUME-8": "RESUME-8: scheduler differs\nreplay: replay-1",
+    }
+    record = RecordedTest(
+        "t1",
+        "failed",
+        1.0,
+        {"RESUME-1": "fail", "RESUME-8": "fail"},
+        v.first_failure,
+        "replay-1",
+        messages=v.failures,
+    )
     rows = {r.id: r for r in build_rows([record])}
     assert rows["RESUME-8"].messages == ["t1: RESUME-8: scheduler differs\nreplay: replay-1"]
     assert rows["RESUME-1"].messages == ["t1: RESUME-1: rng differs\nreplay: replay-1"]
@@ -131,11 +155,19 @@ def test_a_crash_before_any_check_fails_the_requirements_that_apply() -> None:
 
 
 def test_rows_cover_every_requirement_and_exit_status() -> None:
-    records = [RecordedTest("t1", "failed", 1.0, {"RESUME-1": "fail", "RESUME-8": "pass"}, "boom", "replay"),
-               RecordedTest("t2", "passed", 1.0, {"RESUME-8": "pass", "EVAL-1": "error"})]
+    records = [
+        RecordedTest(
+            "t1", "failed", 1.0, {"RESUME-1": "fail", "RESUME-8": "pass"}, "boom", "replay"
+        ),
+        RecordedTest("t2", "passed", 1.0, {"RESUME-8": "pass", "EVAL-1": "error"}),
+    ]
     rows = {r.id: r for r in build_rows(records)}
     assert set(rows) == {r.id for r in REQUIREMENTS}
-    assert (rows["RESUME-1"].outcome, rows["RESUME-8"].outcome, rows["EVAL-1"].outcome) == ("fail", "pass", "error")
+    assert (rows["RESUME-1"].outcome, rows["RESUME-8"].outcome, rows["EVAL-1"].outcome) == (
+        "fail",
+        "pass",
+        "error",
+    )
     assert rows["LAYOUT-1"].outcome == "not-run" and rows["RESUME-1"].replay == ["replay"]
     assert exit_status(rows.values()) == 1
     rows["RESUME-1"].outcome = "pass"
@@ -148,7 +180,9 @@ def test_rows_cover_every_requirement_and_exit_status() -> None:
 
 def test_xfails_file(tmp_path: Path) -> None:
     path = tmp_path / "xfails.txt"
-    path.write_text("# known\ntest_rewind  # fork not recorded yet\n\ntest_eval.py::test_eval_with_empty_shards\n")
+    path.write_text(
+        "# known\ntest_rewind  # fork not recorded yet\n\ntest_eval.py::test_eval_with_empty_shards\n"
+    )
     ids = read_xfails(path)
     assert ids == ["test_rewind", "test_eval.py::test_eval_with_empty_shards"]
     assert xfail_matches("test_rewind", "test_rewind.py::test_rewind")
@@ -174,13 +208,20 @@ def test_damage_kinds_and_file_classes(tmp_path: Path) -> None:
     assert (r0.read_bytes(), r1.read_bytes()) == (before1, before0)
     assert _damage(r0, "extend", [], []) and r0.read_bytes() == before1 + b"\xab" * 64
     source = other / "rng" / "rank-00000.pt"
-    assert "same-size" in _damage(r1, "replace", [], [source]) and r1.read_bytes() == source.read_bytes()
-    assert _damage(r1, "replace", [], [r1]) == ""  # nothing of the same size with other bytes: not applied
+    assert (
+        "same-size" in _damage(r1, "replace", [], [source])
+        and r1.read_bytes() == source.read_bytes()
+    )
+    assert (
+        _damage(r1, "replace", [], [r1]) == ""
+    )  # nothing of the same size with other bytes: not applied
 
 
 def test_config_drift_covers_every_fingerprinted_key() -> None:
     from ckptspec.conformance.tests.test_refusals import UNDRIVABLE_KEYS, drifts
     from ckptspec.manifest import REQUIRED_FINGERPRINT_KEYS
 
-    assert set(drifts(frozenset({"accumulation"}))) | UNDRIVABLE_KEYS == set(REQUIRED_FINGERPRINT_KEYS)
+    assert set(drifts(frozenset({"accumulation"}))) | UNDRIVABLE_KEYS == set(
+        REQUIRED_FINGERPRINT_KEYS
+    )
     assert "accumulation_steps" not in drifts(frozenset())

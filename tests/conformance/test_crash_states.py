@@ -9,8 +9,8 @@ from pathlib import Path
 from ckptspec.checkpointing.fsio import fsync_path, write_atomic, write_durable
 from ckptspec.conformance.crash_states import Choice, CrashModel
 from ckptspec.conformance.faults import interpose, read_journal
-from ckptspec.conformance.phase import Fault
 from ckptspec.conformance.harness import file_tree
+from ckptspec.conformance.phase import Fault
 
 
 def _crash(tmp_path: Path, ops: Callable[[Path], None]) -> CrashModel:
@@ -28,7 +28,9 @@ def _crash(tmp_path: Path, ops: Callable[[Path], None]) -> CrashModel:
     return CrashModel(before, out, journal, read_journal(journal))
 
 
-def _state(tmp_path: Path, model: CrashModel, choices: list[Choice], name: str = "state") -> dict[str, str]:
+def _state(
+    tmp_path: Path, model: CrashModel, choices: list[Choice], name: str = "state"
+) -> dict[str, str]:
     target = tmp_path / name
     model.build(target, choices)
     return {path: (target / path).read_text() for path in file_tree(target)}
@@ -66,7 +68,9 @@ def test_a_rename_without_a_directory_fsync_may_be_undone(tmp_path: Path) -> Non
     assert not any(p.startswith("run/step-2") or p.startswith("run/.staging") for p in worst)
     rename = next(c for c in undo if c.path == "run/step-2")
     kept_mkdir = _state(tmp_path, model, [rename], "rename-undone")
-    assert kept_mkdir["run/.staging-2/manifest.json"] == "two"  # the staged file is durable in place
+    assert (
+        kept_mkdir["run/.staging-2/manifest.json"] == "two"
+    )  # the staged file is durable in place
 
 
 def test_unsynced_data_is_cut_to_its_last_fsync_or_to_empty(tmp_path: Path) -> None:
@@ -81,7 +85,11 @@ def test_unsynced_data_is_cut_to_its_last_fsync_or_to_empty(tmp_path: Path) -> N
 
     model = _crash(tmp_path, save)
     assert {(c.kind, c.path) for c in model.candidates()} == {
-        ("cut", "run/log"), ("tear", "run/log"), ("cut", "run/manifest.tmp"), ("tear", "run/manifest.tmp")}
+        ("cut", "run/log"),
+        ("tear", "run/log"),
+        ("cut", "run/manifest.tmp"),
+        ("tear", "run/manifest.tmp"),
+    }
     state = _state(tmp_path, model, model.worst())
     assert state["run/log"] == "first" and state["run/manifest.tmp"] == ""
     torn = _state(tmp_path, model, [Choice("tear", "run/manifest.tmp")], "torn")

@@ -16,7 +16,11 @@ from ckptspec.conformance.adapter import ScenarioConfig, TrainerAdapter, declara
 from ckptspec.conformance.engine import run_phase
 from ckptspec.conformance.phase import PhaseSpec, Resume, Save, Train
 
-FRAMEWORKS = {"accelerate_trainer": "accelerate", "lightning_trainer": "lightning", "torchtitan_trainer": "torchtitan"}
+FRAMEWORKS = {
+    "accelerate_trainer": "accelerate",
+    "lightning_trainer": "lightning",
+    "torchtitan_trainer": "torchtitan",
+}
 
 
 @pytest.mark.slow
@@ -29,13 +33,19 @@ def test_adapter_trains_saves_and_resumes(module: str, tmp_path: Path) -> None:
     spec = f"ckptspec.conformance.adapters.{module}:Adapter"
     adapter = load_adapter(spec)
     declared = declarations(adapter)
-    assert issubclass(adapter, TrainerAdapter) and declared.native and declared.framework.startswith(framework)
+    assert (
+        issubclass(adapter, TrainerAdapter)
+        and declared.native
+        and declared.framework.startswith(framework)
+    )
     config = ScenarioConfig(output_dir=str(tmp_path / "out"), run_id="smoke", accumulation_steps=2)
 
     saved = run_phase(PhaseSpec(spec, config, 2, (Train(2), Save())), tmp_path / "save")
     assert not saved.missing and not saved.errors(), saved.describe()
     path = saved.value(1, rank=0)
-    assert {saved.value(1, rank=r) for r in (0, 1)} == {path}, "ranks returned different checkpoint paths"
+    assert {saved.value(1, rank=r) for r in (0, 1)} == {path}, (
+        "ranks returned different checkpoint paths"
+    )
     assert declared.checkpoints(config) == {2: path}
 
     resumed = run_phase(PhaseSpec(spec, config, 2, (Resume(None),)), tmp_path / "resume")
@@ -62,9 +72,14 @@ def test_fault_layer_numbers_a_move_into_the_root_from_outside(tmp_path: Path) -
         os.rename(outside / "tmp1234", root / "step-1.ckpt")
         with pytest.raises(OSError) as raised:
             os.replace(outside / "tmp5678", root / "step-2.ckpt")
-        os.rename(outside / "tmp5678", outside / "elsewhere")  # outside to outside: not the root's business
+        os.rename(
+            outside / "tmp5678", outside / "elsewhere"
+        )  # outside to outside: not the root's business
     assert raised.value.errno == errno.EIO
-    assert [str(m) for m in log] == [f"rename({OUTSIDE_ROOT} -> step-1.ckpt)", f"replace({OUTSIDE_ROOT} -> step-2.ckpt)"]
+    assert [str(m) for m in log] == [
+        f"rename({OUTSIDE_ROOT} -> step-1.ckpt)",
+        f"replace({OUTSIDE_ROOT} -> step-2.ckpt)",
+    ]
     assert (root / "step-1.ckpt").read_bytes() == b"a" and not (root / "step-2.ckpt").exists()
 
 

@@ -24,8 +24,10 @@ FRAMEWORKS = {"hf_trainer": "transformers", "lightning_pl_trainer": "lightning"}
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(os.environ.get("CKPTSPEC_OWNER_LOOP_FRAMEWORKS") != "1",
-                       reason="owner-loop framework adapters are outside the CI tiers; set CKPTSPEC_OWNER_LOOP_FRAMEWORKS=1"),
+    pytest.mark.skipif(
+        os.environ.get("CKPTSPEC_OWNER_LOOP_FRAMEWORKS") != "1",
+        reason="owner-loop framework adapters are outside the CI tiers; set CKPTSPEC_OWNER_LOOP_FRAMEWORKS=1",
+    ),
 ]
 
 
@@ -37,10 +39,17 @@ def test_owner_loop_adapter_evaluates_trains_saves_and_resumes(module: str, tmp_
     spec = f"ckptspec.conformance.adapters.{module}:Adapter"
     adapter = load_adapter(spec)
     declared = declarations(adapter)
-    assert issubclass(adapter, OwnerLoopAdapter) and declared.native and declared.saves_at_step_ends_only
+    assert (
+        issubclass(adapter, OwnerLoopAdapter)
+        and declared.native
+        and declared.saves_at_step_ends_only
+    )
     config = ScenarioConfig(output_dir=str(tmp_path / "out"), run_id="smoke", accumulation_steps=2)
     evaluate = "eval" in declared.capabilities
-    actions = ((Evaluate(((0, 1, 2), ())), Evaluate(((), ()))) if evaluate else ()) + (Train(2), Save())
+    actions = ((Evaluate(((0, 1, 2), ())), Evaluate(((), ()))) if evaluate else ()) + (
+        Train(2),
+        Save(),
+    )
 
     saved = run_phase(PhaseSpec(spec, config, 2, actions, timeout_s=600), tmp_path / "save")
     assert not saved.missing and not saved.errors(), saved.describe()
@@ -52,7 +61,12 @@ def test_owner_loop_adapter_evaluates_trains_saves_and_resumes(module: str, tmp_
     assert {saved.value(len(actions) - 1, rank=r) for r in (0, 1)} == {path}
     assert declared.checkpoints(config) == {2: path}
 
-    resumed = run_phase(PhaseSpec(spec, config, 2, (Resume(None), Train(1)), timeout_s=600), tmp_path / "resume")
+    resumed = run_phase(
+        PhaseSpec(spec, config, 2, (Resume(None), Train(1)), timeout_s=600), tmp_path / "resume"
+    )
     assert not resumed.missing and not resumed.errors(), resumed.describe()
     assert [resumed.value(0, rank=r) for r in (0, 1)] == [2, 2]
-    assert [[rec[0] for rec in resumed.value(1, rank=r)] for r in (0, 1)] == [[3], [3]]  # (step, loss, lr, samples)
+    assert [[rec[0] for rec in resumed.value(1, rank=r)] for r in (0, 1)] == [
+        [3],
+        [3],
+    ]  # (step, loss, lr, samples)

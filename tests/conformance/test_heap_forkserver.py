@@ -42,7 +42,9 @@ ITERATIONS = int(os.environ.get("CKPTSPEC_HEAP_LOOP", "3"))
 PHASE_TIMEOUT_S = 180.0
 SHARED_PREFIXES = ("model/", "optimizer/", "lr_scheduler/")
 """Full-state leaves that every rank holds alike (RNG and data position are per rank)."""
-HEAP_ERROR = re.compile(r"(malloc|free|realloc|malloc_consolidate)\(\): |double free|corrupted |Fatal Python error|Debug memory block")
+HEAP_ERROR = re.compile(
+    r"(malloc|free|realloc|malloc_consolidate)\(\): |double free|corrupted |Fatal Python error|Debug memory block"
+)
 """What glibc's and CPython's allocator checks print when they find a corrupted heap."""
 
 
@@ -50,8 +52,15 @@ def checked_env() -> dict[str, str]:
     """The environment with glibc's and CPython's allocator checks on: abort on a detected heap
     corruption (``MALLOC_CHECK_=3``, with ``libc_malloc_debug.so`` preloaded where it exists),
     fill freed memory (``MALLOC_PERTURB_``), CPython's debug allocator, and faulthandler."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", "MALLOC_CHECK_": "3",
-           "MALLOC_PERTURB_": "165", "PYTHONMALLOC": "debug", "PYTHONFAULTHANDLER": "1"}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONWARNINGS": "ignore",
+        "MALLOC_CHECK_": "3",
+        "MALLOC_PERTURB_": "165",
+        "PYTHONMALLOC": "debug",
+        "PYTHONFAULTHANDLER": "1",
+    }
     debug = ctypes.util.find_library("c_malloc_debug")
     if debug:
         env["LD_PRELOAD"] = " ".join(filter(None, (os.environ.get("LD_PRELOAD"), debug)))
@@ -71,24 +80,37 @@ def _loop(base: Path, iterations: int) -> dict[str, Any]:
     seconds: list[float] = []
     failure = None
     for i in range(iterations):
-        config = ScenarioConfig(output_dir=str(base / "out"), run_id=f"heap-{i}", seed=5, total_steps=1)
-        spec = PhaseSpec(ADAPTER, config, 2, (Train(1), FullState(), Save()), timeout_s=PHASE_TIMEOUT_S)
+        config = ScenarioConfig(
+            output_dir=str(base / "out"), run_id=f"heap-{i}", seed=5, total_steps=1
+        )
+        spec = PhaseSpec(
+            ADAPTER, config, 2, (Train(1), FullState(), Save()), timeout_s=PHASE_TIMEOUT_S
+        )
         result = run_phase(spec, base / f"phase-{i}")
         seconds.append(round(result.seconds, 1))
         if result.describe() != "ok":
             failure = f"phase {i}: {result.describe()}"
             break
         states = {rank: result.value(1, rank) for rank in (0, 1)}
-        shared = [{k: v for k, v in states[rank].items() if k.startswith(SHARED_PREFIXES)} for rank in (0, 1)]
+        shared = [
+            {k: v for k, v in states[rank].items() if k.startswith(SHARED_PREFIXES)}
+            for rank in (0, 1)
+        ]
         if not shared[0] or shared[0] != shared[1]:
             failure = f"phase {i}: the ranks' full states differ in {sorted(set(shared[0].items()) ^ set(shared[1].items()))[:3]}"
             break
         reference = reference or states
         if states != reference:
-            changed = sorted(k for r in states for k in states[r] if states[r][k] != reference[r].get(k))
+            changed = sorted(
+                k for r in states for k in states[r] if states[r][k] != reference[r].get(k)
+            )
             failure = f"phase {i}: the full state differs from phase 0's (same seed): {changed[:5]}"
             break
-        errors = [f.line() for f in validate_path(Path(result.value(2, 0)), deep=True) if f.severity.value == "error"]
+        errors = [
+            f.line()
+            for f in validate_path(Path(result.value(2, 0)), deep=True)
+            if f.severity.value == "error"
+        ]
         if errors:
             failure = f"phase {i}: the checkpoint does not validate: {errors[:3]}"
             break
@@ -105,8 +127,11 @@ def _loop(base: Path, iterations: int) -> dict[str, Any]:
 def test_forkserver_ranks_gather_full_state_and_save_with_the_heap_intact(tmp_path: Path) -> None:
     started = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, __file__, str(tmp_path), str(ITERATIONS)], env=checked_env(),
-        capture_output=True, text=True, timeout=120 + (PHASE_TIMEOUT_S + 30) * ITERATIONS,
+        [sys.executable, __file__, str(tmp_path), str(ITERATIONS)],
+        env=checked_env(),
+        capture_output=True,
+        text=True,
+        timeout=120 + (PHASE_TIMEOUT_S + 30) * ITERATIONS,
     )
     tail = f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
     assert proc.returncode == 0, tail

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 import threading
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import pytest
 
@@ -33,15 +33,24 @@ def _weight_after(steps: int) -> float:
 
 
 def test_docs_show_the_owner_loop_example() -> None:
-    match = re.search(r"<!-- begin owner_loop_toy.py -->\n```python\n(.*?)```\n<!-- end owner_loop_toy.py -->",
-                      DOC.read_text(), re.S)
+    match = re.search(
+        r"<!-- begin owner_loop_toy.py -->\n```python\n(.*?)```\n<!-- end owner_loop_toy.py -->",
+        DOC.read_text(),
+        re.S,
+    )
     assert match, "docs/conformance.md lacks the marked owner_loop_toy.py block"
-    assert match.group(1) == EXAMPLE.read_text(), "docs/conformance.md and conformance/examples/owner_loop_toy.py differ"
+    assert match.group(1) == EXAMPLE.read_text(), (
+        "docs/conformance.md and conformance/examples/owner_loop_toy.py differ"
+    )
 
 
 def test_owner_loop_declarations() -> None:
     declared = declarations(ToyAdapter)
-    assert declared.saves_at_step_ends_only and declared.eval_sharding == "framework" and declared.native
+    assert (
+        declared.saves_at_step_ends_only
+        and declared.eval_sharding == "framework"
+        and declared.native
+    )
     assert not declared.restore_on_first_batch
 
 
@@ -85,7 +94,9 @@ def test_fit_runs_the_frameworks_loop_to_total_steps(tmp_path: Path) -> None:
     adapter = _adapter(tmp_path, total_steps=4)
     try:
         assert [r.step for r in adapter.fit()] == [1, 2, 3, 4]
-        assert adapter.declared_checkpoints() == {}, "fit() saves only where the framework is told to"
+        assert adapter.declared_checkpoints() == {}, (
+            "fit() saves only where the framework is told to"
+        )
         with pytest.raises(RuntimeError, match="saves only at a step end.*fit_end"):
             adapter.save()
     finally:
@@ -103,7 +114,7 @@ def test_save_outside_a_step_end_is_refused_clearly(tmp_path: Path) -> None:
 
 
 class _Failing(ToyAdapter):
-    def run_loop(self, checkpoint: Optional[str], max_steps: Optional[int]) -> None:
+    def run_loop(self, checkpoint: str | None, max_steps: int | None) -> None:
         raise KeyError("the framework refused the checkpoint")
 
 
@@ -118,16 +129,21 @@ class _Hanging(ToyAdapter):
     deadline_s = 0.5
     released = threading.Event()
 
-    def run_loop(self, checkpoint: Optional[str], max_steps: Optional[int]) -> None:
+    def run_loop(self, checkpoint: str | None, max_steps: int | None) -> None:
         self.park("train_begin", 0)
         self.released.wait()  # never reaches a step end (a rank stuck in the framework)
 
 
-def test_a_loop_that_never_reaches_a_step_end_fails_the_call_with_a_deadline(tmp_path: Path) -> None:
+def test_a_loop_that_never_reaches_a_step_end_fails_the_call_with_a_deadline(
+    tmp_path: Path,
+) -> None:
     adapter = _adapter(tmp_path, _Hanging)
     try:
-        with pytest.raises(OwnerLoopTimeout, match=r"rank 0: .* did not reach 'step_end' within 0.5s "
-                                                   r"\(last event: train_begin at step 0\)"):
+        with pytest.raises(
+            OwnerLoopTimeout,
+            match=r"rank 0: .* did not reach 'step_end' within 0.5s "
+            r"\(last event: train_begin at step 0\)",
+        ):
             adapter.train(1)
     finally:
         _Hanging.released.set()
@@ -136,7 +152,7 @@ def test_a_loop_that_never_reaches_a_step_end_fails_the_call_with_a_deadline(tmp
 
 def test_train_past_the_loops_end_says_so(tmp_path: Path) -> None:
     class Bounded(ToyAdapter):
-        def run_loop(self, checkpoint: Optional[str], max_steps: Optional[int]) -> None:
+        def run_loop(self, checkpoint: str | None, max_steps: int | None) -> None:
             super().run_loop(checkpoint, 2)
 
     adapter = _adapter(tmp_path, Bounded)
@@ -151,8 +167,10 @@ def test_evaluate_hands_the_global_ids_to_the_framework(tmp_path: Path) -> None:
     seen: list[list[int]] = []
 
     class Evaluating(ToyAdapter):
-        def evaluate_global(self, global_ids: Any) -> Optional[dict[str, float]]:
-            assert threading.current_thread().name == "owner-loop-rank-0", "evaluate must run on the loop thread"
+        def evaluate_global(self, global_ids: Any) -> dict[str, float] | None:
+            assert threading.current_thread().name == "owner-loop-rank-0", (
+                "evaluate must run on the loop thread"
+            )
             seen.append(list(global_ids))
             return {"n": float(len(global_ids))} if global_ids else None
 
@@ -161,17 +179,21 @@ def test_evaluate_hands_the_global_ids_to_the_framework(tmp_path: Path) -> None:
         adapter.train(1)
         assert adapter.evaluate([3, 1, 2]) == {"n": 3.0} and adapter.evaluate([]) is None
         assert seen == [[3, 1, 2], []]
-        assert [r.step for r in adapter.train(1)] == [2], "evaluate must leave the loop parked where it was"
+        assert [r.step for r in adapter.train(1)] == [2], (
+            "evaluate must leave the loop parked where it was"
+        )
     finally:
         adapter.close()
 
 
 def test_toy_trainer_alone_saves_when_asked(tmp_path: Path) -> None:
     """The toy framework itself (no bridge): a callback's ``should_save`` writes that step."""
+
     class SaveTwo:
         def on_train_begin(self, trainer: ToyTrainer) -> None: ...
         def on_step_end(self, trainer: ToyTrainer, control: dict[str, bool]) -> None:
             control["should_save"] = trainer.step == 2
+
         def on_save(self, trainer: ToyTrainer, path: str) -> None:
             saved.append(path)
 
@@ -192,12 +214,17 @@ def test_best_checkpoint_defaults_to_the_run_index_and_is_overridable(tmp_path: 
     assert declarations(native).best_checkpoint(config) == 7
 
 
-@pytest.mark.parametrize("attribute,value,message", [
-    ("eval_sharding", "mine", "eval_sharding 'mine'"),
-    ("saves_at_step_ends_only", 1, "`saves_at_step_ends_only` must be a bool"),
-    ("best_checkpoint", 3, "`best_checkpoint` must be a static method"),
-])
-def test_malformed_owner_loop_declarations_are_named(attribute: str, value: object, message: str) -> None:
+@pytest.mark.parametrize(
+    "attribute,value,message",
+    [
+        ("eval_sharding", "mine", "eval_sharding 'mine'"),
+        ("saves_at_step_ends_only", 1, "`saves_at_step_ends_only` must be a bool"),
+        ("best_checkpoint", 3, "`best_checkpoint` must be a static method"),
+    ],
+)
+def test_malformed_owner_loop_declarations_are_named(
+    attribute: str, value: object, message: str
+) -> None:
     from ckptspec.conformance.adapter import TrainerAdapter
 
     with pytest.raises(ValueError, match=re.escape(message)):

@@ -11,12 +11,20 @@ with ``abort_once``, a path outside the run, only the first time: a flaky enviro
 from __future__ import annotations
 
 import os
-from typing import Any, ClassVar, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import torch
 import torch.distributed as dist
 
-from ckptspec.conformance.adapter import CAPABILITIES, Capability, RankContext, ScenarioConfig, StepRecord, TrainerAdapter
+from ckptspec.conformance.adapter import (
+    CAPABILITIES,
+    Capability,
+    RankContext,
+    ScenarioConfig,
+    StepRecord,
+    TrainerAdapter,
+)
 from ckptspec.errors import NoCheckpointError
 
 
@@ -39,7 +47,9 @@ class ToyAdapter(TrainerAdapter):
     def _maybe_raise(self, name: str) -> None:
         if self.config.extra.get("raise_in") == name:
             raise ValueError(f"toy failure in {name}")
-        if self.config.extra.get("abort_in") == name and self.ctx.rank == self.config.extra.get("abort_rank"):
+        if self.config.extra.get("abort_in") == name and self.ctx.rank == self.config.extra.get(
+            "abort_rank"
+        ):
             once = self.config.extra.get("abort_once")
             if once is None or not os.path.exists(once):
                 if once is not None:
@@ -54,7 +64,7 @@ class ToyAdapter(TrainerAdapter):
         x = torch.randn(4, generator=g)
         return x, x.sum().reshape(1)
 
-    def resume(self, checkpoint: Optional[str] = None) -> int:
+    def resume(self, checkpoint: str | None = None) -> int:
         self._maybe_raise("resume")
         if checkpoint is None:
             if not os.path.isdir(self.run_dir):
@@ -69,7 +79,9 @@ class ToyAdapter(TrainerAdapter):
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
         self._step = int(state["step"])
-        torch.set_rng_state(torch.load(os.path.join(checkpoint, f"rng-{self.ctx.rank}.pt"), weights_only=True))
+        torch.set_rng_state(
+            torch.load(os.path.join(checkpoint, f"rng-{self.ctx.rank}.pt"), weights_only=True)
+        )
         return self._step
 
     def train(self, steps: int) -> list[StepRecord]:
@@ -81,7 +93,10 @@ class ToyAdapter(TrainerAdapter):
             ids = tuple(range(base, base + per_rank))
             xs, ys = zip(*(self._sample(i) for i in ids))
             noise = torch.rand(1) * 0.0
-            loss = torch.nn.functional.mse_loss(self.model(torch.stack(xs)), torch.stack(ys)) + noise.sum()
+            loss = (
+                torch.nn.functional.mse_loss(self.model(torch.stack(xs)), torch.stack(ys))
+                + noise.sum()
+            )
             self.opt.zero_grad()
             loss.backward()
             for p in self.model.parameters():
@@ -102,7 +117,14 @@ class ToyAdapter(TrainerAdapter):
         torch.save(torch.get_rng_state(), os.path.join(staging, f"rng-{self.ctx.rank}.pt"))
         if self.ctx.rank == 0:
             with open(os.path.join(staging, "state.pt"), "wb") as f:
-                torch.save({"model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "step": self._step}, f)
+                torch.save(
+                    {
+                        "model": self.model.state_dict(),
+                        "optimizer": self.opt.state_dict(),
+                        "step": self._step,
+                    },
+                    f,
+                )
                 f.flush()
                 os.fsync(f.fileno())
         dist.barrier()
@@ -117,7 +139,7 @@ class ToyAdapter(TrainerAdapter):
         self.save()
         return records
 
-    def evaluate(self, samples: Sequence[int]) -> Optional[dict[str, float]]:
+    def evaluate(self, samples: Sequence[int]) -> dict[str, float] | None:
         self._maybe_raise("evaluate")
         if self.config.extra.get("hang_eval_rank") == self.ctx.rank:
             import time

@@ -37,7 +37,6 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
@@ -56,7 +55,7 @@ class Target:
 
     label: str
     adapter: str
-    select: Optional[tuple[str, ...]]
+    select: tuple[str, ...] | None
 
 
 @dataclass
@@ -67,7 +66,7 @@ class Outcome:
     returncode: int
     seconds: float
     requirements: dict[str, str] = field(default_factory=dict)  # requirement ID -> report outcome
-    exit_status: Optional[int] = None  # the report's, None without a report
+    exit_status: int | None = None  # the report's, None without a report
     tail: str = ""  # the end of pytest's output, for diagnosis
 
     def with_outcome(self, *outcomes: str) -> list[str]:
@@ -77,20 +76,43 @@ class Outcome:
 
 def pytest_command(target: Target, report: Path, basetemp: Path, profile: str) -> list[str]:
     """The pytest command line of ``target``."""
-    argv = [sys.executable, "-m", "pytest", "--pyargs", "ckptspec.conformance.tests", "-p", "no:cacheprovider",
-            "-q", "-rfE", "--ckptspec-adapter", target.adapter, "--ckptspec-profile", profile,
-            "--ckptspec-derandomize", "--ckptspec-report", str(report), "--basetemp", str(basetemp)]
+    argv = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "--pyargs",
+        "ckptspec.conformance.tests",
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        "-rfE",
+        "--ckptspec-adapter",
+        target.adapter,
+        "--ckptspec-profile",
+        profile,
+        "--ckptspec-derandomize",
+        "--ckptspec-report",
+        str(report),
+        "--basetemp",
+        str(basetemp),
+    ]
     if target.select is not None:
         for requirement in target.select:
             argv += ["--ckptspec-select-requirement", requirement]
         if target.adapter != CLEAN_ADAPTER:
-            argv.append("--ckptspec-stop-on-requirement-failure")  # one failure of a selected requirement decides
+            argv.append(
+                "--ckptspec-stop-on-requirement-failure"
+            )  # one failure of a selected requirement decides
     return argv
 
 
 def suite_env() -> dict[str, str]:
     """The environment of a suite run: this directory importable, one thread, no adapter override."""
-    env = {k: v for k, v in os.environ.items() if k not in ("CKPTSPEC_ADAPTER", "PYTEST_ADDOPTS", "PYTEST_XDIST_WORKER")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("CKPTSPEC_ADAPTER", "PYTEST_ADDOPTS", "PYTEST_XDIST_WORKER")
+    }
     env["PYTHONPATH"] = os.pathsep.join([str(HERE), *filter(None, [os.environ.get("PYTHONPATH")])])
     env["OMP_NUM_THREADS"] = "1"
     return env
@@ -103,8 +125,14 @@ def run_target(target: Target, workdir: Path, profile: str, timeout_s: float) ->
     report = where / "report.json"
     started = time.perf_counter()
     try:
-        proc = subprocess.run(pytest_command(target, report, where / "basetemp", profile), cwd=where, env=suite_env(),
-                              capture_output=True, text=True, timeout=timeout_s)
+        proc = subprocess.run(
+            pytest_command(target, report, where / "basetemp", profile),
+            cwd=where,
+            env=suite_env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
         code, output = proc.returncode, proc.stdout + proc.stderr
     except subprocess.TimeoutExpired as exc:
         code, output = -1, f"timed out after {timeout_s:.0f} s\n{exc.stdout or ''}"
@@ -128,10 +156,15 @@ def clean_problems(outcome: Outcome, expected: Iterable[str]) -> list[str]:
     if outcome.exit_status is None:
         problems.append(f"no report (pytest exit {outcome.returncode})")
     elif outcome.returncode != 0 or outcome.exit_status != 0:
-        problems.append(f"pytest exit {outcome.returncode}, report exit status {outcome.exit_status}")
+        problems.append(
+            f"pytest exit {outcome.returncode}, report exit status {outcome.exit_status}"
+        )
     problems += [f"{r}: {outcome.requirements[r]}" for r in outcome.with_outcome("fail", "error")]
-    problems += [f"{r}: {outcome.requirements.get(r, 'absent')} (expected pass)"
-                 for r in sorted(set(expected)) if outcome.exit_status is not None and outcome.requirements.get(r) != "pass"]
+    problems += [
+        f"{r}: {outcome.requirements.get(r, 'absent')} (expected pass)"
+        for r in sorted(set(expected))
+        if outcome.exit_status is not None and outcome.requirements.get(r) != "pass"
+    ]
     return problems
 
 
@@ -143,8 +176,10 @@ def cuda_available() -> bool:
 
 def markdown_table(mutants: Sequence[object]) -> str:
     """The catch matrix of the registry as a markdown table (one row per mutant / bug class)."""
-    lines = ["| Bug class | Mutant | Injected bug (the one overridden method) | Must be caught by |",
-             "|---|---|---|---|"]
+    lines = [
+        "| Bug class | Mutant | Injected bug (the one overridden method) | Must be caught by |",
+        "|---|---|---|---|",
+    ]
     for m in mutants:
         reqs = ", ".join(m.caught_by) + (" (GPU only)" if m.gpu_only else "")  # type: ignore[attr-defined]
         lines.append(f"| {m.bug_class} | `{m.name}` | {m.bug} (`{m.broken}`) | {reqs} |")  # type: ignore[attr-defined]
@@ -172,8 +207,15 @@ def plan(mutants: Sequence[object], full: bool) -> list[Target]:
     return targets
 
 
-def run_all(targets: Sequence[Target], workdir: Path, *, jobs: int = 2, profile: str = "quick",
-            timeout_s: float = DEFAULT_TIMEOUT_S, progress: bool = False) -> dict[str, Outcome]:
+def run_all(
+    targets: Sequence[Target],
+    workdir: Path,
+    *,
+    jobs: int = 2,
+    profile: str = "quick",
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    progress: bool = False,
+) -> dict[str, Outcome]:
     """Run every target, ``jobs`` at a time, in the order given; outcomes by label."""
     outcomes: dict[str, Outcome] = {}
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
@@ -182,24 +224,52 @@ def run_all(targets: Sequence[Target], workdir: Path, *, jobs: int = 2, profile:
             outcome = future.result()
             outcomes[outcome.target.label] = outcome
             if progress:
-                print(f"  done {outcome.target.label} in {outcome.seconds:.1f} s "
-                      f"(failed: {', '.join(outcome.with_outcome('fail')) or '-'})", flush=True)
+                print(
+                    f"  done {outcome.target.label} in {outcome.seconds:.1f} s "
+                    f"(failed: {', '.join(outcome.with_outcome('fail')) or '-'})",
+                    flush=True,
+                )
     return outcomes
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     import mutants as registry
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     form = parser.add_mutually_exclusive_group()
-    form.add_argument("--fast", action="store_true", help="per mutant, only the tests of its requirements (default)")
+    form.add_argument(
+        "--fast",
+        action="store_true",
+        help="per mutant, only the tests of its requirements (default)",
+    )
     form.add_argument("--full", action="store_true", help="the whole suite per mutant")
-    form.add_argument("--markdown", action="store_true", help="print the registry as the docs' markdown table and exit")
-    parser.add_argument("-n", "--jobs", type=int, default=2, help="suite runs at a time (default 2)")
-    parser.add_argument("--only", action="append", default=[], metavar="NAME", help="run only this mutant (repeatable)")
-    parser.add_argument("--profile", choices=("quick", "full"), default="quick", help="suite profile (default quick)")
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds per suite run")
-    parser.add_argument("--workdir", default=None, help="keep run directories, reports and logs here")
+    form.add_argument(
+        "--markdown",
+        action="store_true",
+        help="print the registry as the docs' markdown table and exit",
+    )
+    parser.add_argument(
+        "-n", "--jobs", type=int, default=2, help="suite runs at a time (default 2)"
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="run only this mutant (repeatable)",
+    )
+    parser.add_argument(
+        "--profile",
+        choices=("quick", "full"),
+        default="quick",
+        help="suite profile (default quick)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds per suite run"
+    )
+    parser.add_argument(
+        "--workdir", default=None, help="keep run directories, reports and logs here"
+    )
     args = parser.parse_args(argv)
 
     if args.markdown:
@@ -209,14 +279,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     gpu = cuda_available()
     runnable = [m for m in chosen if gpu or not m.gpu_only]
     skipped = [m for m in chosen if m not in runnable]
-    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="ckptspec-mutants-"))
+    workdir = (
+        Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="ckptspec-mutants-"))
+    )
     workdir.mkdir(parents=True, exist_ok=True)
     form_name = "full" if args.full else "fast"
-    print(f"catch matrix ({form_name} form, {args.profile} profile, {args.jobs} at a time): "
-          f"{len(runnable)} mutants + clean reference; work in {workdir}", flush=True)
+    print(
+        f"catch matrix ({form_name} form, {args.profile} profile, {args.jobs} at a time): "
+        f"{len(runnable)} mutants + clean reference; work in {workdir}",
+        flush=True,
+    )
     started = time.perf_counter()
-    outcomes = run_all(plan(runnable, args.full), workdir, jobs=args.jobs, profile=args.profile,
-                       timeout_s=args.timeout, progress=True)
+    outcomes = run_all(
+        plan(runnable, args.full),
+        workdir,
+        jobs=args.jobs,
+        profile=args.profile,
+        timeout_s=args.timeout,
+        progress=True,
+    )
     wall = time.perf_counter() - started
 
     problems = clean_problems(outcomes[CLEAN], {r for m in runnable for r in m.caught_by})
@@ -226,15 +307,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         o = outcomes[m.name]
         hit = is_caught(m.caught_by, o)
         caught += hit
-        failed = ", ".join(o.with_outcome("fail")) or ("(no report)" if o.exit_status is None else "-")
+        failed = ", ".join(o.with_outcome("fail")) or (
+            "(no report)" if o.exit_status is None else "-"
+        )
         errors = o.with_outcome("error")
-        verdict = "CAUGHT" if hit else "MISSED" + (f" (errors: {', '.join(errors)})" if errors else "")
+        verdict = (
+            "CAUGHT" if hit else "MISSED" + (f" (errors: {', '.join(errors)})" if errors else "")
+        )
         rows.append((m.name, m.bug_class, ", ".join(m.caught_by), failed, verdict))
-    rows += [(m.name, m.bug_class, ", ".join(m.caught_by), "-", "NOT RUN (GPU only)") for m in skipped]
+    rows += [
+        (m.name, m.bug_class, ", ".join(m.caught_by), "-", "NOT RUN (GPU only)") for m in skipped
+    ]
     print()
     print_matrix(rows)
-    print(f"\nclean reference: {'PASS' if not problems else 'FAIL: ' + '; '.join(problems)} "
-          f"({outcomes[CLEAN].seconds:.1f} s)")
+    print(
+        f"\nclean reference: {'PASS' if not problems else 'FAIL: ' + '; '.join(problems)} "
+        f"({outcomes[CLEAN].seconds:.1f} s)"
+    )
     print(f"wall time: {wall:.1f} s ({form_name} form, {args.jobs} at a time)")
     print(f"caught {caught}/{len(runnable)}")
     if not args.workdir:

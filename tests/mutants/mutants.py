@@ -21,14 +21,29 @@ import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, TypeVar
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 
 from ckptspec.checkpoint_check import check_checkpoint
-from ckptspec.checkpointing import CheckpointLoader, CommitProtocol, LoadPlan, RunPolicy, SaveRequest, differences, per_rank_file
-from ckptspec.checkpointing.commit import CHECKPOINT_ERRORS, PendingSave, RankReport, WrittenFile, describe_failure, per_group_file
+from ckptspec.checkpointing import (
+    CheckpointLoader,
+    CommitProtocol,
+    LoadPlan,
+    RunPolicy,
+    SaveRequest,
+    differences,
+    per_rank_file,
+)
+from ckptspec.checkpointing.commit import (
+    CHECKPOINT_ERRORS,
+    PendingSave,
+    RankReport,
+    WrittenFile,
+    describe_failure,
+    per_group_file,
+)
 from ckptspec.checkpointing.fsio import file_digest, fsync_path, try_lock_exclusive, write_atomic
 from ckptspec.checkpointing.run_policy import utc_now
 from ckptspec.errors import ConfigDriftError, IntegrityError, NoCheckpointError
@@ -96,21 +111,45 @@ def mutant(name: str, bug_class: str, *caught_by: str, gpu_only: bool = False) -
     """
 
     def register(cls: C) -> C:
-        methods = [k for k, v in vars(cls).items() if callable(v) and not isinstance(v, type) and not k.startswith("__")]
+        methods = [
+            k
+            for k, v in vars(cls).items()
+            if callable(v) and not isinstance(v, type) and not k.startswith("__")
+        ]
         if len(methods) != 1:
             raise TypeError(f"mutant {name} must override exactly one method, found {methods}")
         trainer: type = cls
         if not issubclass(cls, Trainer):
             (base,) = [b for b in COLLABORATORS if issubclass(cls, b)]
-            trainer = type(f"{cls.__name__}Trainer", (Trainer,), {COLLABORATORS[base]: cls, "__module__": __name__})
+            trainer = type(
+                f"{cls.__name__}Trainer",
+                (Trainer,),
+                {COLLABORATORS[base]: cls, "__module__": __name__},
+            )
         adapter_name = _adapter_name(name)
-        adapter = type(adapter_name, (ReferenceAdapter,), {
-            "trainer_class": trainer, "__module__": __name__, "__qualname__": adapter_name,
-            "__doc__": f"Mutant adapter {name!r}: {cls.__doc__}",
-        })
+        adapter = type(
+            adapter_name,
+            (ReferenceAdapter,),
+            {
+                "trainer_class": trainer,
+                "__module__": __name__,
+                "__qualname__": adapter_name,
+                "__doc__": f"Mutant adapter {name!r}: {cls.__doc__}",
+            },
+        )
         globals()[adapter_name] = adapter
         bug = " ".join((cls.__doc__ or "").split())
-        MUTANTS.append(Mutant(name, bug_class, bug, tuple(caught_by), adapter_name, f"{cls.__name__}.{methods[0]}", gpu_only))
+        MUTANTS.append(
+            Mutant(
+                name,
+                bug_class,
+                bug,
+                tuple(caught_by),
+                adapter_name,
+                f"{cls.__name__}.{methods[0]}",
+                gpu_only,
+            )
+        )
         return cls
 
     return register
@@ -153,7 +192,9 @@ class LocalRankRngLoader(CheckpointLoader):
         return per_rank_file(name, self.ctx.local_rank)
 
 
-@mutant("rng_all_cuda_devices", "RNG saved for every visible CUDA device", "RESUME-8", gpu_only=True)
+@mutant(
+    "rng_all_cuda_devices", "RNG saved for every visible CUDA device", "RESUME-8", gpu_only=True
+)
 class RngAllDevices(Trainer):
     """The RNG component stores the generator state of every visible CUDA device (get_rng_state_all), so the checkpoint depends on how many devices the node has."""
 
@@ -190,7 +231,11 @@ class DataRestartsEpoch(Trainer):
         self.sampler.load_state_dict({**state, "batches_in_epoch": 0, "samples_in_epoch": 0})
 
 
-@mutant("data_skips_prefix_every_epoch", "data loader skips the consumed prefix in every epoch", "RESUME-4")
+@mutant(
+    "data_skips_prefix_every_epoch",
+    "data loader skips the consumed prefix in every epoch",
+    "RESUME-4",
+)
 class DataSkipsPrefixEveryEpoch(Trainer):
     """The resume fast-forwards the data by skipping the interrupted epoch's consumed batches, but the skip is never removed: every later epoch also starts after that many batches, so their first batches are never trained on."""
 
@@ -235,7 +280,10 @@ class IndexBeforeCommit(CommitProtocol):
         index = self.policy._read_index()
         if index is not None:
             early = index.model_copy(update={"latest_step": parse_checkpoint_dir(final.name)})
-            write_atomic(self.policy.run_dir / LAYOUT.run_index_file, early.model_dump_json(indent=2).encode())
+            write_atomic(
+                self.policy.run_dir / LAYOUT.run_index_file,
+                early.model_dump_json(indent=2).encode(),
+            )
         super()._publish(staging, final)
 
 
@@ -255,8 +303,12 @@ class AssembledInPlace(CommitProtocol):
 class CommitIgnoresPeerFailure(CommitProtocol):
     """Rank 0 commits when its own writes succeeded, ignoring errors reported by other ranks."""
 
-    def _commit_or_abort(self, pending: PendingSave, reports: list[RankReport], errors: list[str]) -> Any:
-        return super()._commit_or_abort(pending, reports, [e for e in errors if e.startswith("rank 0")])
+    def _commit_or_abort(
+        self, pending: PendingSave, reports: list[RankReport], errors: list[str]
+    ) -> Any:
+        return super()._commit_or_abort(
+            pending, reports, [e for e in errors if e.startswith("rank 0")]
+        )
 
 
 # --- evaluation --------------------------------------------------------------------------
@@ -264,7 +316,7 @@ class CommitIgnoresPeerFailure(CommitProtocol):
 class EvalSkipsEmptyRanks(Evaluator):
     """A rank whose eval shard is empty returns None without joining the all_reduce, so the other ranks hang."""
 
-    def _global_metrics(self, table: torch.Tensor) -> Optional[dict[str, float]]:
+    def _global_metrics(self, table: torch.Tensor) -> dict[str, float] | None:
         if not bool(table[TOKENS].any()):
             return None
         return super()._global_metrics(table)
@@ -274,7 +326,7 @@ class EvalSkipsEmptyRanks(Evaluator):
 class EvalMeanOfMeans(Evaluator):
     """Each rank divides its own sums, and the per-rank means are averaged over the world size, so uneven or empty shards skew the metrics."""
 
-    def _global_metrics(self, table: torch.Tensor) -> Optional[dict[str, float]]:
+    def _global_metrics(self, table: torch.Tensor) -> dict[str, float] | None:
         sums = table.sum(dim=1)
         local_means = sums / sums[TOKENS].clamp(min=1)
         reduced = torch.cat([local_means, (table[TOKENS] > 0).sum().double().reshape(1)])
@@ -290,7 +342,7 @@ class EvalMeanOfMeans(Evaluator):
 class EvalEmptyZeros(Evaluator):
     """A "safe" division by max(count, 1) makes an empty eval set report loss 0 and accuracy 0 over one sample instead of no metrics, and a zero loss then becomes the best."""
 
-    def _global_metrics(self, table: torch.Tensor) -> Optional[dict[str, float]]:
+    def _global_metrics(self, table: torch.Tensor) -> dict[str, float] | None:
         metrics = super()._global_metrics(table)
         if metrics is None:
             self.last_sample_count = max(self.last_sample_count, 1)
@@ -299,7 +351,9 @@ class EvalEmptyZeros(Evaluator):
 
 
 # --- world size, drift, integrity --------------------------------------------------------
-@mutant("world_size_silently_loads", "world-size change silently loads rank-local state", "RESUME-3")
+@mutant(
+    "world_size_silently_loads", "world-size change silently loads rank-local state", "RESUME-3"
+)
 class WorldSizeUnchecked(CheckpointLoader):
     """The saved world size is never compared with the current one: rank-local state (RNG) is loaded by rank number, or the load crashes on a missing file, instead of a typed refusal."""
 
@@ -339,7 +393,7 @@ class ShardDigestsNotChecked(CheckpointLoader):
 class LatestByMtime(RunPolicy):
     """latest is the committed checkpoint directory with the newest modification time, not the highest step."""
 
-    def latest(self) -> Optional[Path]:
+    def latest(self) -> Path | None:
         paths = [self.checkpoint_path(s) for s in self.committed_steps()]
         return max(paths, key=lambda p: p.stat().st_mtime, default=None)
 
@@ -358,14 +412,14 @@ class RetentionDeletesBest(RunPolicy):
     """Retention protects only the newest keep_last steps and the one just written, so the best checkpoint is deleted once it ages out."""
 
     def _retention_protected(self, steps: list[int], just_written: int) -> set[int]:
-        return {steps[-1], just_written, *steps[-(self.keep_last or 1):]}
+        return {steps[-1], just_written, *steps[-(self.keep_last or 1) :]}
 
 
 @mutant("best_not_rehydrated", "best not rehydrated after restart", "RUN-4")
 class BestNotRehydrated(RunPolicy):
     """The best record is not read back from run.json at start-up, so after a restart any first eval becomes the new best."""
 
-    def _rehydrate_best(self, index: Optional[RunIndex]) -> Optional[BestRecord]:
+    def _rehydrate_best(self, index: RunIndex | None) -> BestRecord | None:
         return super()._rehydrate_best(None)
 
 
@@ -407,7 +461,9 @@ class GradSyncNeverEnabled(Trainer):
 
 
 # --- durability across a power loss (issue 19): a kill keeps the page cache, a power loss does not --
-@mutant("payload_not_fsynced", "file data not fsynced before the commit marker", "COMMIT-1", "COMMIT-5")
+@mutant(
+    "payload_not_fsynced", "file data not fsynced before the commit marker", "COMMIT-1", "COMMIT-5"
+)
 class PayloadNotFsynced(CommitProtocol):
     """The JSON, per-rank and per-group files are written and closed but never fsynced before the manifest marks the checkpoint committed (DCP's own files still are), so after a power loss the committed checkpoint may hold empty or cut files."""
 
@@ -418,7 +474,9 @@ class PayloadNotFsynced(CommitProtocol):
             path.write_bytes(data)
 
 
-@mutant("manifest_not_fsynced", "commit marker written in place, not fsynced", "COMMIT-1", "COMMIT-5")
+@mutant(
+    "manifest_not_fsynced", "commit marker written in place, not fsynced", "COMMIT-1", "COMMIT-5"
+)
 class ManifestNotFsynced(CommitProtocol):
     """manifest.json is written straight into the staging directory and closed, without a temporary file or an fsync, so after a power loss a committed step-N directory may hold an empty or cut manifest."""
 
@@ -426,11 +484,16 @@ class ManifestNotFsynced(CommitProtocol):
         (staging / LAYOUT.manifest_file).write_bytes(manifest.model_dump_json(indent=2).encode())
 
 
-@mutant("staging_dirs_not_fsynced", "new directory entries not fsynced before the commit", "COMMIT-1", "COMMIT-5")
+@mutant(
+    "staging_dirs_not_fsynced",
+    "new directory entries not fsynced before the commit",
+    "COMMIT-1",
+    "COMMIT-5",
+)
 class StagingDirsNotFsynced(CommitProtocol):
     """Every file is fsynced, but the directories that hold them (the staging directory and its rng/, model/, ... subdirectories) are not, so after a power loss a committed checkpoint may lack files whose data was durable."""
 
-    def _finish_local(self, pending: PendingSave) -> tuple[list[WrittenFile], Optional[str]]:
+    def _finish_local(self, pending: PendingSave) -> tuple[list[WrittenFile], str | None]:
         error = pending.error
         for future in pending.futures:
             try:
@@ -441,12 +504,21 @@ class StagingDirsNotFsynced(CommitProtocol):
             return [], error
         try:
             self._write_local(pending.local_files)
-            known = {path: digest for digests in pending.digests for path, digest in digests.items()}
-            known.update({path: (len(data), digest_bytes(data, self.digest_algorithm)) for path, data in pending.local_files.items()})
+            known = {
+                path: digest for digests in pending.digests for path, digest in digests.items()
+            }
+            known.update(
+                {
+                    path: (len(data), digest_bytes(data, self.digest_algorithm))
+                    for path, data in pending.local_files.items()
+                }
+            )
             entries = []
             for path in self._files_written_by_me(pending.staging, pending.request):
                 size, digest = known.get(path) or file_digest(path, self.digest_algorithm)
-                entries.append(WrittenFile(path.relative_to(pending.staging).as_posix(), size, digest))
+                entries.append(
+                    WrittenFile(path.relative_to(pending.staging).as_posix(), size, digest)
+                )
             return entries, None
         except Exception as exc:  # noqa: BLE001 - as the reference: reported through the agreement
             return [], describe_failure(exc)
@@ -459,8 +531,13 @@ class IndexRewrittenInPlace(RunPolicy):
     def _write_index(self) -> None:
         steps = self.committed_steps()
         index = RunIndex(
-            spec_version=SPEC_VERSION, run_id=self.run_id, latest_step=steps[-1] if steps else None, best=self.best,
-            retention=RetentionPolicy(keep_last=self.keep_last), rewinds=self.rewinds, updated_at=utc_now(),
+            spec_version=SPEC_VERSION,
+            run_id=self.run_id,
+            latest_step=steps[-1] if steps else None,
+            best=self.best,
+            retention=RetentionPolicy(keep_last=self.keep_last),
+            rewinds=self.rewinds,
+            updated_at=utc_now(),
         )
         with open(self.run_dir / LAYOUT.run_index_file, "wb") as f:
             f.write(index.model_dump_json(indent=2).encode())
@@ -472,7 +549,7 @@ class IndexRewrittenInPlace(RunPolicy):
 class IndexNotRepaired(RunPolicy):
     """Start-up reads run.json for best and rewinds but does not repair it when its latest_step lags the committed directories (a crash between the commit rename and the index update), so a restart that saves nothing (a finished run, an evaluation job) leaves run.json naming an older step as latest."""
 
-    def _claim_and_recover(self) -> tuple[Optional[BestRecord], list[Rewind]]:
+    def _claim_and_recover(self) -> tuple[BestRecord | None, list[Rewind]]:
         self._claim()
         self._clean_stale_staging()
         index = self._read_index()
@@ -481,7 +558,12 @@ class IndexNotRepaired(RunPolicy):
 
 
 # --- retention ordering ----------------------------------------------------------------------
-@mutant("retention_before_publish", "retention makes room before the new checkpoint is committed", "COMMIT-2", "RUN-5")
+@mutant(
+    "retention_before_publish",
+    "retention makes room before the new checkpoint is committed",
+    "COMMIT-2",
+    "RUN-5",
+)
 class RetentionBeforePublish(RunPolicy):
     """Retention runs before the new checkpoint is published and counts it among the keep_last (as a `total_limit` that "makes room" does), so a crash between the deletion and the rename leaves fewer than keep_last checkpoints: with keep_last 1, none at all."""
 
@@ -495,7 +577,12 @@ class RetentionBeforePublish(RunPolicy):
                     shutil.rmtree(self.checkpoint_path(step))
 
 
-@mutant("async_retention_before_commit", "asynchronous save rotated before its background commit", "COMMIT-2", "RUN-5")
+@mutant(
+    "async_retention_before_commit",
+    "asynchronous save rotated before its background commit",
+    "COMMIT-2",
+    "RUN-5",
+)
 class AsyncRetentionBeforeCommit(Trainer):
     """With asynchronous saves, checkpoints are rotated as soon as save() returns, counting the one still being written in the background toward keep_last, so a crash before the background commit finishes leaves fewer than keep_last checkpoints (with keep_last 1, none)."""
 
@@ -518,7 +605,7 @@ class RetentionOffByOne(RunPolicy):
     def _retention_protected(self, steps: list[int], just_written: int) -> set[int]:
         protected = {steps[-1], just_written}
         if self.keep_last:
-            protected.update(steps[-(self.keep_last - 1):])
+            protected.update(steps[-(self.keep_last - 1) :])
         if self.best is not None and self.best.step is not None:
             protected.add(self.best.step)
         return protected
@@ -529,7 +616,7 @@ class RetentionOffByOne(RunPolicy):
 class BestIgnoresMinDelta(RunPolicy):
     """Any strictly better score becomes the new best, however small the improvement: min_delta is recorded but never applied."""
 
-    def improves(self, metrics: Optional[dict[str, float]]) -> bool:
+    def improves(self, metrics: dict[str, float] | None) -> bool:
         if self.best is None or not metrics or self.best.metric not in metrics:
             return False
         score, best = metrics[self.best.metric], self.best.score
@@ -540,7 +627,7 @@ class BestIgnoresMinDelta(RunPolicy):
 class BestModeIgnored(RunPolicy):
     """Improvement is always "lower is better" (written for a loss), so with mode max (an accuracy) a score that improves is never taken and one that worsens becomes the best."""
 
-    def improves(self, metrics: Optional[dict[str, float]]) -> bool:
+    def improves(self, metrics: dict[str, float] | None) -> bool:
         if self.best is None or not metrics or self.best.metric not in metrics:
             return False
         score = metrics[self.best.metric]
@@ -563,8 +650,14 @@ class DriftIgnoresDataset(CheckpointLoader):
 class RngDigestNotChecked(CheckpointLoader):
     """The per-rank files (RNG state) are checked for existence and size but not digest ("torch.load would fail on a damaged file anyway"), so a bit flip inside a saved generator state is loaded."""
 
-    def _digest_problems(self, path: Path, manifest: Manifest, components: Optional[Sequence[str]]) -> list[str]:
-        checked = [c.name for c in manifest.components if c.format != "torch_weights_only" and (components is None or c.name in components)]
+    def _digest_problems(
+        self, path: Path, manifest: Manifest, components: Sequence[str] | None
+    ) -> list[str]:
+        checked = [
+            c.name
+            for c in manifest.components
+            if c.format != "torch_weights_only" and (components is None or c.name in components)
+        ]
         return super()._digest_problems(path, manifest, checked)
 
 
@@ -574,11 +667,25 @@ class ExtendedFileAccepted(CheckpointLoader):
 
     def _checked_manifest(self, path: Path, components: Any = None) -> Manifest:
         if not (path / LAYOUT.manifest_file).is_file():
-            raise NoCheckpointError(f"{path} is not a committed checkpoint (no {LAYOUT.manifest_file})")
+            raise NoCheckpointError(
+                f"{path} is not a committed checkpoint (no {LAYOUT.manifest_file})"
+            )
         manifest, findings = check_checkpoint(str(path), deep=False)
-        listed = {str(path / f.path): f.size for c in (manifest.components if manifest else []) for f in c.files}
-        problems = [f.line() for f in findings if f.severity == Severity.ERROR and not (
-            f.code == "FILE_SIZE_MISMATCH" and f.path in listed and os.path.getsize(f.path) > listed[f.path])]
+        listed = {
+            str(path / f.path): f.size
+            for c in (manifest.components if manifest else [])
+            for f in c.files
+        }
+        problems = [
+            f.line()
+            for f in findings
+            if f.severity == Severity.ERROR
+            and not (
+                f.code == "FILE_SIZE_MISMATCH"
+                and f.path in listed
+                and os.path.getsize(f.path) > listed[f.path]
+            )
+        ]
         if manifest is not None and not problems and self.verify == "full":
             problems = self._digest_problems(path, manifest, components)
         gathered: list[Any] = [None] * self.ctx.world_size
@@ -590,7 +697,9 @@ class ExtendedFileAccepted(CheckpointLoader):
 
 
 # --- keyed state, elastic resume -------------------------------------------------------------
-@mutant("ledger_keyed_by_local_rank", "per-node file keyed by the local rank", "RESUME-1", "RESUME-4")
+@mutant(
+    "ledger_keyed_by_local_rank", "per-node file keyed by the local rank", "RESUME-1", "RESUME-4"
+)
 class LedgerKeyedByLocalRank(CheckpointLoader):
     """Every rank restores the per-node and per-group files of group local_rank // group_size, so on a second node (local ranks from 0 again) the ranks restore the first node's data ledger."""
 
@@ -598,7 +707,12 @@ class LedgerKeyedByLocalRank(CheckpointLoader):
         return per_group_file(name, self.ctx.local_rank // plan.component(name).group_size)
 
 
-@mutant("elastic_data_restarts_epoch", "elastic resume restarts the data order at the epoch start", "RESUME-4", "RESUME-12")
+@mutant(
+    "elastic_data_restarts_epoch",
+    "elastic resume restarts the data order at the epoch start",
+    "RESUME-4",
+    "RESUME-12",
+)
 class ElasticDataRestartsEpoch(Trainer):
     """When the world size changed (an elastic resume), the data position inside the epoch is dropped ("the per-rank shards no longer line up"), so the interrupted epoch's consumed prefix is trained again; at the same world size the resume is exact."""
 
@@ -610,7 +724,9 @@ class ElasticDataRestartsEpoch(Trainer):
 
 
 # --- single writer ---------------------------------------------------------------------------
-@mutant("lock_released_before_index", "single-writer lock released before the index update", "RUN-8")
+@mutant(
+    "lock_released_before_index", "single-writer lock released before the index update", "RUN-8"
+)
 class LockReleasedBeforeIndex(RunPolicy):
     """The run lock guards only the publish: it is released once the checkpoint is committed and taken again after run.json and retention are done, so a second writer that starts in between claims the run while the first one still writes its index and deletes checkpoints."""
 

@@ -18,10 +18,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 import catch_matrix
 import mutants
+import pytest
+
 from ckptspec.reference_impl.adapter import ReferenceAdapter
 from ckptspec.reference_impl.trainer import Trainer
 from ckptspec.requirements import BY_ID
@@ -32,13 +32,13 @@ CPU_MUTANTS = [m for m in mutants.MUTANTS if not m.gpu_only]
 
 KNOWN_MISSES: dict[str, str] = {
     "best_mode_ignored": "best-tracking scenarios in both modes with improving scores: the suite tracks best in mode "
-                         "min only, so a comparison that ignores mode max is never exercised (RUN-4)",
+    "min only, so a comparison that ignores mode max is never exercised (RUN-4)",
     "async_retention_before_commit": "retention x crash points x asynchronous saves for the reference adapter: no scenario "
-                                     "runs a ReferenceAdapter subclass with async_save, so the mutant's code path never runs",
+    "runs a ReferenceAdapter subclass with async_save, so the mutant's code path never runs",
     "index_rewritten_in_place": "a power-loss state at the in-place rewrite of run.json (truncated, before its fsync), or a "
-                                "check in test_commit_order that run.json is only ever replaced by a rename (COMMIT-3, COMMIT-5)",
+    "check in test_commit_order that run.json is only ever replaced by a rename (COMMIT-3, COMMIT-5)",
     "lock_released_before_index": "a second writer gated inside the fault layer at every phase of the first (here between "
-                                  "the commit rename and the run.json update); today it starts only between adapter calls",
+    "the commit rename and the run.json update); today it starts only between adapter calls",
 }
 """Mutants the suite does not catch yet, with the suite change that would catch them (docs/catch-matrix.md).
 
@@ -48,7 +48,11 @@ Each is a strict xfail: once the suite catches the mutant, the test fails until 
 
 def _methods(cls: type) -> list[str]:
     """Callables defined in ``cls`` itself (dunders excluded)."""
-    return [k for k, v in vars(cls).items() if callable(v) and not isinstance(v, type) and not k.startswith("__")]
+    return [
+        k
+        for k, v in vars(cls).items()
+        if callable(v) and not isinstance(v, type) and not k.startswith("__")
+    ]
 
 
 def _attributes(cls: type) -> set[str]:
@@ -72,7 +76,9 @@ def overridden(adapter: type) -> list[str]:
         if attribute in switches:
             collaborator = vars(trainer)[attribute]
             assert collaborator.__bases__ == (base,), collaborator.__bases__
-            assert _attributes(collaborator) == set(_methods(collaborator)), _attributes(collaborator)
+            assert _attributes(collaborator) == set(_methods(collaborator)), _attributes(
+                collaborator
+            )
             changed += [f"{collaborator.__name__}.{m}" for m in _methods(collaborator)]
     return changed
 
@@ -87,7 +93,9 @@ def test_declared_requirements_exist_and_are_verified_by_the_suite(m: mutants.Mu
     assert m.caught_by and len(set(m.caught_by)) == len(m.caught_by)
     for requirement in m.caught_by:
         assert requirement in BY_ID, f"{m.name}: unknown requirement {requirement}"
-        assert "conformance" in BY_ID[requirement].verified_by, f"{m.name}: {requirement} is not checked by the suite"
+        assert "conformance" in BY_ID[requirement].verified_by, (
+            f"{m.name}: {requirement} is not checked by the suite"
+        )
 
 
 def test_registry_is_well_formed() -> None:
@@ -104,7 +112,9 @@ def test_registry_is_well_formed() -> None:
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
 def test_committed_catch_matrix_is_generated(doc: Path) -> None:
     text = doc.read_text()
-    assert catch_matrix.DOC_BEGIN in text and catch_matrix.DOC_END in text, f"{doc} lacks the generated-block markers"
+    assert catch_matrix.DOC_BEGIN in text and catch_matrix.DOC_END in text, (
+        f"{doc} lacks the generated-block markers"
+    )
     committed = text.split(catch_matrix.DOC_BEGIN, 1)[1].split(catch_matrix.DOC_END, 1)[0].strip()
     assert committed == catch_matrix.markdown_table(mutants.MUTANTS).strip(), (
         f"{doc.relative_to(REPO)} is stale: paste the output of `python tests/mutants/catch_matrix.py --markdown`"
@@ -117,31 +127,45 @@ def fast_matrix(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Per target label: the requirement outcomes and exit statuses of the fast form, run once per
     session even under xdist (the first worker runs it, the others wait on the lock and read it)."""
     base = tmp_path_factory.getbasetemp()
-    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # this session's, never an older one's
+    shared = (
+        base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    )  # this session's, never an older one's
     result = shared / "ckptspec-catch-matrix.json"
     with open(shared / "ckptspec-catch-matrix.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not result.exists():
             workdir = Path(tempfile.mkdtemp(prefix="catch-", dir=shared))
             outcomes = catch_matrix.run_all(catch_matrix.plan(CPU_MUTANTS, full=False), workdir)
-            result.write_text(json.dumps({
-                label: {"requirements": o.requirements, "exit_status": o.exit_status,
-                        "returncode": o.returncode, "tail": o.tail[-2000:]}
-                for label, o in outcomes.items()
-            }))
+            result.write_text(
+                json.dumps(
+                    {
+                        label: {
+                            "requirements": o.requirements,
+                            "exit_status": o.exit_status,
+                            "returncode": o.returncode,
+                            "tail": o.tail[-2000:],
+                        }
+                        for label, o in outcomes.items()
+                    }
+                )
+            )
     return json.loads(result.read_text())
 
 
 def _outcome(data: dict[str, Any], label: str) -> catch_matrix.Outcome:
     target = catch_matrix.Target(label, "", None)
-    return catch_matrix.Outcome(target, data["returncode"], 0.0, data["requirements"], data["exit_status"], data["tail"])
+    return catch_matrix.Outcome(
+        target, data["returncode"], 0.0, data["requirements"], data["exit_status"], data["tail"]
+    )
 
 
 @pytest.mark.slow
 @pytest.mark.catch_matrix
 def test_clean_reference_passes(fast_matrix: dict[str, Any]) -> None:
     expected = {r for m in CPU_MUTANTS for r in m.caught_by}
-    problems = catch_matrix.clean_problems(_outcome(fast_matrix[catch_matrix.CLEAN], catch_matrix.CLEAN), expected)
+    problems = catch_matrix.clean_problems(
+        _outcome(fast_matrix[catch_matrix.CLEAN], catch_matrix.CLEAN), expected
+    )
     assert not problems, problems
 
 
@@ -149,11 +173,20 @@ def test_clean_reference_passes(fast_matrix: dict[str, Any]) -> None:
 @pytest.mark.catch_matrix
 @pytest.mark.parametrize(
     "m",
-    [pytest.param(m, marks=[pytest.mark.xfail(strict=True, reason=KNOWN_MISSES[m.name])] if m.name in KNOWN_MISSES else [])
-     for m in CPU_MUTANTS],
+    [
+        pytest.param(
+            m,
+            marks=[pytest.mark.xfail(strict=True, reason=KNOWN_MISSES[m.name])]
+            if m.name in KNOWN_MISSES
+            else [],
+        )
+        for m in CPU_MUTANTS
+    ],
     ids=lambda m: m.name,
 )
-def test_mutant_is_caught_by_its_requirement(fast_matrix: dict[str, Any], m: mutants.Mutant) -> None:
+def test_mutant_is_caught_by_its_requirement(
+    fast_matrix: dict[str, Any], m: mutants.Mutant
+) -> None:
     outcome = _outcome(fast_matrix[m.name], m.name)
     assert catch_matrix.is_caught(m.caught_by, outcome), (
         f"{m.name} ({m.bug}) must fail {', '.join(m.caught_by)}; the suite reported "

@@ -17,17 +17,27 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ckptspec.digest import state_digest
-from ckptspec.errors import CheckpointError, IntegrityError, MidAccumulationError, WorldSizeMismatchError
 from ckptspec.checkpointing.distributed import exit_process, init_distributed
+from ckptspec.digest import state_digest
+from ckptspec.errors import (
+    CheckpointError,
+    IntegrityError,
+    MidAccumulationError,
+    WorldSizeMismatchError,
+)
 from ckptspec.reference_impl.config import TrainConfig
 from ckptspec.reference_impl.trainer import Trainer
 
 
 def make_trainer(params: dict[str, Any], **overrides: Any) -> Trainer:
     config = TrainConfig(
-        output_dir=params["output_dir"], run_id=params["run_id"], steps=params["steps"], seed=3,
-        global_batch_size=12, accumulation_steps=params.get("accumulation_steps", 1), **overrides,
+        output_dir=params["output_dir"],
+        run_id=params["run_id"],
+        steps=params["steps"],
+        seed=3,
+        global_batch_size=12,
+        accumulation_steps=params.get("accumulation_steps", 1),
+        **overrides,
     )
     return Trainer(config, init_distributed("cpu"))
 
@@ -42,14 +52,20 @@ def refused(trainer: Trainer, checkpoint: str, error: type[CheckpointError]) -> 
     try:
         trainer.resume(checkpoint)
     except error as exc:
-        return {"error": str(exc), "components": getattr(exc, "components", None), "unchanged": digests(trainer) == before}
+        return {
+            "error": str(exc),
+            "components": getattr(exc, "components", None),
+            "unchanged": digests(trainer) == before,
+        }
     return {"error": None}
 
 
 def reshard(params: dict[str, Any]) -> dict[str, Any]:
     """Load a checkpoint written at another world size: strict fails, elastic reshards."""
     trainer = make_trainer(params)
-    result: dict[str, Any] = {"strict": refused(trainer, params["checkpoint"], WorldSizeMismatchError)}
+    result: dict[str, Any] = {
+        "strict": refused(trainer, params["checkpoint"], WorldSizeMismatchError)
+    }
     if params.get("corrupt"):
         copy = Path(params["output_dir"]) / "corrupt" / Path(params["checkpoint"]).name
         if trainer.ctx.rank == 0:
@@ -76,7 +92,12 @@ def evaluate(params: dict[str, Any]) -> dict[str, Any]:
     trainer = make_trainer(params)
     trainer.load_weights(params["checkpoint"])
     rank = trainer.ctx.rank
-    return {"metrics": [trainer.evaluate(shards[rank] if rank < len(shards) else []) for shards in params["shardings"]]}
+    return {
+        "metrics": [
+            trainer.evaluate(shards[rank] if rank < len(shards) else [])
+            for shards in params["shardings"]
+        ]
+    }
 
 
 def accumulation(params: dict[str, Any]) -> dict[str, Any]:
@@ -99,10 +120,18 @@ def accumulation(params: dict[str, Any]) -> dict[str, Any]:
             states.append(trainer.full_state()["model"])
     finally:
         dist.reduce_scatter_single = original
-    diffs = torch.cat([(a.double() - states[1][k].double()).abs().flatten() for k, a in states[0].items()])
+    diffs = torch.cat(
+        [(a.double() - states[1][k].double()).abs().flatten() for k, a in states[0].items()]
+    )
     max_diff, p99 = float(diffs.max()), float(diffs.quantile(0.99))
     bitwise = all(torch.equal(a, states[1][k]) for k, a in states[0].items())
-    return {"reduce_scatters": counts, "max_abs_diff": max_diff, "p99_abs_diff": p99, "bitwise": bitwise, "losses": losses}
+    return {
+        "reduce_scatters": counts,
+        "max_abs_diff": max_diff,
+        "p99_abs_diff": p99,
+        "bitwise": bitwise,
+        "losses": losses,
+    }
 
 
 def micro_steps(params: dict[str, Any]) -> dict[str, Any]:
@@ -124,11 +153,18 @@ def micro_steps(params: dict[str, Any]) -> dict[str, Any]:
         refusal = None
     except MidAccumulationError as exc:
         refusal = str(exc)
-    unchanged = digests(split) == before and not Path(params["output_dir"], params["run_id"] + "-split").exists()
+    unchanged = (
+        digests(split) == before
+        and not Path(params["output_dir"], params["run_id"] + "-split").exists()
+    )
     records += split.train(1)
-    return {"refusal": refusal, "unchanged": unchanged, "bad_counts": bad_counts,
-            "same_as_whole": ([(r.loss, r.samples) for r in records], digests(split)) == expected,
-            "saved_after": split.save().name}
+    return {
+        "refusal": refusal,
+        "unchanged": unchanged,
+        "bad_counts": bad_counts,
+        "same_as_whole": ([(r.loss, r.samples) for r in records], digests(split)) == expected,
+        "saved_after": split.save().name,
+    }
 
 
 def heap_loop(params: dict[str, Any]) -> dict[str, Any]:
@@ -141,7 +177,7 @@ def heap_loop(params: dict[str, Any]) -> dict[str, Any]:
     hashing_writer.CONCURRENT_HASH_BYTES = 1  # every chunk crosses to the helper thread
     trainer = make_trainer(params, keep_last=2)
     unstable = []
-    for i in range(params["iterations"]):
+    for _ in range(params["iterations"]):
         trainer.train(1)
         if digests(trainer) != digests(trainer):
             unstable.append(trainer.global_step)
@@ -149,8 +185,13 @@ def heap_loop(params: dict[str, Any]) -> dict[str, Any]:
     return {"unstable_steps": unstable, "steps": trainer.global_step}
 
 
-SCENARIOS = {"reshard": reshard, "evaluate": evaluate, "accumulation": accumulation, "micro_steps": micro_steps,
-             "heap_loop": heap_loop}
+SCENARIOS = {
+    "reshard": reshard,
+    "evaluate": evaluate,
+    "accumulation": accumulation,
+    "micro_steps": micro_steps,
+    "heap_loop": heap_loop,
+}
 
 if __name__ == "__main__":
     out, raw = sys.argv[1:3]

@@ -6,10 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from refimpl_launch import assert_identical, assert_valid, train
 
-pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
 
 
 def test_cuda_resume_is_bit_exact_and_saves_current_device_rng(tmp_path: Path) -> None:
@@ -20,5 +22,7 @@ def test_cuda_resume_is_bit_exact_and_saves_current_device_rng(tmp_path: Path) -
     train(nproc, tmp_path, "cut", *args)
     assert_identical(tmp_path / "full" / "step-000000004", tmp_path / "cut" / "step-000000004")
     assert_valid(tmp_path / "full", tmp_path / "cut")
-    state = torch.load(tmp_path / "cut" / "step-000000004" / "rng" / "rank-00000.pt", weights_only=True)
+    state = torch.load(
+        tmp_path / "cut" / "step-000000004" / "rng" / "rank-00000.pt", weights_only=True
+    )
     assert sorted(state) == ["cpu", "cuda"] and state["cuda"].dtype == torch.uint8

@@ -12,13 +12,12 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-
 import torch
+from refimpl_launch import assert_valid, manifest, program
 
 from ckptspec.checkpointing import Checkpointer, DistContext, PerRank, Replicated, Sharded
 from ckptspec.errors import IntegrityError
 from ckptspec.manifest import Progress
-from refimpl_launch import assert_valid, manifest, program
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "architecture.md"
 REPORT = """
@@ -32,7 +31,11 @@ exit_process(0)
 
 
 def example() -> str:
-    match = re.search(r"<!-- begin front-door example -->\n```python\n(.*?)```\n<!-- end front-door example -->", DOC.read_text(), re.S)
+    match = re.search(
+        r"<!-- begin front-door example -->\n```python\n(.*?)```\n<!-- end front-door example -->",
+        DOC.read_text(),
+        re.S,
+    )
     assert match, "docs/architecture.md lacks the marked front-door example"
     return match.group(1)
 
@@ -49,7 +52,9 @@ def launch(directory: Path) -> subprocess.CompletedProcess[str]:
 def run(directory: Path) -> list[dict[str, Any]]:
     """Run the example successfully; each rank's report."""
     proc = launch(directory)
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    assert proc.returncode == 0, (
+        f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    )
     return [json.loads((directory / f"rank{r}.json").read_text()) for r in range(2)]
 
 
@@ -59,14 +64,22 @@ def test_front_door_example_saves_resumes_and_refuses_damage(tmp_path: Path) -> 
     first = run(tmp_path)
     assert [r["start"] for r in first] == [0, 0]
     assert first[0]["params"] == first[1]["params"], "DDP replicas differ"
-    assert sorted(p.name for p in run_dir.glob("step-*")) == ["step-000000003", "step-000000004"], "keep_last=2 not applied"
+    assert sorted(p.name for p in run_dir.glob("step-*")) == ["step-000000003", "step-000000004"], (
+        "keep_last=2 not applied"
+    )
     assert_valid(run_dir)
 
-    shutil.rmtree(run_dir / "step-000000004")  # the second run resumes at step 3 and trains step 4 again
+    shutil.rmtree(
+        run_dir / "step-000000004"
+    )  # the second run resumes at step 3 and trains step 4 again
     second = run(tmp_path)
     assert [r["start"] for r in second] == [3, 3]
-    for rank in range(2):  # model, optimizer, RNG (the batch) and data position restored: step 4 is the same step
-        assert second[rank]["params"] == first[rank]["params"], f"rank {rank}: step 4 after the resume differs"
+    for rank in range(
+        2
+    ):  # model, optimizer, RNG (the batch) and data position restored: step 4 is the same step
+        assert second[rank]["params"] == first[rank]["params"], (
+            f"rank {rank}: step 4 after the resume differs"
+        )
         assert second[rank]["position"] == {"samples_seen": 32}
     assert manifest(run_dir / "step-000000004")["resumed_from"]["step"] == 3
     assert_valid(run_dir)
@@ -77,14 +90,29 @@ def test_front_door_example_saves_resumes_and_refuses_damage(tmp_path: Path) -> 
     shard.write_bytes(bytes(data))
     proc = launch(tmp_path)
     assert proc.returncode != 0, "a checkpoint with a damaged optimizer shard was resumed"
-    assert "FILE_DIGEST_MISMATCH" in proc.stderr and "__1_0.distcp" in proc.stderr, proc.stderr[-4000:]
+    assert "FILE_DIGEST_MISMATCH" in proc.stderr and "__1_0.distcp" in proc.stderr, proc.stderr[
+        -4000:
+    ]
     assert not list(tmp_path.glob("rank*.json")), "a rank went on past the refused resume"
 
 
-def test_save_refuses_a_mismatched_step_or_an_unknown_component_before_any_io(tmp_path: Path) -> None:
-    checkpointer = Checkpointer(tmp_path / "run", DistContext(0, 1, 0, torch.device("cpu")), {"model": "m"})
-    progress = Progress(global_step=2, epoch=0, batches_in_epoch=2, samples_in_epoch=4, samples_seen=4, accumulation_steps=1)
-    with pytest.raises(ValueError, match="progress.global_step is 2, but the checkpoint is of step 3"):
+def test_save_refuses_a_mismatched_step_or_an_unknown_component_before_any_io(
+    tmp_path: Path,
+) -> None:
+    checkpointer = Checkpointer(
+        tmp_path / "run", DistContext(0, 1, 0, torch.device("cpu")), {"model": "m"}
+    )
+    progress = Progress(
+        global_step=2,
+        epoch=0,
+        batches_in_epoch=2,
+        samples_in_epoch=4,
+        samples_seen=4,
+        accumulation_steps=1,
+    )
+    with pytest.raises(
+        ValueError, match="progress.global_step is 2, but the checkpoint is of step 3"
+    ):
         checkpointer.save(3, {"position": Replicated(dict, print)}, progress=progress)
     with pytest.raises(TypeError, match="component 'model' is a Linear"):
         checkpointer.save(2, {"model": torch.nn.Linear(1, 1)}, progress=progress)  # type: ignore[dict-item]
@@ -100,7 +128,9 @@ class StubLoader:
     def read_sharded(self, plan: Any, name: str, target: dict[str, Any]) -> Any:
         self.reads.append(name)
         if name == self.broken:
-            raise IntegrityError([f"FILE_DIGEST_MISMATCH RESUME-6 {name}/__0_0.distcp: has digest x"])
+            raise IntegrityError(
+                [f"FILE_DIGEST_MISMATCH RESUME-6 {name}/__0_0.distcp: has digest x"]
+            )
         return SimpleNamespace(apply=lambda: target.update(value=name))
 
     def load_json(self, plan: Any, name: str) -> Any:
@@ -110,7 +140,9 @@ class StubLoader:
 
 @pytest.mark.parametrize("broken", ["optimizer", ""])
 def test_load_applies_nothing_unless_every_component_was_read(tmp_path: Path, broken: str) -> None:
-    checkpointer = Checkpointer(tmp_path / "run", DistContext(0, 1, 0, torch.device("cpu")), {"model": "m"})
+    checkpointer = Checkpointer(
+        tmp_path / "run", DistContext(0, 1, 0, torch.device("cpu")), {"model": "m"}
+    )
     checkpointer.loader = StubLoader(broken)  # type: ignore[assignment]
     applied: list[tuple[str, Any]] = []
     state = {
@@ -127,11 +159,18 @@ def test_load_applies_nothing_unless_every_component_was_read(tmp_path: Path, br
         return
     checkpointer.load(plan, state)  # type: ignore[arg-type]
     assert checkpointer.loader.reads == ["model", "optimizer", "position"]  # type: ignore[attr-defined]
-    assert applied == [("model", {"value": "model"}), ("optimizer", {"value": "optimizer"}), ("position", {"read": "position"}), ("rng", 7)]
+    assert applied == [
+        ("model", {"value": "model"}),
+        ("optimizer", {"value": "optimizer"}),
+        ("position", {"read": "position"}),
+        ("rng", 7),
+    ]
 
 
 def test_elastic_load_refuses_a_rank_local_component_without_rederive(tmp_path: Path) -> None:
-    checkpointer = Checkpointer(tmp_path / "run", DistContext(0, 1, 0, torch.device("cpu")), {"model": "m"})
+    checkpointer = Checkpointer(
+        tmp_path / "run", DistContext(0, 1, 0, torch.device("cpu")), {"model": "m"}
+    )
     checkpointer.loader = StubLoader()  # type: ignore[assignment]
     state = {"model": Sharded(dict, print), "rng": PerRank(dict, print)}
     plan = SimpleNamespace(path=tmp_path, rederived=("rng",), manifest=SimpleNamespace(step=7))

@@ -17,23 +17,39 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from refimpl_launch import ENV, WORKER, _launcher, assert_valid
 
 ITERATIONS = int(os.environ.get("CKPTSPEC_HEAP_LOOP", "3"))
-CHECKED_ENV = {**ENV, "MALLOC_CHECK_": "3", "MALLOC_PERTURB_": "165", "PYTHONMALLOC": "debug", "PYTHONFAULTHANDLER": "1"}
-if ctypes.util.find_library("c_malloc_debug"):  # glibc >= 2.34 reads MALLOC_CHECK_ only with it preloaded
+CHECKED_ENV = {
+    **ENV,
+    "MALLOC_CHECK_": "3",
+    "MALLOC_PERTURB_": "165",
+    "PYTHONMALLOC": "debug",
+    "PYTHONFAULTHANDLER": "1",
+}
+if ctypes.util.find_library(
+    "c_malloc_debug"
+):  # glibc >= 2.34 reads MALLOC_CHECK_ only with it preloaded
     CHECKED_ENV["LD_PRELOAD"] = str(ctypes.util.find_library("c_malloc_debug"))
 
 
 @pytest.mark.slow
 def test_full_state_gathers_digests_and_hashed_saves_keep_the_heap_intact(tmp_path: Path) -> None:
-    params = {"output_dir": str(tmp_path), "run_id": "heap", "steps": ITERATIONS, "iterations": ITERATIONS}
+    params = {
+        "output_dir": str(tmp_path),
+        "run_id": "heap",
+        "steps": ITERATIONS,
+        "iterations": ITERATIONS,
+    }
     out = tmp_path / "out"
     out.mkdir()
     command = [*_launcher(2), str(WORKER), str(out), json.dumps({"heap_loop": params})]
-    proc = subprocess.run(command, env=CHECKED_ENV, capture_output=True, text=True, timeout=60 + 20 * ITERATIONS)
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    proc = subprocess.run(
+        command, env=CHECKED_ENV, capture_output=True, text=True, timeout=60 + 20 * ITERATIONS
+    )
+    assert proc.returncode == 0, (
+        f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    )
     assert "malloc()" not in proc.stderr and "free()" not in proc.stderr, proc.stderr[-6000:]
     for rank in range(2):
         result = json.loads((out / f"rank{rank}.json").read_text())["heap_loop"]

@@ -19,17 +19,24 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 
-from ckptspec.errors import IntegrityError, WorldSizeMismatchError
-from ckptspec.jsonload import MAX_DEPTH
 from ckptspec.checkpointing.distributed import DistContext
 from ckptspec.checkpointing.loader import CheckpointLoader, LoadPlan
+from ckptspec.errors import IntegrityError, WorldSizeMismatchError
 from ckptspec.file_digest import digest_file
+from ckptspec.jsonload import MAX_DEPTH
 from ckptspec.manifest import Manifest
 from ckptspec.validator import validate_path
 
 pytestmark = pytest.mark.slow  # starts torch processes or process groups: not in `make test-fast`
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "spec" / "examples" / "valid" / "checkpoint-world2" / "step-000000100"
+EXAMPLE = (
+    Path(__file__).resolve().parents[2]
+    / "spec"
+    / "examples"
+    / "valid"
+    / "checkpoint-world2"
+    / "step-000000100"
+)
 
 
 @pytest.fixture
@@ -57,12 +64,18 @@ def _refused_with(loader: CheckpointLoader, checkpoint: Path, code: str) -> None
     assert any(p.startswith(code) for p in refused.value.problems), refused.value.problems
 
 
-def test_an_intact_checkpoint_passes_the_integrity_check(loader: CheckpointLoader, checkpoint: Path) -> None:
-    with pytest.raises(WorldSizeMismatchError):  # saved at world size 2: every check before this one held
+def test_an_intact_checkpoint_passes_the_integrity_check(
+    loader: CheckpointLoader, checkpoint: Path
+) -> None:
+    with pytest.raises(
+        WorldSizeMismatchError
+    ):  # saved at world size 2: every check before this one held
         loader.plan(checkpoint)
 
 
-def test_symlinked_directory_leading_out_is_refused(loader: CheckpointLoader, checkpoint: Path, tmp_path: Path) -> None:
+def test_symlinked_directory_leading_out_is_refused(
+    loader: CheckpointLoader, checkpoint: Path, tmp_path: Path
+) -> None:
     outside = tmp_path / "elsewhere"
     shutil.move(str(checkpoint / "model"), outside)
     (checkpoint / "model").symlink_to(outside, target_is_directory=True)
@@ -82,11 +95,15 @@ def _flip_a_byte(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
-def test_corrupted_json_payload_is_refused_by_the_plan(loader: CheckpointLoader, checkpoint: Path) -> None:
+def test_corrupted_json_payload_is_refused_by_the_plan(
+    loader: CheckpointLoader, checkpoint: Path
+) -> None:
     _flip_a_byte(checkpoint / "scheduler.json")
     with pytest.raises(IntegrityError) as refused:
         loader.plan(checkpoint)
-    assert any(p.startswith("FILE_DIGEST_MISMATCH") for p in refused.value.problems), refused.value.problems
+    assert any(p.startswith("FILE_DIGEST_MISMATCH") for p in refused.value.problems), (
+        refused.value.problems
+    )
 
 
 @pytest.fixture
@@ -95,14 +112,32 @@ def dcp_plan(tmp_path: Path, loader: CheckpointLoader) -> tuple[LoadPlan, dict[s
     state = {"w": torch.arange(4096, dtype=torch.float32), "b": torch.full((3,), 7.0)}
     root = tmp_path / "saved"
     dcp.save(state, checkpoint_id=root / "model")
-    files = [{"path": f"model/{p.name}", "size": p.stat().st_size, "digest": digest_file(str(p), "xxh3-128"), "ranks": [0]}
-             for p in sorted((root / "model").iterdir())]
+    files = [
+        {
+            "path": f"model/{p.name}",
+            "size": p.stat().st_size,
+            "digest": digest_file(str(p), "xxh3-128"),
+            "ranks": [0],
+        }
+        for p in sorted((root / "model").iterdir())
+    ]
     document = json.loads((EXAMPLE / "manifest.json").read_text())
-    document["components"] = [{"name": "model", "kind": "model", "sharing": "sharded", "format": "dcp", "reshardable": True, "files": files}]
+    document["components"] = [
+        {
+            "name": "model",
+            "kind": "model",
+            "sharing": "sharded",
+            "format": "dcp",
+            "reshardable": True,
+            "files": files,
+        }
+    ]
     return LoadPlan(root, Manifest.model_validate(document)), state
 
 
-def test_read_sharded_changes_nothing_until_applied(loader: CheckpointLoader, dcp_plan: tuple[LoadPlan, dict[str, torch.Tensor]]) -> None:
+def test_read_sharded_changes_nothing_until_applied(
+    loader: CheckpointLoader, dcp_plan: tuple[LoadPlan, dict[str, torch.Tensor]]
+) -> None:
     plan, saved = dcp_plan
     live = {"w": torch.zeros(4096), "b": torch.zeros(3)}
     staged = loader.read_sharded(plan, "model", live)
@@ -112,12 +147,16 @@ def test_read_sharded_changes_nothing_until_applied(loader: CheckpointLoader, dc
 
 
 @pytest.mark.parametrize("damaged", ["__0_0.distcp", ".metadata"])
-def test_corrupted_dcp_file_is_refused_as_it_is_read(loader: CheckpointLoader, dcp_plan: tuple[LoadPlan, dict[str, torch.Tensor]], damaged: str) -> None:
+def test_corrupted_dcp_file_is_refused_as_it_is_read(
+    loader: CheckpointLoader, dcp_plan: tuple[LoadPlan, dict[str, torch.Tensor]], damaged: str
+) -> None:
     plan, _ = dcp_plan
     _flip_a_byte(plan.path / "model" / damaged)
     live = {"w": torch.zeros(4096), "b": torch.zeros(3)}
     with pytest.raises(IntegrityError) as refused:
         loader.read_sharded(plan, "model", live)
-    assert [p.split()[0] for p in refused.value.problems] == ["FILE_DIGEST_MISMATCH"], refused.value.problems
+    assert [p.split()[0] for p in refused.value.problems] == ["FILE_DIGEST_MISMATCH"], (
+        refused.value.problems
+    )
     assert damaged in refused.value.problems[0]
     assert not any(t.any() for t in live.values())

@@ -13,7 +13,7 @@ import json
 import sys
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import pytest
 
@@ -42,7 +42,7 @@ def _ranks(out: Path, base: Path) -> None:
     from ckptspec.run_index import RunIndex
 
     class UnreadableIndex(RunPolicy):
-        def _read_index(self) -> Optional[RunIndex]:
+        def _read_index(self) -> RunIndex | None:
             raise OSError(errno.EIO, "Input/output error", str(self.run_dir / "run.json"))
 
     dist.init_process_group("gloo", timeout=timedelta(seconds=60))
@@ -65,12 +65,16 @@ def test_start_up_failure_on_rank_0_is_raised_on_every_rank(tmp_path: Path) -> N
     out.mkdir()
     base.mkdir()
     proc = _run([*_launcher(2), __file__, str(out), str(base)])
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    assert proc.returncode == 0, (
+        f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    )
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
     assert ranks[0] == ranks[1], "the ranks raised different errors"
     unreadable = ranks[0]["unreadable_index"]
     assert (unreadable["type"], unreadable["code"]) == ("RunStartupError", "RUN_STARTUP")
-    assert "OSError" in unreadable["message"] and "Input/output error" in unreadable["message"], unreadable
+    assert "OSError" in unreadable["message"] and "Input/output error" in unreadable["message"], (
+        unreadable
+    )
     uncreatable = ranks[0]["uncreatable_dir"]
     assert (uncreatable["type"], uncreatable["code"]) == ("RunLockedError", "RUN_LOCKED")
     assert "cannot create the run directory" in uncreatable["message"], uncreatable

@@ -18,18 +18,17 @@ from pathlib import Path
 
 import pytest
 import torch.distributed as dist
+from refimpl_launch import ENV, snapshot
 
-from ckptspec.errors import RunLockedError
-from ckptspec.layout import LAYOUT, checkpoint_dir_name, is_staging_dir, staging_dir_name
-from ckptspec.reference_impl import train as train_cli
 from ckptspec.checkpointing import CommittedWithWarning, RunPolicy, SaveError
 from ckptspec.checkpointing.distributed import init_distributed
 from ckptspec.checkpointing.hashing_writer import _HashingStream
+from ckptspec.errors import RunLockedError
+from ckptspec.layout import LAYOUT, checkpoint_dir_name, is_staging_dir, staging_dir_name
+from ckptspec.reference_impl import train as train_cli
 from ckptspec.reference_impl.config import TrainConfig
 from ckptspec.reference_impl.trainer import Trainer
 from ckptspec.run_check import check_run
-
-from refimpl_launch import ENV, snapshot
 
 pytestmark = pytest.mark.slow  # starts torch processes or process groups: not in `make test-fast`
 
@@ -45,7 +44,9 @@ def world_of_one() -> Iterator[None]:
 
 
 def _trainer(output_dir: Path, **settings: object) -> Trainer:
-    config = TrainConfig(output_dir=str(output_dir), run_id=RUN_ID, steps=4, seed=3, global_batch_size=12, **settings)  # type: ignore[arg-type]
+    config = TrainConfig(
+        output_dir=str(output_dir), run_id=RUN_ID, steps=4, seed=3, global_batch_size=12, **settings
+    )  # type: ignore[arg-type]
     return Trainer(config, init_distributed("cpu"))
 
 
@@ -74,13 +75,21 @@ def test_second_writer_is_refused_before_touching_anything(tmp_path: Path) -> No
 
 def test_claim_is_released_when_the_holder_is_killed(tmp_path: Path) -> None:
     holder = subprocess.Popen(
-        [sys.executable, "-c", (
-            "import sys; from pathlib import Path; import torch\n"
-            "from ckptspec.checkpointing import RunPolicy, init_distributed\n"
-            f"m = RunPolicy(Path(sys.argv[1]) / {RUN_ID!r}, {RUN_ID!r}, init_distributed('cpu'))\n"
-            "m.startup(); print('held', flush=True); sys.stdin.read()\n"
-        ), str(tmp_path)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=ENV, text=True,
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys; from pathlib import Path; import torch\n"
+                "from ckptspec.checkpointing import RunPolicy, init_distributed\n"
+                f"m = RunPolicy(Path(sys.argv[1]) / {RUN_ID!r}, {RUN_ID!r}, init_distributed('cpu'))\n"
+                "m.startup(); print('held', flush=True); sys.stdin.read()\n"
+            ),
+            str(tmp_path),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=ENV,
+        text=True,
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
@@ -95,7 +104,9 @@ def test_claim_is_released_when_the_holder_is_killed(tmp_path: Path) -> None:
     claimed.close()
 
 
-def test_index_failure_after_the_rename_is_a_warning_and_is_repaired(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_index_failure_after_the_rename_is_a_warning_and_is_repaired(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     trainer = _trainer(tmp_path, keep_last=1)
     trainer.train(1)
     trainer.save()
@@ -110,7 +121,9 @@ def test_index_failure_after_the_rename_is_a_warning_and_is_repaired(tmp_path: P
         path = trainer.save()  # returns: the save is committed
     run_dir = tmp_path / RUN_ID
     assert path == run_dir / checkpoint_dir_name(2) and (path / LAYOUT.manifest_file).is_file()
-    assert trainer.policy.committed_steps() == [1, 2], "retention ran although the commit did not fully succeed"
+    assert trainer.policy.committed_steps() == [1, 2], (
+        "retention ran although the commit did not fully succeed"
+    )
     assert json.loads((run_dir / LAYOUT.run_index_file).read_text())["latest_step"] == 1
     monkeypatch.setattr(RunPolicy, "_write_index", original)
     trainer.policy.close()
@@ -123,7 +136,9 @@ def test_index_failure_after_the_rename_is_a_warning_and_is_repaired(tmp_path: P
     assert restarted.policy.committed_steps() == [3]
 
 
-def test_enospc_inside_the_checkpoint_library_fails_cleanly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_enospc_inside_the_checkpoint_library_fails_cleanly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """torch raises CheckpointException (a BaseException) for a failed write: the save fails with
     SaveError, commits nothing and removes its staging directory."""
 
@@ -137,17 +152,23 @@ def test_enospc_inside_the_checkpoint_library_fails_cleanly(tmp_path: Path, monk
         trainer.save()
     run_dir = tmp_path / RUN_ID
     assert trainer.policy.committed_steps() == []
-    assert sorted(p.name for p in run_dir.iterdir()) == [LAYOUT.lock_file], "the failed save left files behind"
+    assert sorted(p.name for p in run_dir.iterdir()) == [LAYOUT.lock_file], (
+        "the failed save left files behind"
+    )
 
 
 def _cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        status = train_cli.main(["--output-dir", str(tmp_path), "--run-id", RUN_ID, "--steps", "1", "--device", "cpu"])
+        status = train_cli.main(
+            ["--output-dir", str(tmp_path), "--run-id", RUN_ID, "--steps", "1", "--device", "cpu"]
+        )
     return status, capsys.readouterr().err
 
 
-def test_cli_refusal_and_save_failure_exit_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_refusal_and_save_failure_exit_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     holder = _policy(tmp_path)
     holder.startup()
     status, err = _cli(tmp_path, capsys)
@@ -162,7 +183,9 @@ def test_cli_refusal_and_save_failure_exit_with_one_line(tmp_path: Path, capsys:
     monkeypatch.setattr(_HashingStream, "write", no_space)
     status, err = _cli(tmp_path, capsys)
     assert status == train_cli.EXIT_SAVE_FAILED and "Traceback" not in err
-    assert err.count("\n") == 1 and err.startswith("error: SaveError: checkpoint of step 1 was not committed"), err
+    assert err.count("\n") == 1 and err.startswith(
+        "error: SaveError: checkpoint of step 1 was not committed"
+    ), err
 
 
 def test_validator_sees_what_a_second_writer_leaves(tmp_path: Path) -> None:
@@ -178,10 +201,20 @@ def test_validator_sees_what_a_second_writer_leaves(tmp_path: Path) -> None:
     trainer.save()  # forks: steps 2 and 3 move to .rewound/<fork>/
     assert [f.line() for f in check_run(str(run_dir)) if f.severity.value == "error"] == []
     fork = next((run_dir / LAYOUT.rewound_dir).iterdir())
-    shutil.copytree(fork / checkpoint_dir_name(3), run_dir / checkpoint_dir_name(3))  # as if never moved
+    shutil.copytree(
+        fork / checkpoint_dir_name(3), run_dir / checkpoint_dir_name(3)
+    )  # as if never moved
     shutil.rmtree(fork / checkpoint_dir_name(2))
     found = check_run(str(run_dir))
     concurrent = [f.message for f in found if f.code == "CONCURRENT_WRITERS"]
-    assert len(concurrent) == 1 and "discarded step 3" in concurrent[0] and "created earlier" in concurrent[0], concurrent
+    assert (
+        len(concurrent) == 1
+        and "discarded step 3" in concurrent[0]
+        and "created earlier" in concurrent[0]
+    ), concurrent
     messages = [f.message for f in found if f.code == "REWIND_RECORD"]
-    assert len(messages) == 1 and "discarding step 2" in messages[0] and "does not exist" in messages[0], messages
+    assert (
+        len(messages) == 1
+        and "discarding step 2" in messages[0]
+        and "does not exist" in messages[0]
+    ), messages

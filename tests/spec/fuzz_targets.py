@@ -19,18 +19,52 @@ from hypothesis import strategies as st
 from spec_cases import EXAMPLES
 
 EXAMPLES_PER_TARGET = int(os.environ.get("CKPTSPEC_FUZZ_EXAMPLES", "200"))
-FUZZ = settings(max_examples=EXAMPLES_PER_TARGET, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+FUZZ = settings(
+    max_examples=EXAMPLES_PER_TARGET,
+    deadline=None,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
 
-SEED_MANIFEST = json.loads((EXAMPLES / "valid" / "checkpoint-world2" / "step-000000100" / "manifest.json").read_text())
-SEED_RUN_INDEX = json.loads((EXAMPLES / "valid" / "run-complete" / "demo-run" / "run.json").read_text())
+SEED_MANIFEST = json.loads(
+    (EXAMPLES / "valid" / "checkpoint-world2" / "step-000000100" / "manifest.json").read_text()
+)
+SEED_RUN_INDEX = json.loads(
+    (EXAMPLES / "valid" / "run-complete" / "demo-run" / "run.json").read_text()
+)
 
 HOSTILE_SCALARS = st.one_of(
     st.integers(min_value=-(10**400), max_value=10**400),
-    st.sampled_from([0, -1, 2**63, 10**18, 1e308, -0.0, True, None, "", "1." + "9" * 5000, "\ud800", "a\nFILE_MISSING x", "\x1b[31m", "/etc/passwd", "../x", "a/" * 600]),
+    st.sampled_from(
+        [
+            0,
+            -1,
+            2**63,
+            10**18,
+            1e308,
+            -0.0,
+            True,
+            None,
+            "",
+            "1." + "9" * 5000,
+            "\ud800",
+            "a\nFILE_MISSING x",
+            "\x1b[31m",
+            "/etc/passwd",
+            "../x",
+            "a/" * 600,
+        ]
+    ),
     st.text(max_size=40),
     st.floats(allow_nan=False, allow_infinity=False),
 )
-JSON_VALUES = st.recursive(HOSTILE_SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)), max_leaves=20)
+JSON_VALUES = st.recursive(
+    HOSTILE_SCALARS,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
 
 
 def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -60,7 +94,11 @@ def mutated_documents(draw: st.DrawFn) -> bytes:
     text = json.dumps(seed)
     if draw(st.booleans()):  # byte-level damage too: escapes, brackets, truncation
         at = draw(st.integers(0, len(text)))
-        text = text[:at] + draw(st.sampled_from(['\\"' * 50, "[" * 100, "\\ud800", "9" * 400, "", "}"])) + text[at:]
+        text = (
+            text[:at]
+            + draw(st.sampled_from(['\\"' * 50, "[" * 100, "\\ud800", "9" * 400, "", "}"]))
+            + text[at:]
+        )
     return text.encode("utf-8", "surrogatepass")
 
 
@@ -73,7 +111,11 @@ def fuzz_documents(data: bytes, as_run_index: bool) -> None:
 
     value, findings = parse_document(data, "doc.json")
     if value is not None:
-        check, rules = (check_run_index, check_run_index_rules) if as_run_index else (check_manifest, check_manifest_rules)
+        check, rules = (
+            (check_run_index, check_run_index_rules)
+            if as_run_index
+            else (check_manifest, check_manifest_rules)
+        )
         model, findings = check(value, "doc.json")
         if model is not None:
             findings += rules(model, "doc.json")  # type: ignore[arg-type]
@@ -121,5 +163,3 @@ def fuzz_dcp_metadata(data: bytes) -> None:
     except UnsafeCheckpointError:
         return
     assert isinstance(result, Metadata)
-
-

@@ -14,7 +14,7 @@ import json
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import pytest
 from spec_cases import CASES, Case
@@ -54,9 +54,16 @@ def _ajv(requests: list[dict[str, str]]) -> list[dict[str, Any]]:
     if node is None:
         pytest.skip("Node.js is not on the PATH: the ajv agreement test cannot run")
     if not (NODE_PREFIX / "node_modules" / "ajv" / "package.json").is_file():
-        pytest.skip(f"ajv is not installed in {NODE_PREFIX} (run `make node-deps`, which needs npm)")
-    done = subprocess.run([node, str(SCRIPT), str(NODE_PREFIX)], input=json.dumps(requests),
-                          capture_output=True, text=True, timeout=120)
+        pytest.skip(
+            f"ajv is not installed in {NODE_PREFIX} (run `make node-deps`, which needs npm)"
+        )
+    done = subprocess.run(
+        [node, str(SCRIPT), str(NODE_PREFIX)],
+        input=json.dumps(requests),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, f"ajv_validate.mjs exited {done.returncode}: {done.stderr}"
     answers: list[dict[str, Any]] = json.loads(done.stdout)
     assert len(answers) == len(requests)
@@ -64,7 +71,9 @@ def _ajv(requests: list[dict[str, str]]) -> list[dict[str, Any]]:
 
 
 def _compared_documents() -> list[tuple[Case, Path]]:
-    return [(case, path) for case in CASES if case.id not in NOT_COMPARED for path in case.documents()]
+    return [
+        (case, path) for case in CASES if case.id not in NOT_COMPARED for path in case.documents()
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -72,12 +81,20 @@ def ajv_verdicts() -> dict[Path, dict[str, Any]]:
     """ajv's verdict on every compared document, and on every shipped schema alone (compiled, strict)."""
     documents = [path for _, path in _compared_documents()]
     schemas = sorted(SCHEMA_DIR.glob("*.schema.json"))
-    answers = _ajv([{"schema": str(SCHEMA_DIR / schema_for(p.name, read_document(str(p))[0])), "document": str(p)} for p in documents]
-                   + [{"schema": str(s)} for s in schemas])
+    answers = _ajv(
+        [
+            {
+                "schema": str(SCHEMA_DIR / schema_for(p.name, read_document(str(p))[0])),
+                "document": str(p),
+            }
+            for p in documents
+        ]
+        + [{"schema": str(s)} for s in schemas]
+    )
     return dict(zip(documents + schemas, answers))
 
 
-def _not_exact_in_javascript(value: Any, pointer: str = "") -> Optional[str]:
+def _not_exact_in_javascript(value: Any, pointer: str = "") -> str | None:
     """The JSON pointer of the first integer in ``value`` that a JavaScript number cannot hold exactly."""
     if isinstance(value, dict):
         found = (_not_exact_in_javascript(v, f"{pointer}/{k}") for k, v in value.items())
@@ -89,7 +106,9 @@ def _not_exact_in_javascript(value: Any, pointer: str = "") -> Optional[str]:
     return next((p for p in found if p is not None), None)
 
 
-def test_every_shipped_schema_compiles_in_strict_ajv(ajv_verdicts: dict[Path, dict[str, Any]]) -> None:
+def test_every_shipped_schema_compiles_in_strict_ajv(
+    ajv_verdicts: dict[Path, dict[str, Any]],
+) -> None:
     schemas = sorted(SCHEMA_DIR.glob("*.schema.json"))
     assert {"manifest.schema.json", "run-index.schema.json"} <= {s.name for s in schemas}
     for schema in schemas:
@@ -97,19 +116,31 @@ def test_every_shipped_schema_compiles_in_strict_ajv(ajv_verdicts: dict[Path, di
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c.id not in NOT_COMPARED], ids=lambda c: c.id)
-def test_ajv_agrees_with_jsonschema_and_pydantic(case: Case, ajv_verdicts: dict[Path, dict[str, Any]]) -> None:
+def test_ajv_agrees_with_jsonschema_and_pydantic(
+    case: Case, ajv_verdicts: dict[Path, dict[str, Any]]
+) -> None:
     for path in case.documents():
         value, problems = read_document(str(path))
-        assert not problems, f"{path}: the reader rejects it ({problems[0].code}); list the case in NOT_COMPARED, saying why"
+        assert not problems, (
+            f"{path}: the reader rejects it ({problems[0].code}); list the case in NOT_COMPARED, saying why"
+        )
         inexact = _not_exact_in_javascript(value)
-        assert inexact is None, f"{path}: the integer at {inexact} is not exact as a JavaScript number; list the case in NOT_COMPARED"
+        assert inexact is None, (
+            f"{path}: the integer at {inexact} is not exact as a JavaScript number; list the case in NOT_COMPARED"
+        )
         by_pydantic, by_schema = both_verdicts(path.name, value)
         by_ajv = ajv_verdicts[path]
         assert by_ajv.get("valid") == by_schema == by_pydantic, (
-            f"{path}: ajv {by_ajv}, jsonschema {by_schema}, pydantic {by_pydantic}")
-        if case.spec["codes"] and all(CODES[c].stage == "structure" for c in case.spec["codes"]) \
-                and path.name == Path(case.spec["path"]).name:
-            assert by_ajv["valid"] is False and by_ajv["errors"], f"{path}: a structure case must be invalid for ajv"
+            f"{path}: ajv {by_ajv}, jsonschema {by_schema}, pydantic {by_pydantic}"
+        )
+        if (
+            case.spec["codes"]
+            and all(CODES[c].stage == "structure" for c in case.spec["codes"])
+            and path.name == Path(case.spec["path"]).name
+        ):
+            assert by_ajv["valid"] is False and by_ajv["errors"], (
+                f"{path}: a structure case must be invalid for ajv"
+            )
 
 
 def test_only_document_stage_cases_are_not_compared() -> None:
@@ -117,8 +148,16 @@ def test_only_document_stage_cases_are_not_compared() -> None:
     assert set(NOT_COMPARED) <= set(by_id)
     for case_id in NOT_COMPARED:
         case = by_id[case_id]
-        assert case.spec["codes"] and all(CODES[c].stage == "document" for c in case.spec["codes"]), case_id
+        assert case.spec["codes"] and all(
+            CODES[c].stage == "document" for c in case.spec["codes"]
+        ), case_id
         for path in case.documents():
-            assert read_document(str(path))[1], f"{path}: the reader accepts it, so ajv must be compared on it"
-    structure = [c for c in CASES if c.spec["codes"] and all(CODES[x].stage == "structure" for x in c.spec["codes"])]
+            assert read_document(str(path))[1], (
+                f"{path}: the reader accepts it, so ajv must be compared on it"
+            )
+    structure = [
+        c
+        for c in CASES
+        if c.spec["codes"] and all(CODES[x].stage == "structure" for x in c.spec["codes"])
+    ]
     assert structure and not {c.id for c in structure} & set(NOT_COMPARED)

@@ -14,11 +14,15 @@ RUNNER = EXAMPLES / "run_cases.py"
 
 
 def run_cases(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(RUNNER), *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(RUNNER), *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_ckptspec_validate_passes_every_case() -> None:
-    done = run_cases("--deep-flag=--deep", "--jobs", "2", "--", sys.executable, "-m", "ckptspec", "validate")
+    done = run_cases(
+        "--deep-flag=--deep", "--jobs", "2", "--", sys.executable, "-m", "ckptspec", "validate"
+    )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr
     assert f"1..{len(CASES)}\n# {len(CASES)} passed, 0 failed" in done.stdout
     assert done.stdout.count("\nok ") + done.stdout.startswith("ok ") == len(CASES)
@@ -28,7 +32,9 @@ def test_an_implementation_that_reports_nothing_fails_every_case_with_codes(tmp_
     silent = tmp_path / "silent.py"
     silent.write_text("import sys\nsys.exit(0)\n")
     done = run_cases("--", sys.executable, str(silent))
-    expected_failures = sum(1 for c in CASES if c.spec["codes"] or c.spec["verdict"] != "conformant")
+    expected_failures = sum(
+        1 for c in CASES if c.spec["codes"] or c.spec["verdict"] != "conformant"
+    )
     assert done.returncode == 1
     assert f"# {len(CASES) - expected_failures} passed, {expected_failures} failed" in done.stdout
 
@@ -36,7 +42,9 @@ def test_an_implementation_that_reports_nothing_fails_every_case_with_codes(tmp_
 def test_the_contract_arguments_and_environment(tmp_path: Path) -> None:
     """The target comes last, the deep flag just before it, and CKPTSPEC_DEEP says the same."""
     echo = tmp_path / "echo.py"
-    echo.write_text("import os, sys\nprint(sys.argv[1:], os.environ['CKPTSPEC_DEEP'], file=sys.stderr)\nsys.exit(3)\n")
+    echo.write_text(
+        "import os, sys\nprint(sys.argv[1:], os.environ['CKPTSPEC_DEEP'], file=sys.stderr)\nsys.exit(3)\n"
+    )
     deep_case = next(c for c in CASES if c.spec["deep"] and "materialize" not in c.spec)
     done = run_cases("--deep-flag=-D", "--case", deep_case.id, "--", sys.executable, str(echo))
     target = str((deep_case.directory / deep_case.spec["path"]).absolute())

@@ -35,10 +35,14 @@ def test_manifest_symlink_leaving_the_directory(ckpt: Path, tmp_path: Path) -> N
 def test_link_inside_the_directory_is_followed(ckpt: Path) -> None:
     (ckpt / "rng").rename(ckpt / "rng-real")
     os.symlink("rng-real", ckpt / "rng")
-    assert codes(ckpt) == ["UNLISTED_FILE"]  # rng-real/* are reached through the link, but not listed under that name
+    assert codes(ckpt) == [
+        "UNLISTED_FILE"
+    ]  # rng-real/* are reached through the link, but not listed under that name
 
 
-def test_escaping_link_to_an_identical_file_is_still_not_followed(ckpt: Path, tmp_path: Path) -> None:
+def test_escaping_link_to_an_identical_file_is_still_not_followed(
+    ckpt: Path, tmp_path: Path
+) -> None:
     target = tmp_path / "rank-00000.pt"
     shutil.copy(ckpt / "rng" / "rank-00000.pt", target)
     (ckpt / "rng" / "rank-00000.pt").unlink()
@@ -58,7 +62,10 @@ def test_streamed_digest_matches_the_one_shot_digest(tmp_path: Path, algorithm: 
     (tmp_path / "blob").write_bytes(data)
     assert digest_file(str(tmp_path / "blob"), algorithm) == digest_bytes(data, algorithm)
     if algorithm == "sha256":
-        assert digest_file(str(tmp_path / "blob"), algorithm) == "sha256:" + hashlib.sha256(data).hexdigest()
+        assert (
+            digest_file(str(tmp_path / "blob"), algorithm)
+            == "sha256:" + hashlib.sha256(data).hexdigest()
+        )
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can read any file")

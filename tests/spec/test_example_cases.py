@@ -59,7 +59,10 @@ def test_cases_are_grouped_by_spec_section() -> None:
     for case in CASES:
         parts = case.name.split("/")
         if case.kind == "invalid":
-            assert len(parts) == 2 and parts[0] == requirements.get(case.spec["requirement"]).section.value, case.id
+            assert (
+                len(parts) == 2
+                and parts[0] == requirements.get(case.spec["requirement"]).section.value
+            ), case.id
         else:
             assert len(parts) == 1, case.id
     assert {p.name for p in EXAMPLES.iterdir() if p.is_dir()} == {"valid", "invalid", "not-checked"}
@@ -67,8 +70,13 @@ def test_cases_are_grouped_by_spec_section() -> None:
 
 def test_case_schema_rejects_a_malformed_case() -> None:
     good = CASES[0].spec
-    for bad in ({**good, "verdict": "maybe"}, {**good, "extra": 1}, {k: v for k, v in good.items() if k != "requirement"},
-                {**good, "requirement": "resume-1"}, {**good, "path": "../outside"}):
+    for bad in (
+        {**good, "verdict": "maybe"},
+        {**good, "extra": 1},
+        {k: v for k, v in good.items() if k != "requirement"},
+        {**good, "requirement": "resume-1"},
+        {**good, "path": "../outside"},
+    ):
         assert not CASE_SCHEMA.is_valid(bad), bad
 
 

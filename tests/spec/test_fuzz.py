@@ -28,7 +28,15 @@ def run_target(name: str, memory: int, timeout: float) -> subprocess.CompletedPr
         "PYTHONPATH": str(HERE),
         "CKPTSPEC_FUZZ_EXAMPLES": os.environ.get("CKPTSPEC_FUZZ_EXAMPLES", "200"),
     }
-    return subprocess.run([sys.executable, "-c", f"import fuzz_targets; fuzz_targets.{name}()"], capture_output=True, text=True, timeout=timeout, preexec_fn=cap, env=env, cwd=HERE)
+    return subprocess.run(
+        [sys.executable, "-c", f"import fuzz_targets; fuzz_targets.{name}()"],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        preexec_fn=cap,
+        env=env,
+        cwd=HERE,
+    )
 
 
 def test_fuzz_manifest_and_run_index_reader() -> None:

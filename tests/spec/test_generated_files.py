@@ -12,7 +12,13 @@ import pytest
 
 from ckptspec import docgen, schemas
 from ckptspec.cli import main
-from ckptspec.digest import canonical_json, canonical_json_v1, json_digest, json_digest_v1, raw_tensor_digest
+from ckptspec.digest import (
+    canonical_json,
+    canonical_json_v1,
+    json_digest,
+    json_digest_v1,
+    raw_tensor_digest,
+)
 from ckptspec.file_digest import ALGORITHMS, algorithm_of, digest_bytes
 from ckptspec.jsonload import parse_document
 from ckptspec.rules import check_manifest_rules, check_run_index_rules
@@ -25,7 +31,9 @@ def test_schema_check_passes_on_the_checkout(capsys) -> None:
     assert main(["schema", "--check"]) == 0, capsys.readouterr().err
 
 
-def test_schema_check_names_stale_files_and_schema_rewrites_them(tmp_path, monkeypatch, capsys) -> None:
+def test_schema_check_names_stale_files_and_schema_rewrites_them(
+    tmp_path, monkeypatch, capsys
+) -> None:
     schema_dir, docs_dir = tmp_path / "schemas", tmp_path / "docs"
     shutil.copytree(schemas.SCHEMA_DIR, schema_dir)
     shutil.copytree(docgen.DOCS_DIR, docs_dir)
@@ -36,7 +44,9 @@ def test_schema_check_names_stale_files_and_schema_rewrites_them(tmp_path, monke
     layout.write_text(layout.read_text().replace("</a>LAYOUT-1 ", "</a>LAYOUT-X ", 1))
     assert main(["schema", "--check"]) == 1
     err = capsys.readouterr().err
-    assert "manifest.schema.json" in err and "layout.md" in err and "run-index.schema.json" not in err
+    assert (
+        "manifest.schema.json" in err and "layout.md" in err and "run-index.schema.json" not in err
+    )
     assert main(["schema"]) == 0
     assert main(["schema", "--check"]) == 0
 
@@ -62,12 +72,22 @@ def _blocks() -> list[tuple[Path, str, str]]:
 
 def test_every_json_block_in_the_docs_names_what_it_is() -> None:
     blocks = _blocks()
-    kinds = {"manifest", "run-index", "digest-vectors", "legacy-json-digest-vectors", "file-digest-vectors"}
+    kinds = {
+        "manifest",
+        "run-index",
+        "digest-vectors",
+        "legacy-json-digest-vectors",
+        "file-digest-vectors",
+    }
     assert {m for _, m, _ in blocks} >= kinds
     assert all(marker in kinds for _, marker, _ in blocks), [(str(p), m) for p, m, _ in blocks]
 
 
-@pytest.mark.parametrize("page, marker, body", [b for b in _blocks() if b[1] in ("manifest", "run-index")], ids=lambda v: getattr(v, "name", ""))
+@pytest.mark.parametrize(
+    "page, marker, body",
+    [b for b in _blocks() if b[1] in ("manifest", "run-index")],
+    ids=lambda v: getattr(v, "name", ""),
+)
 def test_document_examples_in_the_docs_are_valid(page: Path, marker: str, body: str) -> None:
     value, findings = parse_document(body.encode(), str(page))
     assert not findings
@@ -96,7 +116,10 @@ def test_digest_test_vectors() -> None:
             assert canonical_json(v["value"]).decode() == v["canonical"]
             assert json_digest(v["value"]) == v["sha256"]
         else:
-            assert raw_tensor_digest(v["dtype"], v["shape"], bytes.fromhex(v["data_hex"])) == v["sha256"]
+            assert (
+                raw_tensor_digest(v["dtype"], v["shape"], bytes.fromhex(v["data_hex"]))
+                == v["sha256"]
+            )
 
 
 def test_json_digest_vectors_cover_what_other_languages_get_wrong() -> None:
@@ -106,11 +129,13 @@ def test_json_digest_vectors_cover_what_other_languages_get_wrong() -> None:
     assert "[1,2.5,1e+21,1e-7,0,5e-324,1.7976931348623157e+308]" in canonical
     assert "[9007199254740991,9007199254740992,1152921504606847000]" in canonical
     assert any("\\u0000" in c and "\\u001f" in c and "\u2028" in c for c in canonical)
-    assert any(c.index("\U0001F600") < c.index("\uFB01") for c in canonical if "\uFB01" in c)
+    assert any(c.index("\U0001f600") < c.index("\ufb01") for c in canonical if "\ufb01" in c)
 
 
 def test_version_1_json_digest_vectors() -> None:
-    (vectors,) = [json.loads(body) for _, marker, body in _blocks() if marker == "legacy-json-digest-vectors"]
+    (vectors,) = [
+        json.loads(body) for _, marker, body in _blocks() if marker == "legacy-json-digest-vectors"
+    ]
     assert len(vectors) >= 4
     for v in vectors:
         assert canonical_json_v1(v["value"]).decode() == v["canonical"]

@@ -29,16 +29,27 @@ TORCH_MEMORY_CAP = 6 << 30  # torch maps a lot of address space it never touches
 DIFF_OUTPUT = Draft202012Validator(load_schema("diff-output.schema.json"))
 
 
-def ckptspec(*args: str | Path, memory: int = MEMORY_CAP, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def ckptspec(
+    *args: str | Path, memory: int = MEMORY_CAP, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     def cap() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
 
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "ckptspec", *map(str, args)], capture_output=True, text=True, timeout=timeout, preexec_fn=cap, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "ckptspec", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        preexec_fn=cap,
+        env=env,
+    )
 
 
 def no_crash(result: subprocess.CompletedProcess[str]) -> None:
-    assert "Traceback" not in result.stderr and "MemoryError" not in result.stderr, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and "MemoryError" not in result.stderr, result.stderr[
+        -2000:
+    ]
 
 
 def manifest(**changes: Any) -> dict[str, Any]:
@@ -66,7 +77,11 @@ def codes(document: dict[str, Any]) -> set[str]:
 def test_memory_world_size(tmp_path: Path) -> None:
     """Regression: world_size 10**9 allocated gigabytes (set(range(world_size)))."""
     doc = manifest()
-    doc["topology"] = {**doc["topology"], "world_size": 10**18, "mesh": [{"name": "dp_shard", "size": 10**18}]}
+    doc["topology"] = {
+        **doc["topology"],
+        "world_size": 10**18,
+        "mesh": [{"name": "dp_shard", "size": 10**18}],
+    }
     path = write(tmp_path / "manifest.json", doc)
     started = time.monotonic()
     status, report = validate_json(path)
@@ -80,12 +95,19 @@ def test_memory_world_size(tmp_path: Path) -> None:
 def test_digits_past_the_conversion_limit(tmp_path: Path) -> None:
     """Regression: spec_version "1." + 4301 digits, and a mesh whose product has more than 4300
     digits, crashed validate (a traceback reported as exit 1)."""
-    status, report = validate_json(write(tmp_path / "version.json", manifest(spec_version="1." + "7" * 4301)))
+    status, report = validate_json(
+        write(tmp_path / "version.json", manifest(spec_version="1." + "7" * 4301))
+    )
     assert status in (0, 1) and report["verdict"] in ("conformant", "not_conformant")
-    status, report = validate_json(write(tmp_path / "major.json", manifest(spec_version="7" * 4301 + ".0")))
+    status, report = validate_json(
+        write(tmp_path / "major.json", manifest(spec_version="7" * 4301 + ".0"))
+    )
     assert status == 1 and codes(report) == {"VERSION_UNSUPPORTED"}
     doc = manifest()
-    doc["topology"] = {**doc["topology"], "mesh": [{"name": f"d{i}", "size": 10**300} for i in range(20)]}
+    doc["topology"] = {
+        **doc["topology"],
+        "mesh": [{"name": f"d{i}", "size": 10**300} for i in range(20)],
+    }
     status, report = validate_json(write(tmp_path / "mesh.json", doc))
     assert status == 1 and "MESH_WORLD_SIZE" in codes(report)
     assert any("more than 2 ranks" in f["message"] for f in report["findings"])
@@ -96,7 +118,9 @@ def test_escaped_quotes(tmp_path: Path) -> None:
     path = tmp_path / "manifest.json"
     path.write_bytes(b'"' + b'\\"' * 25_000_000 + b'"')
     status, report = validate_json(path)
-    assert status == 1 and codes(report) == {"MANIFEST_SCHEMA"}  # a string, not an object: within memory
+    assert status == 1 and codes(report) == {
+        "MANIFEST_SCHEMA"
+    }  # a string, not an object: within memory
 
 
 def test_deep_paths(tmp_path: Path) -> None:
@@ -105,7 +129,9 @@ def test_deep_paths(tmp_path: Path) -> None:
     checkpoint.mkdir()
     doc = manifest()
     deep = "/".join(["d"] * 500)
-    doc["components"][0]["files"] = [{**doc["components"][0]["files"][0], "path": f"{deep}/{i}"} for i in range(5_000)]
+    doc["components"][0]["files"] = [
+        {**doc["components"][0]["files"][0], "path": f"{deep}/{i}"} for i in range(5_000)
+    ]
     write(checkpoint / "manifest.json", doc)
     started = time.monotonic()
     status, report = validate_json(checkpoint, timeout=120)
@@ -133,13 +159,17 @@ def test_sparse_file_is_hashed_only_up_to_its_listed_size(tmp_path: Path) -> Non
     with open(sparse, "wb") as f:
         f.truncate(1 << 40)  # 1 TiB of holes
     started = time.monotonic()
-    assert digest_file(str(sparse), "sha256", 16) == "sha256:" + hashlib.sha256(b"\0" * 16).hexdigest()
+    assert (
+        digest_file(str(sparse), "sha256", 16) == "sha256:" + hashlib.sha256(b"\0" * 16).hexdigest()
+    )
     assert time.monotonic() - started < 5
     checkpoint = tmp_path / "step-000000100"
     checkpoint.mkdir()
     doc = manifest()
     listed = doc["components"][0]["files"][0]
-    doc["components"] = [{**doc["components"][0], "files": [{**listed, "path": "huge.bin", "size": 16}]}]
+    doc["components"] = [
+        {**doc["components"][0], "files": [{**listed, "path": "huge.bin", "size": 16}]}
+    ]
     (checkpoint / "huge.bin").symlink_to(sparse)  # a link out: refused, not followed
     write(checkpoint / "manifest.json", doc)
     status, report = validate_json("--deep", checkpoint, timeout=30)
@@ -199,7 +229,9 @@ def test_symlinked_manifest_inside_the_checkpoint_is_read(tmp_path: Path) -> Non
     (checkpoint / "manifest.json").rename(checkpoint / "real.json")
     (checkpoint / "manifest.json").symlink_to("real.json")
     status, report = validate_json(checkpoint)
-    assert status == 0 and codes(report) == {"UNLISTED_FILE"}  # real.json is not listed; the link was read
+    assert status == 0 and codes(report) == {
+        "UNLISTED_FILE"
+    }  # real.json is not listed; the link was read
 
 
 DIFF_SCRIPT = r"""
@@ -216,7 +248,13 @@ dcp.save({"w": torch.ones(3, 5), "step": 4}, checkpoint_id=f"{base}/b", no_dist=
 @pytest.fixture(scope="module")
 def dcp_pair(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("dcp")
-    result = subprocess.run([sys.executable, "-c", DIFF_SCRIPT, str(base)], capture_output=True, text=True, timeout=180, env={"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"})
+    result = subprocess.run(
+        [sys.executable, "-c", DIFF_SCRIPT, str(base)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"},
+    )
     assert result.returncode == 0, result.stderr
     return base
 
@@ -260,10 +298,18 @@ def test_diff_exit_status_means_one_thing(dcp_pair: Path) -> None:
     [
         ("fifo-payload", lambda t: _replace_payload(t, os.mkfifo)),
         ("dev-zero-payload", lambda t: _replace_payload(t, lambda p: p.symlink_to("/dev/zero"))),
-        ("payload-moved-outside", lambda t: _replace_payload(t, lambda p: p.symlink_to(t.parent / "a" / p.name))),
+        (
+            "payload-moved-outside",
+            lambda t: _replace_payload(t, lambda p: p.symlink_to(t.parent / "a" / p.name)),
+        ),
         ("fifo-metadata", lambda t: ((t / ".metadata").unlink(), os.mkfifo(t / ".metadata"))),
         ("truncated-payload", lambda t: _replace_payload(t, lambda p: p.write_bytes(b"\0" * 8))),
-        ("memo-bomb-metadata", lambda t: (t / ".metadata").write_bytes(b"\x80\x02N" + b"r" + (2**27).to_bytes(4, "little") + b".")),
+        (
+            "memo-bomb-metadata",
+            lambda t: (t / ".metadata").write_bytes(
+                b"\x80\x02N" + b"r" + (2**27).to_bytes(4, "little") + b"."
+            ),
+        ),
     ],
 )
 def test_diff_refuses_what_validate_refuses(dcp_pair: Path, name: str, change: Any) -> None:
@@ -289,4 +335,8 @@ def test_inspect_survives_a_memo_bomb_and_hostile_metadata(tmp_path: Path) -> No
     result = ckptspec("inspect", "--format", "json", bomb, memory=TORCH_MEMORY_CAP, timeout=120)
     no_crash(result)
     report = json.loads(result.stdout)
-    assert result.returncode == 0 and report["kind"] == "dcp" and "could not be read safely" in report["notes"][0]
+    assert (
+        result.returncode == 0
+        and report["kind"] == "dcp"
+        and "could not be read safely" in report["notes"][0]
+    )

@@ -34,12 +34,18 @@ def nested(depth: int) -> bytes:
         (b"\xef\xbb\xbf{}", ["JSON_SYNTAX"]),
         (b'{"a": 1', ["JSON_SYNTAX"]),
         (b"", ["JSON_SYNTAX"]),
-        (b'{"a": ' + b"9" * 5000 + b"}", ["JSON_NONFINITE"]),  # past Python's 4300-digit limit: the same finding
+        (
+            b'{"a": ' + b"9" * 5000 + b"}",
+            ["JSON_NONFINITE"],
+        ),  # past Python's 4300-digit limit: the same finding
         (b'{"a": ' + b"9" * 309 + b"}", ["JSON_NONFINITE"]),  # > 2**1024: no double holds it
         (b'{"a": -' + b"9" * 309 + b"}", ["JSON_NONFINITE"]),
         (b'{"a": ' + b"9" * 308 + b"}", []),  # < 1.8e308: fits
         (b'{"a": ' + str(2**1024).encode() + b"}", ["JSON_NONFINITE"]),
-        (b'{"a": ' + str(2**1024 - 2**970 - 1).encode() + b"}", []),  # the largest integer that rounds to a finite double
+        (
+            b'{"a": ' + str(2**1024 - 2**970 - 1).encode() + b"}",
+            [],
+        ),  # the largest integer that rounds to a finite double
         (b'{"a": 1, "a": 2}', ["JSON_DUPLICATE_KEY"]),
         (b'{"a": {"b": 1, "b": 1}}', ["JSON_DUPLICATE_KEY"]),
         (b'"\\ud800"', ["JSON_ENCODING"]),  # a lone surrogate is no character
@@ -60,7 +66,11 @@ def test_size_cap() -> None:
 
 def test_floats_are_kept_as_floats() -> None:
     value, _ = parse_document(b'{"lr": 2.0, "n": 2}', "doc.json")
-    assert value == {"lr": 2.0, "n": 2} and isinstance(value["lr"], float) and isinstance(value["n"], int)
+    assert (
+        value == {"lr": 2.0, "n": 2}
+        and isinstance(value["lr"], float)
+        and isinstance(value["n"], int)
+    )
 
 
 def test_escaped_quotes_cost_linear_memory() -> None:

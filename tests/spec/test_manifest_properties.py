@@ -15,8 +15,8 @@ from pydantic import BaseModel
 from spec_cases import CASES
 
 from ckptspec.documents import load_manifest
-from ckptspec.jsonload import parse_document
 from ckptspec.file_digest import ALGORITHMS
+from ckptspec.jsonload import parse_document
 from ckptspec.manifest import SPEC_VERSION, Component, Manifest
 from ckptspec.rules import check_manifest_rules, check_run_index_rules
 from ckptspec.run_index import BestRecord, RunIndex
@@ -33,13 +33,16 @@ rel_path = st.lists(segment, min_size=1, max_size=3).map("/".join)
 count = st.integers(0, 2**40)
 positive = st.integers(1, 64)
 finite = st.floats(allow_nan=False, allow_infinity=False)
-timestamp = st.from_regex(r"\A20[0-9]{2}-[01][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?Z\Z")
+timestamp = st.from_regex(
+    r"\A20[0-9]{2}-[01][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?Z\Z"
+)
 json_value = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**53), 2**53) | finite | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
     max_leaves=8,
 )
-
 
 
 def choices(model: type[BaseModel], field: str) -> st.SearchStrategy[str]:
@@ -48,10 +51,17 @@ def choices(model: type[BaseModel], field: str) -> st.SearchStrategy[str]:
 
 
 file_digest = st.sampled_from(sorted(ALGORITHMS)).flatmap(
-    lambda name: st.text("0123456789abcdef", min_size=ALGORITHMS[name][1], max_size=ALGORITHMS[name][1]).map(lambda hex_: f"{name}:{hex_}")
+    lambda name: st.text(
+        "0123456789abcdef", min_size=ALGORITHMS[name][1], max_size=ALGORITHMS[name][1]
+    ).map(lambda hex_: f"{name}:{hex_}")
 )
 file_entry = st.fixed_dictionaries(
-    {"path": rel_path, "size": count, "digest": file_digest, "ranks": st.lists(st.integers(0, 63), min_size=1, max_size=3)},
+    {
+        "path": rel_path,
+        "size": count,
+        "digest": file_digest,
+        "ranks": st.lists(st.integers(0, 63), min_size=1, max_size=3),
+    },
     optional={"group": st.integers(0, 8)},
 )
 component = st.fixed_dictionaries(
@@ -63,30 +73,80 @@ component = st.fixed_dictionaries(
         "reshardable": st.booleans(),
         "files": st.lists(file_entry, min_size=1, max_size=3),
     },
-    optional={"group_size": st.one_of(st.none(), positive), "step_count": st.one_of(st.none(), count), "extensions": st.dictionaries(ident, json_value, max_size=2)},
+    optional={
+        "group_size": st.one_of(st.none(), positive),
+        "step_count": st.one_of(st.none(), count),
+        "extensions": st.dictionaries(ident, json_value, max_size=2),
+    },
 )
 manifests = st.fixed_dictionaries(
     {
         "spec_version": st.just(SPEC_VERSION),
-        "producer": st.fixed_dictionaries({"name": st.text(min_size=1, max_size=16), "version": st.text(min_size=1, max_size=8)}, optional={"torch_version": st.one_of(st.none(), st.text(max_size=8))}),
+        "producer": st.fixed_dictionaries(
+            {"name": st.text(min_size=1, max_size=16), "version": st.text(min_size=1, max_size=8)},
+            optional={"torch_version": st.one_of(st.none(), st.text(max_size=8))},
+        ),
         "run_id": st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,20}\Z"),
         "step": count,
         "created_at": timestamp,
         "topology": st.fixed_dictionaries(
-            {"world_size": positive, "device_type": ident, "mesh": st.lists(st.fixed_dictionaries({"name": ident, "size": positive}), min_size=1, max_size=3)},
+            {
+                "world_size": positive,
+                "device_type": ident,
+                "mesh": st.lists(
+                    st.fixed_dictionaries({"name": ident, "size": positive}), min_size=1, max_size=3
+                ),
+            },
             optional={"backend": st.one_of(st.none(), ident)},
         ),
         "progress": st.fixed_dictionaries(
-            {"global_step": count, "epoch": count, "batches_in_epoch": count, "samples_in_epoch": count, "samples_seen": count, "accumulation_steps": positive}
+            {
+                "global_step": count,
+                "epoch": count,
+                "batches_in_epoch": count,
+                "samples_in_epoch": count,
+                "samples_seen": count,
+                "accumulation_steps": positive,
+            }
         ),
-        "config": st.fixed_dictionaries({"values": st.dictionaries(st.text(max_size=10), json_value, max_size=5), "sha256": sha}),
+        "config": st.fixed_dictionaries(
+            {"values": st.dictionaries(st.text(max_size=10), json_value, max_size=5), "sha256": sha}
+        ),
         "components": st.lists(component, min_size=1, max_size=4),
         "resumable": st.booleans(),
     },
     optional={
-        "replication": st.lists(st.fixed_dictionaries({"component": ident, "digests": st.lists(st.fixed_dictionaries({"rank": st.integers(0, 63), "sha256": sha}), min_size=1, max_size=3)}), max_size=2),
-        "eval": st.one_of(st.none(), st.fixed_dictionaries({"metrics": st.dictionaries(st.text(min_size=1, max_size=8), finite, min_size=1, max_size=3), "samples": positive})),
-        "resumed_from": st.one_of(st.none(), st.fixed_dictionaries({"step": count, "world_size": positive, "elastic": st.booleans()}, optional={"rederived": st.lists(ident, max_size=2)})),
+        "replication": st.lists(
+            st.fixed_dictionaries(
+                {
+                    "component": ident,
+                    "digests": st.lists(
+                        st.fixed_dictionaries({"rank": st.integers(0, 63), "sha256": sha}),
+                        min_size=1,
+                        max_size=3,
+                    ),
+                }
+            ),
+            max_size=2,
+        ),
+        "eval": st.one_of(
+            st.none(),
+            st.fixed_dictionaries(
+                {
+                    "metrics": st.dictionaries(
+                        st.text(min_size=1, max_size=8), finite, min_size=1, max_size=3
+                    ),
+                    "samples": positive,
+                }
+            ),
+        ),
+        "resumed_from": st.one_of(
+            st.none(),
+            st.fixed_dictionaries(
+                {"step": count, "world_size": positive, "elastic": st.booleans()},
+                optional={"rederived": st.lists(ident, max_size=2)},
+            ),
+        ),
         "extensions": st.dictionaries(st.text(max_size=10), json_value, max_size=3),
     },
 )
@@ -103,11 +163,19 @@ def test_generated_manifests_round_trip_and_get_one_verdict(document: dict[str, 
     check_manifest_rules(model, "m.json")  # rules never raise on a structurally valid model
 
 
-BASE: dict[str, Any] = json.loads((next(c for c in CASES if c.name == "manifest-world2").directory / "manifest.json").read_text())
+BASE: dict[str, Any] = json.loads(
+    (next(c for c in CASES if c.name == "manifest-world2").directory / "manifest.json").read_text()
+)
 
 
 def _locations(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    children = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    children = (
+        node.items()
+        if isinstance(node, dict)
+        else enumerate(node)
+        if isinstance(node, list)
+        else ()
+    )
     found = [prefix] if prefix else []
     for key, child in children:
         found += _locations(child, prefix + (key,))
@@ -115,7 +183,13 @@ def _locations(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]
 
 
 LOCATIONS = _locations(BASE)
-REPLACEMENTS: dict[str, Any] = {"bool": True, "number": 1.5, "string": "x", "array": [1], "object": {"k": 1}}
+REPLACEMENTS: dict[str, Any] = {
+    "bool": True,
+    "number": 1.5,
+    "string": "x",
+    "array": [1],
+    "object": {"k": 1},
+}
 
 
 def _kind(value: Any) -> str:
@@ -169,7 +243,7 @@ def test_any_single_field_mutation_never_raises(location: tuple[Any, ...], value
 def test_corrupted_bytes_never_raise(junk: bytes, offset: int) -> None:
     text = json.dumps(BASE).encode()
     offset %= len(text)
-    _check_bytes(text[:offset] + junk + text[offset + len(junk):])
+    _check_bytes(text[:offset] + junk + text[offset + len(junk) :])
 
 
 def test_the_base_manifest_is_clean(tmp_path) -> None:
@@ -183,15 +257,38 @@ run_indexes = st.fixed_dictionaries(
         "spec_version": st.just("1.0"),
         "run_id": st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,20}\Z"),
         "latest_step": st.one_of(st.none(), count),
-        "retention": st.fixed_dictionaries({}, optional={"keep_last": st.one_of(st.none(), positive)}),
+        "retention": st.fixed_dictionaries(
+            {}, optional={"keep_last": st.one_of(st.none(), positive)}
+        ),
         "updated_at": timestamp,
     },
     optional={
-        "best": st.one_of(st.none(), st.fixed_dictionaries(
-            {"metric": st.text(min_size=1, max_size=8), "mode": choices(BestRecord, "mode"), "min_delta": st.floats(0, 1e6)},
-            optional={"step": st.one_of(st.none(), count), "score": st.one_of(st.none(), finite)},
-        )),
-        "rewinds": st.lists(st.fixed_dictionaries({"fork_id": ident, "at": timestamp, "resumed_from_step": count, "discarded_steps": st.lists(count, min_size=1, max_size=3), "moved_to": rel_path}), max_size=2),
+        "best": st.one_of(
+            st.none(),
+            st.fixed_dictionaries(
+                {
+                    "metric": st.text(min_size=1, max_size=8),
+                    "mode": choices(BestRecord, "mode"),
+                    "min_delta": st.floats(0, 1e6),
+                },
+                optional={
+                    "step": st.one_of(st.none(), count),
+                    "score": st.one_of(st.none(), finite),
+                },
+            ),
+        ),
+        "rewinds": st.lists(
+            st.fixed_dictionaries(
+                {
+                    "fork_id": ident,
+                    "at": timestamp,
+                    "resumed_from_step": count,
+                    "discarded_steps": st.lists(count, min_size=1, max_size=3),
+                    "moved_to": rel_path,
+                }
+            ),
+            max_size=2,
+        ),
         "extensions": st.dictionaries(st.text(max_size=10), json_value, max_size=2),
     },
 )

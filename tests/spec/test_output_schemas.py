@@ -34,14 +34,22 @@ def run_json(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int
     ],
     ids=lambda v: str(v).rsplit("/", 2)[-2] if isinstance(v, Path) else str(v),
 )
-def test_inspect_json_matches_its_schema(capsys: pytest.CaptureFixture[str], target: Path, status: int, kind: str | None) -> None:
+def test_inspect_json_matches_its_schema(
+    capsys: pytest.CaptureFixture[str], target: Path, status: int, kind: str | None
+) -> None:
     got, document = run_json(capsys, "inspect", target)
     assert got == status
     INSPECT.validate(document)
-    assert document["output"] == "ckptspec-inspect" and document["output_version"] == 1 and document["kind"] == kind
+    assert (
+        document["output"] == "ckptspec-inspect"
+        and document["output_version"] == 1
+        and document["kind"] == kind
+    )
     assert document["summarised"] == (status == 0) and (document["error"] is None) == (status != 2)
     if kind == "run":
-        assert [c["step"] for c in document["checkpoints"]] == [100, 200, 300] and document["staging"]
+        assert [c["step"] for c in document["checkpoints"]] == [100, 200, 300] and document[
+            "staging"
+        ]
     if status == 1:
         assert document["findings"] and document["manifest"] is None
 
@@ -50,19 +58,39 @@ def test_foreign_directory_json(tmp_path: Path, capsys: pytest.CaptureFixture[st
     (tmp_path / "notes.txt").write_text("hi")
     status, document = run_json(capsys, "inspect", tmp_path)
     INSPECT.validate(document)
-    assert status == 1 and document["kind"] == "unknown" and document["files"] == [{"path": "notes.txt", "size": 2}]
+    assert (
+        status == 1
+        and document["kind"] == "unknown"
+        and document["files"] == [{"path": "notes.txt", "size": 2}]
+    )
 
 
 @needs_torch
-def test_diff_json_when_it_cannot_compare(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_diff_json_when_it_cannot_compare(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     # a missing path fails before torch is needed
     status, document = run_json(capsys, "diff", tmp_path / "a", tmp_path / "b")
     DIFF.validate(document)
-    assert status == 2 and document["verdict"] == "not_compared" and "not a directory" in document["error"]
+    assert (
+        status == 2
+        and document["verdict"] == "not_compared"
+        and "not a directory" in document["error"]
+    )
 
 
 def test_schemas_reject_a_wrong_output_version() -> None:
-    document = {"output": "ckptspec-diff", "output_version": 1, "tool": "x", "a": "a", "b": "b", "ignored": [], "compared": "all",
-                "verdict": "identical", "differences": [], "error": None}
+    document = {
+        "output": "ckptspec-diff",
+        "output_version": 1,
+        "tool": "x",
+        "a": "a",
+        "b": "b",
+        "ignored": [],
+        "compared": "all",
+        "verdict": "identical",
+        "differences": [],
+        "error": None,
+    }
     assert not DIFF.is_valid(document)
     assert DIFF.is_valid({**document, "output_version": 2})

@@ -16,7 +16,9 @@ from ckptspec.validator import validate_path
 
 @pytest.fixture
 def run(tmp_path: Path) -> Path:
-    shutil.copytree(EXAMPLES / "valid" / "run-complete" / "demo-run", tmp_path / "demo-run", symlinks=True)
+    shutil.copytree(
+        EXAMPLES / "valid" / "run-complete" / "demo-run", tmp_path / "demo-run", symlinks=True
+    )
     return tmp_path / "demo-run"
 
 
@@ -43,7 +45,12 @@ def test_rewound_checkpoints_are_not_checked(run: Path) -> None:
 def test_stale_index_after_a_new_commit(run: Path) -> None:
     shutil.copytree(run / "step-000000300", run / "step-000000400")
     manifest = run / "step-000000400" / "manifest.json"
-    manifest.write_text(manifest.read_text().replace('"step": 300', '"step": 400').replace('"global_step": 300', '"global_step": 400').replace('"step_count": 300', '"step_count": 400'))
+    manifest.write_text(
+        manifest.read_text()
+        .replace('"step": 300', '"step": 400')
+        .replace('"global_step": 300', '"global_step": 400')
+        .replace('"step_count": 300', '"step_count": 400')
+    )
     found = validate_path(run)
     # run.json and the latest link still name 300; keep_last 2 plus best allows three
     assert codes(found) == ["LATEST_LINK", "LATEST_MISMATCH", "RETENTION_EXCEEDED"]

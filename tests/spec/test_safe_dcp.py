@@ -41,7 +41,14 @@ def integer(value: int) -> bytes:
 
 
 def size(*dims: int) -> bytes:
-    return glob("torch", "Size") + P.MARK + b"".join(integer(d) for d in dims) + P.TUPLE + P.TUPLE1 + P.REDUCE
+    return (
+        glob("torch", "Size")
+        + P.MARK
+        + b"".join(integer(d) for d in dims)
+        + P.TUPLE
+        + P.TUPLE1
+        + P.REDUCE
+    )
 
 
 def obj(module: str, cls: str, fields: dict[str, bytes]) -> bytes:
@@ -50,29 +57,66 @@ def obj(module: str, cls: str, fields: dict[str, bytes]) -> bytes:
     return glob(module, cls) + P.EMPTY_TUPLE + P.NEWOBJ + state + P.BUILD
 
 
-ENUM_BY_NAME = glob("builtins", "getattr") + glob(META, "_MEM_FORMAT_ENCODING") + text("TORCH_CONTIGUOUS_FORMAT") + P.TUPLE2 + P.REDUCE
+ENUM_BY_NAME = (
+    glob("builtins", "getattr")
+    + glob(META, "_MEM_FORMAT_ENCODING")
+    + text("TORCH_CONTIGUOUS_FORMAT")
+    + P.TUPLE2
+    + P.REDUCE
+)
 ENUM_BY_VALUE = glob(META, "_MEM_FORMAT_ENCODING") + integer(0) + P.TUPLE1 + P.REDUCE
 
 
 def properties(memory_format: bytes) -> bytes:
-    state = P.MARK + glob("torch", "float32") + glob("torch", "strided") + P.NEWFALSE + memory_format + P.NEWFALSE + P.TUPLE
+    state = (
+        P.MARK
+        + glob("torch", "float32")
+        + glob("torch", "strided")
+        + P.NEWFALSE
+        + memory_format
+        + P.NEWFALSE
+        + P.TUPLE
+    )
     return glob(META, "TensorProperties") + P.EMPTY_TUPLE + P.NEWOBJ + state + P.BUILD
 
 
-def metadata(memory_format: bytes = ENUM_BY_NAME, tensor_size: bytes = size(2, 3), storage: bytes = P.NONE) -> bytes:
+def metadata(
+    memory_format: bytes = ENUM_BY_NAME, tensor_size: bytes = size(2, 3), storage: bytes = P.NONE
+) -> bytes:
     chunk = obj(META, "ChunkStorageMetadata", {"offsets": size(0, 0), "sizes": size(2, 3)})
-    tensor = obj(META, "TensorStorageMetadata", {"properties": properties(memory_format), "size": tensor_size, "chunks": P.EMPTY_LIST + chunk + P.APPEND})
+    tensor = obj(
+        META,
+        "TensorStorageMetadata",
+        {
+            "properties": properties(memory_format),
+            "size": tensor_size,
+            "chunks": P.EMPTY_LIST + chunk + P.APPEND,
+        },
+    )
     state = P.EMPTY_DICT + text("w") + tensor + P.SETITEM
-    return P.PROTO + b"\x02" + obj(META, "Metadata", {"state_dict_metadata": state, "storage_data": storage}) + P.STOP
+    return (
+        P.PROTO
+        + b"\x02"
+        + obj(META, "Metadata", {"state_dict_metadata": state, "storage_data": storage})
+        + P.STOP
+    )
 
 
 def storage(relative_path: str) -> bytes:
-    index = obj(META, "MetadataIndex", {"fqn": text("w"), "offset": size(0, 0), "index": integer(0)})
-    info = obj("torch.distributed.checkpoint.filesystem", "_StorageInfo", {"relative_path": text(relative_path), "offset": integer(0), "length": integer(24)})
+    index = obj(
+        META, "MetadataIndex", {"fqn": text("w"), "offset": size(0, 0), "index": integer(0)}
+    )
+    info = obj(
+        "torch.distributed.checkpoint.filesystem",
+        "_StorageInfo",
+        {"relative_path": text(relative_path), "offset": integer(0), "length": integer(24)},
+    )
     return P.EMPTY_DICT + index + info + P.SETITEM
 
 
-@pytest.mark.parametrize("memory_format", [ENUM_BY_NAME, ENUM_BY_VALUE], ids=["getattr-by-name", "call-by-value"])
+@pytest.mark.parametrize(
+    "memory_format", [ENUM_BY_NAME, ENUM_BY_VALUE], ids=["getattr-by-name", "call-by-value"]
+)
 def test_enum_members_as_every_interpreter_pickles_them(memory_format: bytes) -> None:
     m = unpickle_metadata(metadata(memory_format))
     item = m.state_dict_metadata["w"]
@@ -87,14 +131,37 @@ def test_storage_entry_inside_the_directory_is_read() -> None:
 
 HOSTILE = {
     # getattr on a module that is not allow-listed: refused when the module is looked up
-    "getattr-os-system": glob("builtins", "getattr") + glob("os", "system") + text("x") + P.TUPLE2 + P.REDUCE,
+    "getattr-os-system": glob("builtins", "getattr")
+    + glob("os", "system")
+    + text("x")
+    + P.TUPLE2
+    + P.REDUCE,
     # getattr on an allow-listed class that is not an Enum
-    "getattr-non-enum": glob("builtins", "getattr") + glob("torch", "Size") + text("__reduce__") + P.TUPLE2 + P.REDUCE,
+    "getattr-non-enum": glob("builtins", "getattr")
+    + glob("torch", "Size")
+    + text("__reduce__")
+    + P.TUPLE2
+    + P.REDUCE,
     # getattr on the allowed Enum with a name that is not a member
-    "getattr-non-member": glob("builtins", "getattr") + glob(META, "_MEM_FORMAT_ENCODING") + text("__class__") + P.TUPLE2 + P.REDUCE,
-    "getattr-non-string": glob("builtins", "getattr") + glob(META, "_MEM_FORMAT_ENCODING") + integer(0) + P.TUPLE2 + P.REDUCE,
+    "getattr-non-member": glob("builtins", "getattr")
+    + glob(META, "_MEM_FORMAT_ENCODING")
+    + text("__class__")
+    + P.TUPLE2
+    + P.REDUCE,
+    "getattr-non-string": glob("builtins", "getattr")
+    + glob(META, "_MEM_FORMAT_ENCODING")
+    + integer(0)
+    + P.TUPLE2
+    + P.REDUCE,
     # BUILD on an allow-listed class (not an instance) would patch the class
-    "build-on-class": glob("torch", "Size") + P.NONE + P.EMPTY_DICT + text("__eq__") + P.NONE + P.SETITEM + P.TUPLE2 + P.BUILD,
+    "build-on-class": glob("torch", "Size")
+    + P.NONE
+    + P.EMPTY_DICT
+    + text("__eq__")
+    + P.NONE
+    + P.SETITEM
+    + P.TUPLE2
+    + P.BUILD,
     "nested-tuples": P.NONE + P.TUPLE1 * (MAX_TUPLE_NESTING + 1),
     "shared-container": P.EMPTY_LIST + P.BINPUT + b"\x01" + P.BINGET + b"\x01" + P.TUPLE2,
     "persistent-id": P.NONE + P.BINPERSID,
@@ -110,7 +177,17 @@ def test_hostile_pickles_are_refused(body: bytes) -> None:
 
 def test_getattr_refusal_executes_nothing(tmp_path: Path) -> None:
     marker = tmp_path / "ran"
-    body = glob("builtins", "getattr") + glob("builtins", "open") + text("__call__") + P.TUPLE2 + P.REDUCE + text(str(marker)) + text("w") + P.TUPLE2 + P.REDUCE
+    body = (
+        glob("builtins", "getattr")
+        + glob("builtins", "open")
+        + text("__call__")
+        + P.TUPLE2
+        + P.REDUCE
+        + text(str(marker))
+        + text("w")
+        + P.TUPLE2
+        + P.REDUCE
+    )
     with pytest.raises(UnsafeCheckpointError, match="builtins.open"):
         unpickle_metadata(P.PROTO + b"\x02" + body + P.STOP)
     assert not marker.exists()
@@ -122,7 +199,9 @@ def test_memo_index_costs_nothing_until_used() -> None:
 
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with pytest.raises(UnsafeCheckpointError, match="holds NoneType"):
-        unpickle_metadata(P.PROTO + b"\x02" + P.NONE + P.LONG_BINPUT + struct.pack("<I", 2**27) + P.STOP)
+        unpickle_metadata(
+            P.PROTO + b"\x02" + P.NONE + P.LONG_BINPUT + struct.pack("<I", 2**27) + P.STOP
+        )
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100 * 1024  # KiB
 
 
@@ -140,7 +219,11 @@ HOSTILE_METADATA = {
     "absolute-storage-path": metadata(storage=storage("/etc/passwd")),
     "escaping-storage-path": metadata(storage=storage("../outside.distcp")),
     "storage-as-list": metadata(storage=P.EMPTY_LIST),
-    "mixed-key-types": metadata().replace(text("w") + glob(META, "TensorStorageMetadata"), integer(7) + glob(META, "TensorStorageMetadata"), 1),
+    "mixed-key-types": metadata().replace(
+        text("w") + glob(META, "TensorStorageMetadata"),
+        integer(7) + glob(META, "TensorStorageMetadata"),
+        1,
+    ),
 }
 
 

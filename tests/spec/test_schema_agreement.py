@@ -21,8 +21,10 @@ from ckptspec.schemas import FROZEN_MANIFEST_SCHEMAS, SpecJsonSchema, load_schem
 from ckptspec.structure import from_version_1
 
 MODELS: dict[str, type[BaseModel]] = {"manifest.json": Manifest, "run.json": RunIndex}
-SCHEMAS = {name: Draft202012Validator(load_schema(name))
-           for name in ("manifest.schema.json", "run-index.schema.json", FROZEN_MANIFEST_SCHEMAS[1])}
+SCHEMAS = {
+    name: Draft202012Validator(load_schema(name))
+    for name in ("manifest.schema.json", "run-index.schema.json", FROZEN_MANIFEST_SCHEMAS[1])
+}
 
 
 def is_version_1_manifest(name: str, value: Any) -> bool:
@@ -39,10 +41,14 @@ def schema_for(name: str, value: Any) -> str:
 
 def both_verdicts(name: str, value: Any) -> tuple[bool, bool]:
     """(pydantic's verdict, jsonschema's verdict) on the document ``value`` named ``name``."""
-    return verdicts(MODELS[name], SCHEMAS[schema_for(name, value)], value, is_version_1_manifest(name, value))
+    return verdicts(
+        MODELS[name], SCHEMAS[schema_for(name, value)], value, is_version_1_manifest(name, value)
+    )
 
 
-def verdicts(model: type[BaseModel], validator: Draft202012Validator, value: Any, version_1: bool = False) -> tuple[bool, bool]:
+def verdicts(
+    model: type[BaseModel], validator: Draft202012Validator, value: Any, version_1: bool = False
+) -> tuple[bool, bool]:
     converted, misplaced = from_version_1(value) if version_1 else (value, [])
     try:
         model.model_validate(converted)
@@ -56,11 +62,18 @@ def _structure_only(case: Case) -> bool:
     return all(CODES[c].stage == "structure" for c in case.spec["codes"])
 
 
-@pytest.mark.parametrize("name, major", [("manifest.schema.json", 2), ("run-index.schema.json", 2), (FROZEN_MANIFEST_SCHEMAS[1], 1)])
+@pytest.mark.parametrize(
+    "name, major",
+    [("manifest.schema.json", 2), ("run-index.schema.json", 2), (FROZEN_MANIFEST_SCHEMAS[1], 1)],
+)
 def test_schemas_are_valid_draft_2020_12(name: str, major: int) -> None:
     schema = load_schema(name)
     Draft202012Validator.check_schema(schema)
-    assert schema["$schema"] == SpecJsonSchema.schema_dialect == "https://json-schema.org/draft/2020-12/schema"
+    assert (
+        schema["$schema"]
+        == SpecJsonSchema.schema_dialect
+        == "https://json-schema.org/draft/2020-12/schema"
+    )
     kind = "manifest" if name.startswith("manifest") else "run-index"
     assert schema["$id"] == f"urn:ckptspec:schema:{major}:{kind}"
 
@@ -74,7 +87,9 @@ def test_pydantic_and_jsonschema_agree(case: Case) -> None:
         by_pydantic, by_schema = both_verdicts(path.name, value)
         assert by_pydantic == by_schema, f"{path}: pydantic {by_pydantic}, jsonschema {by_schema}"
         codes = case.spec["codes"]
-        if case.spec["verdict"] == "not_checked":  # detection or a newer minor's value: no schema verdict is pinned
+        if (
+            case.spec["verdict"] == "not_checked"
+        ):  # detection or a newer minor's value: no schema verdict is pinned
             continue
         if not codes or all(CODES[c].stage in ("rule", "files", "run") for c in codes):
             assert by_schema, f"{path}: a cross-field or valid case must be schema-valid"
@@ -84,10 +99,23 @@ def test_pydantic_and_jsonschema_agree(case: Case) -> None:
 
 @pytest.mark.parametrize(
     "value, valid",
-    [(100, True), (100.0, True), (1e2, True), (100.5, False), (True, False), ("100", False), (-1, False), (-0.0, True)],
+    [
+        (100, True),
+        (100.0, True),
+        (1e2, True),
+        (100.5, False),
+        (True, False),
+        ("100", False),
+        (-1, False),
+        (-0.0, True),
+    ],
 )
 def test_integral_numbers_agree(value: Any, valid: bool) -> None:
-    base = Manifest.model_validate(read_document(str(next(c for c in CASES if c.name == "manifest-world2").directory / "manifest.json"))[0])
+    base = Manifest.model_validate(
+        read_document(
+            str(next(c for c in CASES if c.name == "manifest-world2").directory / "manifest.json")
+        )[0]
+    )
     document = base.model_dump(mode="json", exclude_unset=True)
     document["step"] = value
     document["progress"]["global_step"] = value
@@ -96,12 +124,33 @@ def test_integral_numbers_agree(value: Any, valid: bool) -> None:
 
 @pytest.mark.parametrize(
     "path, valid",
-    [("a", True), ("a/b.pt", True), (".metadata", True), ("..a", True), ("...", True), ("a\n", True),
-     ("", False), (".", False), ("..", False), ("/a", False), ("a/", False), ("a//b", False), ("a/./b", False),
-     ("a/../b", False), ("a\\b", False), ("a\x00b", False), ("\n/../b", False), ("x" * 1025, False)],
+    [
+        ("a", True),
+        ("a/b.pt", True),
+        (".metadata", True),
+        ("..a", True),
+        ("...", True),
+        ("a\n", True),
+        ("", False),
+        (".", False),
+        ("..", False),
+        ("/a", False),
+        ("a/", False),
+        ("a//b", False),
+        ("a/./b", False),
+        ("a/../b", False),
+        ("a\\b", False),
+        ("a\x00b", False),
+        ("\n/../b", False),
+        ("x" * 1025, False),
+    ],
 )
 def test_relative_path_rules_agree(path: str, valid: bool) -> None:
-    base = Manifest.model_validate(read_document(str(next(c for c in CASES if c.name == "manifest-world2").directory / "manifest.json"))[0])
+    base = Manifest.model_validate(
+        read_document(
+            str(next(c for c in CASES if c.name == "manifest-world2").directory / "manifest.json")
+        )[0]
+    )
     document = base.model_dump(mode="json", exclude_unset=True)
     document["components"][0]["files"][0]["path"] = path
     assert both_verdicts("manifest.json", document) == (valid, valid)

@@ -23,7 +23,12 @@ AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
 def ckptspec_validate(*args: object) -> tuple[int, str, str]:
     """``ckptspec validate ARGS`` in a fresh interpreter: exit status, stdout, stderr."""
-    done = subprocess.run([sys.executable, "-m", "ckptspec", "validate", *map(str, args)], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "ckptspec", "validate", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert "Traceback" not in done.stdout + done.stderr, done.stderr
     return done.returncode, done.stdout, done.stderr
 
@@ -43,24 +48,34 @@ def test_a_case_json_is_not_a_manifest() -> None:
 
 def test_a_web_app_manifest_json_is_not_a_ckptspec_manifest(tmp_path: Path) -> None:
     web = tmp_path / "manifest.json"
-    web.write_text(json.dumps({"name": "My App", "short_name": "app", "icons": [], "start_url": "/"}))
+    web.write_text(
+        json.dumps({"name": "My App", "short_name": "app", "icons": [], "start_url": "/"})
+    )
     assert_cannot_check(*ckptspec_validate(web), str(web))
 
 
 def test_a_payload_file_names_its_checkpoint() -> None:
     payload = VALID_CHECKPOINT / "model" / "__0_0.distcp"
-    assert_cannot_check(*ckptspec_validate(payload), str(payload), f"did you mean {VALID_CHECKPOINT}?")
+    assert_cannot_check(
+        *ckptspec_validate(payload), str(payload), f"did you mean {VALID_CHECKPOINT}?"
+    )
 
 
 def test_a_directory_inside_a_checkpoint_names_the_checkpoint() -> None:
-    assert_cannot_check(*ckptspec_validate(VALID_CHECKPOINT / "model"), f"did you mean {VALID_CHECKPOINT}?")
+    assert_cannot_check(
+        *ckptspec_validate(VALID_CHECKPOINT / "model"), f"did you mean {VALID_CHECKPOINT}?"
+    )
 
 
 def test_a_folder_holding_a_run_suggests_the_run(tmp_path: Path) -> None:
     outputs = tmp_path / "outputs"
     outputs.mkdir()
     shutil.copytree(VALID_RUN, outputs / "demo-run", symlinks=True)
-    assert_cannot_check(*ckptspec_validate(outputs), "contains the run directory demo-run", f"did you mean {outputs / 'demo-run'}?")
+    assert_cannot_check(
+        *ckptspec_validate(outputs),
+        "contains the run directory demo-run",
+        f"did you mean {outputs / 'demo-run'}?",
+    )
 
 
 def test_a_folder_of_copied_checkpoints_suggests_the_highest(tmp_path: Path) -> None:
@@ -68,7 +83,9 @@ def test_a_folder_of_copied_checkpoints_suggests_the_highest(tmp_path: Path) -> 
     folder.mkdir()
     for step in ("step-000000100", "step-000000200"):
         shutil.copytree(VALID_RUN / step, folder / step)
-    assert_cannot_check(*ckptspec_validate(folder), "no run.json", f"did you mean {folder / 'step-000000200'}?")
+    assert_cannot_check(
+        *ckptspec_validate(folder), "no run.json", f"did you mean {folder / 'step-000000200'}?"
+    )
 
 
 def test_the_suggested_path_is_conformant(tmp_path: Path) -> None:
@@ -104,12 +121,17 @@ def test_an_unreadable_manifest_named_on_the_command_line() -> None:
     assert_cannot_check(*ckptspec_validate("/proc/self/mem"), "/proc/self/mem", "cannot be read")
 
 
-@pytest.mark.skipif(AS_ROOT, reason="root reads a file whatever its mode; the /proc/self/mem test covers unreadable input as root")
+@pytest.mark.skipif(
+    AS_ROOT,
+    reason="root reads a file whatever its mode; the /proc/self/mem test covers unreadable input as root",
+)
 def test_an_unreadable_manifest_in_a_checkpoint(tmp_path: Path) -> None:
     checkpoint = tmp_path / "step-000000100"
     shutil.copytree(VALID_CHECKPOINT, checkpoint)
     (checkpoint / "manifest.json").chmod(0)
-    assert_cannot_check(*ckptspec_validate(checkpoint), str(checkpoint / "manifest.json"), "cannot be read")
+    assert_cannot_check(
+        *ckptspec_validate(checkpoint), str(checkpoint / "manifest.json"), "cannot be read"
+    )
 
 
 @pytest.mark.skipif(AS_ROOT, reason="root reads a file whatever its mode")
@@ -129,4 +151,6 @@ def test_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
 
 
 def test_a_missing_path_names_it(tmp_path: Path) -> None:
-    assert_cannot_check(*ckptspec_validate(tmp_path / "nowhere"), str(tmp_path / "nowhere"), "no such file")
+    assert_cannot_check(
+        *ckptspec_validate(tmp_path / "nowhere"), str(tmp_path / "nowhere"), "no such file"
+    )

@@ -35,7 +35,9 @@ def test_each_finding_is_one_line(capsys) -> None:
     status, out, _ = validate(capsys, INVALID_CKPT)
     assert status == 1
     (line,) = out.splitlines()
-    assert line.startswith(f"FILE_SIZE_MISMATCH LAYOUT-5 {INVALID_CKPT}/rng/rank-00000.pt#/components/2/files/0: error: ")
+    assert line.startswith(
+        f"FILE_SIZE_MISMATCH LAYOUT-5 {INVALID_CKPT}/rng/rank-00000.pt#/components/2/files/0: error: "
+    )
 
 
 def test_json_output(capsys) -> None:
@@ -44,7 +46,10 @@ def test_json_output(capsys) -> None:
     assert status == 1 and document["verdict"] == "not_conformant"
     assert document["counts"] == {"error": 1, "warning": 0}
     assert [t["kind"] for t in document["targets"]] == ["checkpoint", "run"]
-    assert document["findings"][0]["code"] == "FILE_SIZE_MISMATCH" and document["findings"][0]["requirement"] == "LAYOUT-5"
+    assert (
+        document["findings"][0]["code"] == "FILE_SIZE_MISMATCH"
+        and document["findings"][0]["requirement"] == "LAYOUT-5"
+    )
 
 
 def test_strict_turns_warnings_into_errors(capsys) -> None:
@@ -82,7 +87,12 @@ def test_garbage_gives_findings_not_tracebacks(tmp_path: Path) -> None:
     file that claims nothing cannot be checked (exit 2). Neither gets a traceback."""
     binary, junk, named_run = _garbage(tmp_path)
     for path, expected in ((binary, 2), (junk, 1), (named_run, 1)):
-        result = subprocess.run([sys.executable, "-m", "ckptspec", "validate", str(path)], capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            [sys.executable, "-m", "ckptspec", "validate", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert result.returncode == expected, (path, result.stderr)
         assert "Traceback" not in result.stderr + result.stdout
 
@@ -92,7 +102,11 @@ def _snapshot(root: Path) -> dict[str, tuple[int, int, int]]:
     for dirpath, dirnames, filenames in os.walk(root):
         for name in dirnames + filenames:
             st = os.lstat(os.path.join(dirpath, name))
-            snap[os.path.relpath(os.path.join(dirpath, name), root)] = (st.st_mode, st.st_size, st.st_mtime_ns)
+            snap[os.path.relpath(os.path.join(dirpath, name), root)] = (
+                st.st_mode,
+                st.st_size,
+                st.st_mtime_ns,
+            )
     st = os.lstat(root)
     snap["."] = (st.st_mode, st.st_size, st.st_mtime_ns)
     return snap
@@ -103,7 +117,12 @@ def test_validate_writes_nothing(tmp_path: Path, capsys) -> None:
     shutil.copytree(EXAMPLES, tree, symlinks=True)
     _garbage(tree)
     before = _snapshot(tree)
-    targets = [tree / "valid" / "run-complete" / "demo-run", *sorted((tree / "invalid").glob("*/*/step-*")), tree / "junk", tree / "binary.bin"]
+    targets = [
+        tree / "valid" / "run-complete" / "demo-run",
+        *sorted((tree / "invalid").glob("*/*/step-*")),
+        tree / "junk",
+        tree / "binary.bin",
+    ]
     validate(capsys, *targets, "--deep")
     assert _snapshot(tree) == before
 
@@ -114,7 +133,9 @@ def test_validate_does_not_import_torch() -> None:
         f"status = main(['validate', '--deep', {str(VALID_RUN)!r}]); "
         "assert 'torch' not in sys.modules, 'torch was imported'; sys.exit(status)"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -123,5 +144,14 @@ def test_undecodable_file_names_are_printed_not_fatal(tmp_path: Path) -> None:
     shutil.copytree(EXAMPLES / "valid" / "checkpoint-world2" / "step-000000100", checkpoint)
     with open(os.fsencode(checkpoint) + b"/\xff\xfe.bin", "wb") as f:
         f.write(b"x")
-    result = subprocess.run([sys.executable, "-m", "ckptspec", "validate", "--strict", str(checkpoint)], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 1 and "UNLISTED_FILE" in result.stdout and "Traceback" not in result.stderr
+    result = subprocess.run(
+        [sys.executable, "-m", "ckptspec", "validate", "--strict", str(checkpoint)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (
+        result.returncode == 1
+        and "UNLISTED_FILE" in result.stdout
+        and "Traceback" not in result.stderr
+    )

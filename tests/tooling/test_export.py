@@ -24,12 +24,25 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 def not_model(checkpoint: Path) -> tuple[str, ...]:
     """Every component of ``checkpoint`` but the model (what the weights comparison ignores)."""
-    return tuple(c["name"] for c in json.loads((checkpoint / "manifest.json").read_text())["components"] if c["name"] != "model")
+    return tuple(
+        c["name"]
+        for c in json.loads((checkpoint / "manifest.json").read_text())["components"]
+        if c["name"] != "model"
+    )
 
 
 def _train(output: Path, run_id: str, *extra: str) -> Path:
     """One single-process reference run of 2 steps; returns its final checkpoint."""
-    cmd = [sys.executable, "-m", "ckptspec.reference_impl.train", "--output-dir", str(output), "--run-id", run_id, *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ckptspec.reference_impl.train",
+        "--output-dir",
+        str(output),
+        "--run-id",
+        run_id,
+        *extra,
+    ]
     done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     return max((output / run_id).glob("step-*"))
@@ -40,7 +53,9 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _train(tmp_path_factory.mktemp("runs"), "source", "--steps", "2")
 
 
-def test_export_is_a_valid_weights_only_checkpoint_and_starts_a_new_run(source: Path, tmp_path: Path) -> None:
+def test_export_is_a_valid_weights_only_checkpoint_and_starts_a_new_run(
+    source: Path, tmp_path: Path
+) -> None:
     from safetensors.torch import load_file
 
     from ckptspec.digest import state_digest
@@ -50,26 +65,43 @@ def test_export_is_a_valid_weights_only_checkpoint_and_starts_a_new_run(source: 
     assert validate_path(out, deep=True) == []
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["resumable"] is False
-    assert [(c["name"], c["format"]) for c in manifest["components"]] == [("model", "safetensors"), ("model_index", "json")]
+    assert [(c["name"], c["format"]) for c in manifest["components"]] == [
+        ("model", "safetensors"),
+        ("model_index", "json"),
+    ]
     assert manifest["extensions"]["ckptspec.export"]["source_step"] == 2
     weights = load_file(out / manifest["components"][0]["files"][0]["path"])
-    source_model = {k.removeprefix("model/"): v for k, v in load_leaves(source, ignore=not_model(source)).items()}
-    assert weights.keys() == source_model.keys() and state_digest(weights) == state_digest(source_model)
+    source_model = {
+        k.removeprefix("model/"): v
+        for k, v in load_leaves(source, ignore=not_model(source)).items()
+    }
+    assert weights.keys() == source_model.keys() and state_digest(weights) == state_digest(
+        source_model
+    )
 
     # lr 0 keeps the weights unchanged through one step, so the new run's checkpoint holds the export's weights
-    started = _train(tmp_path / "runs", "finetune", "--steps", "1", "--lr", "0", "--init-from", str(out))
+    started = _train(
+        tmp_path / "runs", "finetune", "--steps", "1", "--lr", "0", "--init-from", str(out)
+    )
     assert compare(source, started, ignore=not_model(source)) == []
     record = json.loads((started / "manifest.json").read_text())["config"]["values"]["init_from"]
     assert record["step"] == 2 and record["run_id"] == "source"
-    assert record["manifest_sha256"] == hashlib.sha256((out / "manifest.json").read_bytes()).hexdigest()
+    assert (
+        record["manifest_sha256"]
+        == hashlib.sha256((out / "manifest.json").read_bytes()).hexdigest()
+    )
 
 
-def test_without_init_from_the_new_run_does_not_start_from_the_source(source: Path, tmp_path: Path) -> None:
+def test_without_init_from_the_new_run_does_not_start_from_the_source(
+    source: Path, tmp_path: Path
+) -> None:
     fresh = _train(tmp_path / "runs", "fresh", "--steps", "1", "--lr", "0")
     assert compare(source, fresh, ignore=not_model(source))  # the check above is not vacuous
 
 
-def test_export_refuses_an_existing_target_and_a_corrupt_source(source: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_export_refuses_an_existing_target_and_a_corrupt_source(
+    source: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "export"
     out.mkdir()
     assert main(["export", str(source), str(out)]) == 2
@@ -86,13 +118,24 @@ def test_export_refuses_an_existing_target_and_a_corrupt_source(source: Path, tm
     assert not (tmp_path / "from-broken").exists()
 
 
-def test_diff_of_an_export_against_its_source_compares_the_weights(source: Path, tmp_path: Path) -> None:
+def test_diff_of_an_export_against_its_source_compares_the_weights(
+    source: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "export"
     assert main(["export", str(source), str(out)]) == 0
-    done = subprocess.run([sys.executable, "-m", "ckptspec", "diff", "--format", "json", str(source), str(out)],
-                          env=ENV, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "ckptspec", "diff", "--format", "json", str(source), str(out)],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     document = json.loads(done.stdout)
-    assert done.returncode == 0 and document["verdict"] == "identical" and document["compared"] == "model", done.stderr
+    assert (
+        done.returncode == 0
+        and document["verdict"] == "identical"
+        and document["compared"] == "model"
+    ), done.stderr
     assert set(document["ignored"]) == set(not_model(source)) | {"model_index"}
     # not vacuous: a run that did not start from the source has other weights, and diff says which
     fresh = _train(tmp_path / "runs", "fresh", "--steps", "1", "--lr", "0")

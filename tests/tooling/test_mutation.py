@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools" / "mutation
 import covermap  # noqa: E402
 import mutation  # noqa: E402
 import sampling  # noqa: E402
+
 from ckptspec.requirements import BY_ID  # noqa: E402
 
 SOURCE = "def f(x):\n    return x + 1\n\n\ndef g(x):\n    return x + 1\n"
@@ -29,19 +30,31 @@ def test_mutant_id_ignores_line_numbers_and_separates_duplicates() -> None:
     shifted = mutation.mutant_diff("# header\n" + SOURCE, "# header\n" + mutated, "m.py")
     assert diff != shifted  # the hunk header moved...
     first = mutation.mutant_id("m", "core/ReplaceBinaryOperator_Add_Sub", "f", diff, set())
-    assert first == mutation.mutant_id("m", "core/ReplaceBinaryOperator_Add_Sub", "f", shifted, set())  # ...the id did not
+    assert first == mutation.mutant_id(
+        "m", "core/ReplaceBinaryOperator_Add_Sub", "f", shifted, set()
+    )  # ...the id did not
     assert first != mutation.mutant_id("m", "core/ReplaceBinaryOperator_Add_Sub", "g", diff, set())
     assert first != mutation.mutant_id("m", "core/NumberReplacer", "f", diff, set())
     base = mutation.mutant_id("m", "op", "f", diff, set())
     taken: set[str] = set()
-    assert [mutation.mutant_id("m", "op", "f", diff, taken) for _ in range(3)] == [base, base + "-2", base + "-3"]
+    assert [mutation.mutant_id("m", "op", "f", diff, taken) for _ in range(3)] == [
+        base,
+        base + "-2",
+        base + "-3",
+    ]
 
 
 def test_import_tree_follows_pyproject_package_dirs() -> None:
     dirs = mutation.package_dirs(mutation.REPO / "pyproject.toml")
     assert mutation.import_path("reference_impl/rng.py", dirs) == "ckptspec/reference_impl/rng.py"
-    assert mutation.import_path("spec/checkpointing/loader.py", dirs) == "ckptspec/checkpointing/loader.py"
-    assert mutation.import_path("conformance/tests/__init__.py", dirs) == "ckptspec/conformance/tests/__init__.py"
+    assert (
+        mutation.import_path("spec/checkpointing/loader.py", dirs)
+        == "ckptspec/checkpointing/loader.py"
+    )
+    assert (
+        mutation.import_path("conformance/tests/__init__.py", dirs)
+        == "ckptspec/conformance/tests/__init__.py"
+    )
     assert mutation.import_path("tools/mutation/mutation.py", dirs) is None
 
 
@@ -56,7 +69,9 @@ def test_config_names_existing_modules_and_requirements() -> None:
 def test_allocation_is_proportional_with_one_from_each_stratum() -> None:
     counts = sampling.allocate({"a": 300, "b": 100, "c": 2, "d": 0}, 40)
     assert sum(counts.values()) == 40 and counts["d"] == 0 and counts["c"] == 1
-    assert counts["a"] == 29 and counts["b"] == 10  # quotas 29.85 and 9.95: b has the larger remainder
+    assert (
+        counts["a"] == 29 and counts["b"] == 10
+    )  # quotas 29.85 and 9.95: b has the larger remainder
     assert sampling.allocate({"a": 3, "b": 4}, 150) == {"a": 3, "b": 4}
 
 
@@ -65,7 +80,10 @@ def test_choice_is_seeded_and_keeps_mutants_that_stay() -> None:
     drawn = sampling.choose(ids, 20, seed=7)
     assert drawn == sampling.choose(reversed(ids), 20, seed=7) and len(drawn) == 20
     assert drawn != sampling.choose(ids, 20, seed=8)
-    edited = [i for i in ids if i not in drawn[:5]] + ["new-1", "new-2"]  # five vanished, two appeared
+    edited = [i for i in ids if i not in drawn[:5]] + [
+        "new-1",
+        "new-2",
+    ]  # five vanished, two appeared
     redrawn = sampling.choose(edited, 20, seed=7)
     assert set(drawn[5:]) <= set(redrawn)
 
@@ -88,8 +106,12 @@ def test_statement_lines_span_multi_line_statements_and_headers() -> None:
 
 def test_covering_tests_union_the_statement_cheapest_first() -> None:
     source = "x = f(\n    1,\n)\ny = 2\n"
-    covmap = {"tests": ["t::slow", "t::fast", "t::other"], "seconds": {"t::slow": 9.0, "t::fast": 1.0, "t::other": 2.0},
-              "sets": [[0], [1]], "modules": {"m.py": {"lines": {"1": 0, "3": 1}}}}
+    covmap = {
+        "tests": ["t::slow", "t::fast", "t::other"],
+        "seconds": {"t::slow": 9.0, "t::fast": 1.0, "t::other": 2.0},
+        "sets": [[0], [1]],
+        "modules": {"m.py": {"lines": {"1": 0, "3": 1}}},
+    }
     assert covermap.covering_tests(covmap, "m.py", source, 2, 2) == ["t::fast", "t::slow"]
     assert covermap.covering_tests(covmap, "m.py", source, 4, 4) == []
 
@@ -99,10 +121,15 @@ def test_map_goes_stale_when_the_suite_or_a_module_changes(tmp_path: Path) -> No
     (tmp_path / "ckptspec/conformance/t.py").write_text("A = 1\n")
     (tmp_path / "ckptspec/m.py").write_text("B = 1\n")
     modules = {"spec/m.py": "ckptspec/m.py"}
-    covmap = {"suite_sha256": covermap.suite_hash(tmp_path), "modules": {"spec/m.py": {"sha256": covermap.sha256("B = 1\n")}}}
+    covmap = {
+        "suite_sha256": covermap.suite_hash(tmp_path),
+        "modules": {"spec/m.py": {"sha256": covermap.sha256("B = 1\n")}},
+    }
     assert covermap.stale(covmap, tmp_path, modules) == []
     (tmp_path / "ckptspec/m.py").write_text("B = 2\n")
-    assert covermap.stale(covmap, tmp_path, modules) == ["spec/m.py changed since the map was recorded"]
+    assert covermap.stale(covmap, tmp_path, modules) == [
+        "spec/m.py changed since the map was recorded"
+    ]
     (tmp_path / "ckptspec/conformance/t.py").write_text("A = 2\n")
     assert "the suite" in covermap.stale(covmap, tmp_path, modules)[0]
     assert covermap.stale(None, tmp_path, modules) == ["there is no coverage map"]
@@ -114,11 +141,20 @@ def _record(results: Path, module: mutation.ModuleConfig) -> list[str]:
     record = mutation.load_record(module, results)
     outcomes = ["killed", "survived", "survived", "not covered", "incompetent", None, None]
     for n, outcome in enumerate(outcomes + ["outside"]):
-        record["mutants"][f"m-{n}"] = {"operator": "core/NumberReplacer", "line": n + 1, "definition": "f",
-                                       "diff_sha256": "0", "in_scope": outcome != "outside"}
+        record["mutants"][f"m-{n}"] = {
+            "operator": "core/NumberReplacer",
+            "line": n + 1,
+            "definition": "f",
+            "diff_sha256": "0",
+            "in_scope": outcome != "outside",
+        }
         if outcome in ("killed", "survived", "not covered", "incompetent"):
-            record["results"][f"m-{n}"] = {"outcome": outcome, "seconds": 30.0, "covering_tests": 2,
-                                           "diff": f"-    return {n}\n+    return {n + 1}"}
+            record["results"][f"m-{n}"] = {
+                "outcome": outcome,
+                "seconds": 30.0,
+                "covering_tests": 2,
+                "diff": f"-    return {n}\n+    return {n + 1}",
+            }
     record["filtered"] = {"core/ReplaceBinaryOperator_Add_Mul": 4}
     record["runs"] = [{"mutants": 4, "seconds": 90, "finished": False}]
     mutation.save_record(record, module, results)
@@ -130,15 +166,41 @@ def test_record_round_trips_and_report_counts_every_sampled_mutant(tmp_path: Pat
     results = tmp_path / "results"
     sampled = _record(results, module)
     record = mutation.load_record(module, results)
-    assert json.loads(mutation.record_path(module, results).read_text()) == record and len(record["mutants"]) == 8
+    assert (
+        json.loads(mutation.record_path(module, results).read_text()) == record
+        and len(record["mutants"]) == 8
+    )
     sample = {"seed": 1, "size": 6, "modules": {module.path: {"ids": sampled}}}
-    page = mutation.render(mutation.Config((), (module,)), {"m-1": ("equivalent", "same bytes either way")}, sample, results)
+    page = mutation.render(
+        mutation.Config((), (module,)),
+        {"m-1": ("equivalent", "same bytes either way")},
+        sample,
+        results,
+    )
     row = next(line for line in page.splitlines() if line.startswith("| `reference_impl/rng.py`"))
     # in scope 7, sampled 6, covered and run 2 (killed, survived x2 minus... see below), killed 1, survived 2,
     # not covered 1, equivalent 1, out of scope 0, gap 0, untriaged 2, incompetent 1, pending 1,
     # score 1 / (1 + 0 + 2) = 33 % with Wilson's interval
-    assert row.split(" | ")[1:] == ["7", "6", "3", "1", "2", "1", "1", "0", "0", "2", "1", "1", "33 % [6, 79] |"]
-    assert "### `m-1` (equivalent)" in page and "same bytes either way" in page and "+    return 2" in page
+    assert row.split(" | ")[1:] == [
+        "7",
+        "6",
+        "3",
+        "1",
+        "2",
+        "1",
+        "1",
+        "0",
+        "0",
+        "2",
+        "1",
+        "1",
+        "33 % [6, 79] |",
+    ]
+    assert (
+        "### `m-1` (equivalent)" in page
+        and "same bytes either way" in page
+        and "+    return 2" in page
+    )
     assert "### `m-3` (untriaged)" in page and "no test executes its line" in page
     assert "m-0" not in page.split("## Survivors")[1]  # a killed mutant is counted, not listed
     assert "4 mutants in 90 s (budget reached)" in page and "core/ReplaceBinaryOperator 4" in page
@@ -164,7 +226,9 @@ def test_committed_sample_is_the_rule_applied_to_the_committed_records() -> None
 
 def test_committed_page_is_current() -> None:
     sample = json.loads(mutation.SAMPLE.read_text())
-    assert mutation.DOC.read_text() == mutation.render(mutation.load_config(), mutation.load_triage(), sample)
+    assert mutation.DOC.read_text() == mutation.render(
+        mutation.load_config(), mutation.load_triage(), sample
+    )
 
 
 def test_committed_map_is_well_formed() -> None:

@@ -22,21 +22,40 @@ RUNNABLE = re.findall(r"<!-- runnable(?P<note>[^>]*)-->\n```sh\n(?P<code>.*?)```
 
 
 def _params() -> list:
-    return [pytest.param(code, id=f"snippet{i}", marks=[pytest.mark.slow] if "slow" in note else [])
-            for i, (note, code) in enumerate(RUNNABLE)]
+    return [
+        pytest.param(code, id=f"snippet{i}", marks=[pytest.mark.slow] if "slow" in note else [])
+        for i, (note, code) in enumerate(RUNNABLE)
+    ]
 
 
 def test_there_are_runnable_snippets_for_each_thing_users_do() -> None:
     assert len(RUNNABLE) == 3
-    assert any("ckptspec validate" in c for _, c in RUNNABLE) and any("ckptspec conformance" in c for _, c in RUNNABLE)
+    assert any("ckptspec validate" in c for _, c in RUNNABLE) and any(
+        "ckptspec conformance" in c for _, c in RUNNABLE
+    )
     assert any("ckptspec schema --print" in c for _, c in RUNNABLE)
 
 
 @pytest.mark.parametrize("code", _params())
 def test_a_runnable_snippet_runs(code: str, tmp_path: Path) -> None:
-    shutil.copytree(ROOT / "spec/examples/valid/run-complete/demo-run", tmp_path / "runs/demo-run", symlinks=True)
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(["bash", "-euo", "pipefail", "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    shutil.copytree(
+        ROOT / "spec/examples/valid/run-complete/demo-run",
+        tmp_path / "runs/demo-run",
+        symlinks=True,
+    )
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "OMP_NUM_THREADS": "1",
+    }
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", code],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     for written in ("ckptspec.sarif", "manifest.schema.json", "expected.json", "conformance.json"):
         if f"> {written}" in code or f"--report {written}" in code:

@@ -30,9 +30,9 @@ import json
 import os
 import shutil
 import subprocess
-from pathlib import Path
 from collections.abc import Sequence
-from typing import Any, Optional
+from pathlib import Path
+from typing import Any
 
 HOOK = Path(__file__).resolve().parent / "hook"
 SUITE = "ckptspec/conformance"
@@ -49,19 +49,24 @@ def suite_hash(tree: Path, folder: str = SUITE) -> str:
     digest = hashlib.sha256()
     for path in sorted((tree / folder).rglob("*")):
         if path.is_file() and "__pycache__" not in path.parts:
-            digest.update(path.relative_to(tree).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+            digest.update(
+                path.relative_to(tree).as_posix().encode() + b"\0" + path.read_bytes() + b"\0"
+            )
     return digest.hexdigest()
 
 
-def stale(covmap: Optional[dict[str, Any]], tree: Path, modules: dict[str, str]) -> list[str]:
+def stale(covmap: dict[str, Any] | None, tree: Path, modules: dict[str, str]) -> list[str]:
     """Why ``covmap`` cannot select tests for ``modules`` ({repository path: import-tree path}) in
     ``tree``; empty when it can."""
     if covmap is None:
         return ["there is no coverage map"]
     if covmap["suite_sha256"] != suite_hash(tree):
         return ["the suite (ckptspec/conformance) changed since the map was recorded"]
-    return [f"{path} changed since the map was recorded" for path, rel in modules.items()
-            if covmap["modules"].get(path, {}).get("sha256") != sha256((tree / rel).read_text())]
+    return [
+        f"{path} changed since the map was recorded"
+        for path, rel in modules.items()
+        if covmap["modules"].get(path, {}).get("sha256") != sha256((tree / rel).read_text())
+    ]
 
 
 def statement_lines(source: str) -> dict[int, range]:
@@ -87,18 +92,35 @@ def statement_lines(source: str) -> dict[int, range]:
     return spans
 
 
-def covering_tests(covmap: dict[str, Any], path: str, source: str, first: int, last: int) -> list[str]:
+def covering_tests(
+    covmap: dict[str, Any], path: str, source: str, first: int, last: int
+) -> list[str]:
     """The tests that ran any line of the statements holding lines ``first``..``last`` of module
     ``path``, cheapest first (by their recorded seconds)."""
     entry = covmap["modules"][path]
     spans = statement_lines(source)
     lines = {line for n in range(first, last + 1) for line in spans.get(n, range(n, n + 1))}
-    indices = {t for line in lines if str(line) in entry["lines"] for t in covmap["sets"][entry["lines"][str(line)]]}
-    return sorted((covmap["tests"][t] for t in indices), key=lambda t: (covmap["seconds"].get(t, 0.0), t))
+    indices = {
+        t
+        for line in lines
+        if str(line) in entry["lines"]
+        for t in covmap["sets"][entry["lines"][str(line)]]
+    }
+    return sorted(
+        (covmap["tests"][t] for t in indices), key=lambda t: (covmap["seconds"].get(t, 0.0), t)
+    )
 
 
-def record(tree: Path, modules: dict[str, str], workdir: Path, argv: list[str], env: dict[str, str],
-           timeout_s: float, timeout_factor: float = 3.0, only: Sequence[str] = ()) -> tuple[Optional[dict[str, Any]], str]:
+def record(
+    tree: Path,
+    modules: dict[str, str],
+    workdir: Path,
+    argv: list[str],
+    env: dict[str, str],
+    timeout_s: float,
+    timeout_factor: float = 3.0,
+    only: Sequence[str] = (),
+) -> tuple[dict[str, Any] | None, str]:
     """Run the whole suite (``argv``, a pytest command; ``only``: just these tests, a *partial*
     map) on ``tree`` with coverage in every process, its phase deadlines ``timeout_factor`` times
     the profile's (coverage slows the ranks down); (the map, pytest's output tail), or (None, the
@@ -110,15 +132,24 @@ def record(tree: Path, modules: dict[str, str], workdir: Path, argv: list[str], 
     context.write_text("")
     rcfile = workdir / "coveragerc"
     include = "\n    ".join(str(tree / rel) for rel in modules.values())
-    rcfile.write_text(f"[run]\ndata_file = {data / '.coverage'}\nparallel = true\npatch = fork\ninclude =\n    {include}\n")
-    env = {**env, "COVERAGE_PROCESS_START": str(rcfile), "CKPTSPEC_MUTATION_CONTEXT": str(context),
-           "CKPTSPEC_MUTATION_TIMING": str(timing), "CKPTSPEC_MUTATION_TIMEOUT_FACTOR": str(timeout_factor),
-           "PYTHONPATH": os.pathsep.join([str(HOOK), env["PYTHONPATH"]])}
+    rcfile.write_text(
+        f"[run]\ndata_file = {data / '.coverage'}\nparallel = true\npatch = fork\ninclude =\n    {include}\n"
+    )
+    env = {
+        **env,
+        "COVERAGE_PROCESS_START": str(rcfile),
+        "CKPTSPEC_MUTATION_CONTEXT": str(context),
+        "CKPTSPEC_MUTATION_TIMING": str(timing),
+        "CKPTSPEC_MUTATION_TIMEOUT_FACTOR": str(timeout_factor),
+        "PYTHONPATH": os.pathsep.join([str(HOOK), env["PYTHONPATH"]]),
+    }
     if only:
         (workdir / "select").write_text("\n".join(only) + "\n")
         env["CKPTSPEC_MUTATION_SELECT"] = str(workdir / "select")
     try:
-        proc = subprocess.run(argv, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout_s)
+        proc = subprocess.run(
+            argv, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout_s
+        )
         code, output = proc.returncode, proc.stdout + proc.stderr
     except subprocess.TimeoutExpired as exc:
         code, output = -1, f"timed out after {timeout_s:.0f} s\n{exc.stdout or ''}"
@@ -133,19 +164,36 @@ def record(tree: Path, modules: dict[str, str], workdir: Path, argv: list[str], 
     seconds = timings["tests"]
     tests = sorted(seconds)
     index = {t: n for n, t in enumerate(tests)}
-    users = {label: {index[t] for t in used if t in index} for label, used in timings["memo"].items()}
-    users[""] = set(index.values())  # outside any test: module-level code, run by every test's imports
+    users = {
+        label: {index[t] for t in used if t in index} for label, used in timings["memo"].items()
+    }
+    users[""] = set(
+        index.values()
+    )  # outside any test: module-level code, run by every test's imports
     sets: list[list[int]] = []
     set_index: dict[tuple[int, ...], int] = {}
-    covmap: dict[str, Any] = {"suite_sha256": suite_hash(tree), "tests": tests, "seconds": seconds, "sets": sets,
-                              "modules": {}}
+    covmap: dict[str, Any] = {
+        "suite_sha256": suite_hash(tree),
+        "tests": tests,
+        "seconds": seconds,
+        "sets": sets,
+        "modules": {},
+    }
     if only:
         covmap["partial"] = True
-    covmap["tree_sha256"] = suite_hash(tree, "ckptspec")  # the recording passed on this tree: a baseline
+    covmap["tree_sha256"] = suite_hash(
+        tree, "ckptspec"
+    )  # the recording passed on this tree: a baseline
     for path, rel in modules.items():
         lines: dict[str, int] = {}
         for line, contexts in sorted(measured.contexts_by_lineno(str(tree / rel)).items()):
-            key = tuple(sorted({index[c] for c in contexts if c in index}.union(*(users.get(c, ()) for c in contexts))))
+            key = tuple(
+                sorted(
+                    {index[c] for c in contexts if c in index}.union(
+                        *(users.get(c, ()) for c in contexts)
+                    )
+                )
+            )
             if key:
                 lines[str(line)] = set_index.setdefault(key, len(set_index))
                 if len(sets) < len(set_index):
@@ -157,5 +205,10 @@ def record(tree: Path, modules: dict[str, str], workdir: Path, argv: list[str], 
 def write(covmap: dict[str, Any], path: Path) -> None:
     """Write the map as compact JSON, one module a line."""
     head = {k: v for k, v in covmap.items() if k != "modules"}
-    body = ",\n".join(f" {json.dumps(p)}: {json.dumps(m, separators=(',', ':'))}" for p, m in covmap["modules"].items())
-    path.write_text(json.dumps(head, separators=(",", ":"))[:-1] + ',\n"modules": {\n' + body + "\n}}\n")
+    body = ",\n".join(
+        f" {json.dumps(p)}: {json.dumps(m, separators=(',', ':'))}"
+        for p, m in covmap["modules"].items()
+    )
+    path.write_text(
+        json.dumps(head, separators=(",", ":"))[:-1] + ',\n"modules": {\n' + body + "\n}}\n"
+    )

@@ -27,8 +27,9 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Generator
 from pathlib import Path
-from typing import Any, Generator
+from typing import Any
 
 import pytest
 
@@ -50,12 +51,17 @@ def _stretch_deadlines(factor: float) -> None:
     from ckptspec.conformance import engine, options
 
     for name, profile in options.PROFILES.items():
-        options.PROFILES[name] = dataclasses.replace(profile, phase_timeout_s=profile.phase_timeout_s * factor,
-                                                     eval_phase_timeout_s=profile.eval_phase_timeout_s * factor)
+        options.PROFILES[name] = dataclasses.replace(
+            profile,
+            phase_timeout_s=profile.phase_timeout_s * factor,
+            eval_phase_timeout_s=profile.eval_phase_timeout_s * factor,
+        )
     engine.STRAGGLER_S *= factor
 
 
-if float(os.environ.get("CKPTSPEC_MUTATION_TIMEOUT_FACTOR", "1")) != 1:  # before the suite resolves its profile
+if (
+    float(os.environ.get("CKPTSPEC_MUTATION_TIMEOUT_FACTOR", "1")) != 1
+):  # before the suite resolves its profile
     _stretch_deadlines(float(os.environ["CKPTSPEC_MUTATION_TIMEOUT_FACTOR"]))
 
 
@@ -90,7 +96,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     select = os.environ.get("CKPTSPEC_MUTATION_SELECT")
     if select:
         order = {sid: n for n, sid in enumerate(Path(select).read_text().split())}
-        keep = sorted((i for i in items if stable_id(i) in order), key=lambda i: order[stable_id(i)])
+        keep = sorted(
+            (i for i in items if stable_id(i) in order), key=lambda i: order[stable_id(i)]
+        )
         dropped = [i for i in items if stable_id(i) not in order]
         if dropped:
             config.hook.pytest_deselected(items=dropped)
@@ -122,7 +130,11 @@ def _start_time() -> float:
     """When this interpreter started (from /proc where there is one, else when the plugin was imported)."""
     try:
         ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
-        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime"))
+        boot = next(
+            float(line.split()[1])
+            for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime")
+        )
         return boot + ticks / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError, StopIteration):
         return _STARTED

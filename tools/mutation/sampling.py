@@ -19,7 +19,9 @@ def allocate(populations: Mapping[str, int], size: int) -> dict[str, int]:
         return dict(populations)
     quota = {k: size * n / total for k, n in populations.items()}
     counts = {k: min(n, max(1 if n else 0, math.floor(quota[k]))) for k, n in populations.items()}
-    order = sorted(populations, key=lambda k: (-(quota[k] - math.floor(quota[k])), -populations[k], k))
+    order = sorted(
+        populations, key=lambda k: (-(quota[k] - math.floor(quota[k])), -populations[k], k)
+    )
     while sum(counts.values()) < size:
         for k in order:
             if sum(counts.values()) < size and counts[k] < populations[k]:
@@ -52,5 +54,7 @@ def wilson(successes: int, trials: int, z: float = 1.959963984540054) -> tuple[f
         return 0.0, 1.0
     p = successes / trials
     centre = (p + z * z / (2 * trials)) / (1 + z * z / trials)
-    half = z / (1 + z * z / trials) * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials))
+    half = (
+        z / (1 + z * z / trials) * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials))
+    )
     return max(0.0, centre - half), min(1.0, centre + half)
