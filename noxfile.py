@@ -104,10 +104,11 @@ def torch(session: nox.Session) -> None:
     session.install("-c", "constraints.txt", "torch")
     session.install("-c", "constraints.txt", "-e", ".[test]")
     session.run("ckptspec", "schema", "--check")
-    selection = session.posargs or [
-        "tests/spec",
-        "tests/conformance/test_conformance_suite.py::test_quick_profile_passes_against_the_reference_adapter[ReferenceAdapter]",
-    ]
+    # tests/spec with torch installed writes real DCP checkpoints and reads their `.metadata` back
+    # through the bounded unpickler on this interpreter (what differs between interpreters); the
+    # reference trainer on the system Python is `make demo PYTHON=/usr/bin/python3`. The quick
+    # profile is not repeated here: it runs once in the core tier and would add ~8 min to CI.
+    selection = session.posargs or ["tests/spec"]
     session.run("python", "-m", "pytest", "-n", "2", "-q", *selection, env={"OMP_NUM_THREADS": "1"})
 
 
