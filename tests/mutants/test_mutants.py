@@ -37,6 +37,8 @@ KNOWN_MISSES: dict[str, str] = {
     "runs a ReferenceAdapter subclass with async_save, so the mutant's code path never runs",
     "index_rewritten_in_place": "a power-loss state at the in-place rewrite of run.json (truncated, before its fsync), or a "
     "check in test_commit_order that run.json is only ever replaced by a rename (COMMIT-3, COMMIT-5)",
+    "index_not_repaired": "restart scenarios that leave run.json lagging or missing in every profile's first example: "
+    "the derandomized RUN-9 example restarts with the index intact, so start-up repair is never needed (RUN-2, RUN-9)",
     "lock_released_before_index": "a second writer gated inside the fault layer at every phase of the first (here between "
     "the commit rename and the run.json update); today it starts only between adapter calls",
 }
