@@ -39,6 +39,10 @@ KNOWN_MISSES: dict[str, str] = {
     "check in test_commit_order that run.json is only ever replaced by a rename (COMMIT-3, COMMIT-5)",
     "index_not_repaired": "restart scenarios that leave run.json lagging or missing in every profile's first example: "
     "the derandomized RUN-9 example restarts with the index intact, so start-up repair is never needed (RUN-2, RUN-9)",
+    "retention_off_by_one": "retention tests whose first example keeps keep_last >= 2 and counts the checkpoints left "
+    "after each save (with keep_last 1 the off-by-one keeps every checkpoint, which only RUN-7, a SHOULD, sees) (RUN-5)",
+    "rng_digest_not_checked": "a same-size damage (flip or replacement) of an RNG file in the first example of every "
+    "profile: the derandomized integrity rounds did not hit that file class with one (RESUME-6)",
     "lock_released_before_index": "a second writer gated inside the fault layer at every phase of the first (here between "
     "the commit rename and the run.json update); today it starts only between adapter calls",
 }
