@@ -59,13 +59,14 @@ def export_weights(checkpoint: str | Path, out: str | Path) -> Path:
     import torch
     import torch.distributed.checkpoint as dcp
 
+    from ckptspec import SPEC_VERSION
     from ckptspec.checkpointing.commit import PRODUCER
     from ckptspec.checkpointing.fsio import file_digest, fsync_path, write_durable
     from ckptspec.checkpointing.run_policy import utc_now
     from ckptspec.diff_cmd import load_dcp_state
     from ckptspec.documents import load_manifest
     from ckptspec.layout import LAYOUT
-    from ckptspec.manifest import SPEC_VERSION, Component, FileEntry, Manifest, MeshDim, Topology
+    from ckptspec.manifest import Component, FileEntry, Manifest, MeshDim, Topology
 
     source, target = Path(checkpoint), Path(out)
     if target.exists() or target.is_symlink():

@@ -29,11 +29,9 @@ from ckptspec.types import (
     Timestamp,
 )
 
-SPEC_VERSION = "2.1"
-"""The spec version this package writes; it reads every major version in :data:`READABLE_VERSIONS`."""
-
 READABLE_VERSIONS: dict[int, int] = {1: 0, 2: 1}
-"""Each major version this package reads, and the newest minor version of it that it knows."""
+"""Each major version this package reads, and the newest minor version of it that it knows (it
+writes :data:`ckptspec.SPEC_VERSION`)."""
 
 ComponentKind = Literal[
     "model",

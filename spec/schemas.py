@@ -15,12 +15,13 @@ from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode, JsonSchemaValue
 from pydantic_core import core_schema
 
+from ckptspec import SPEC_VERSION
 from ckptspec.conformance_output import CONFORMANCE_REPORT_VERSION, ConformanceReport
 from ckptspec.diff_cmd import DIFF_OUTPUT_VERSION, DiffOutput
 from ckptspec.example_cases import ExampleCase
 from ckptspec.findings import CODES_LIST
 from ckptspec.inspect_cmd import INSPECT_OUTPUT_VERSION, InspectOutput
-from ckptspec.manifest import SPEC_VERSION, Manifest
+from ckptspec.manifest import Manifest
 from ckptspec.requirements import REQUIREMENTS
 from ckptspec.run_index import RunIndex
 from ckptspec.validate_cmd import VALIDATE_OUTPUT_VERSION, ValidateOutput

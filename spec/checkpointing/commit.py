@@ -44,6 +44,7 @@ from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.staging import DefaultStager, StagingOptions
 
 import ckptspec
+from ckptspec import SPEC_VERSION
 from ckptspec.checkpointing.distributed import DistContext
 from ckptspec.checkpointing.fsio import file_digest, fsync_path, write_atomic, write_durable
 from ckptspec.checkpointing.hashing_writer import hashing_writer
@@ -54,7 +55,6 @@ from ckptspec.layout import LAYOUT, staging_dir_name
 from ckptspec.manifest import (
     GROUPED_PATTERNS,
     RANK_LOCAL_PATTERNS,
-    SPEC_VERSION,
     Component,
     ConfigFingerprint,
     EvalResult,

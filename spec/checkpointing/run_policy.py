@@ -37,12 +37,13 @@ from typing import Any, Literal
 
 import torch.distributed as dist
 
+from ckptspec import SPEC_VERSION
 from ckptspec.checkpointing.distributed import DistContext
 from ckptspec.checkpointing.fsio import fsync_path, try_lock_exclusive, write_atomic
 from ckptspec.documents import load_run_index
 from ckptspec.errors import RunLockedError, RunStartupError
 from ckptspec.layout import LAYOUT, checkpoint_dir_name, committed_steps, is_staging_dir
-from ckptspec.manifest import SPEC_VERSION, EvalResult, Manifest, ResumeRecord
+from ckptspec.manifest import EvalResult, Manifest, ResumeRecord
 from ckptspec.run_index import BestRecord, RetentionPolicy, Rewind, RunIndex
 
 

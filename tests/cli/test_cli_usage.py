@@ -49,6 +49,21 @@ def test_no_command_prints_help_and_exits_2() -> None:
     assert done.returncode == 2 and all(name in done.stderr for name in COMMANDS)
 
 
+@pytest.mark.parametrize("argv", [["--help"], ["--version"]])
+def test_the_front_commands_import_neither_pydantic_nor_torch(argv: list[str]) -> None:
+    # start-up: what `ckptspec --help` costs is the interpreter plus argparse, nothing heavier
+    code = (
+        "import sys\nfrom ckptspec.cli import main\ncode = main(sys.argv[1:])\n"
+        "heavy = sorted({'pydantic', 'torch', 'jsonschema'} & set(sys.modules))\n"
+        "print('heavy:', heavy, file=sys.stderr)\nsys.exit(code)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "heavy: []" in done.stderr
+
+
 def test_bash_completion_completes_commands_and_options(tmp_path) -> None:
     script = ckptspec("completion", "bash").stdout
     probe = tmp_path / "probe.sh"

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 
+from ckptspec import SPEC_VERSION
 from ckptspec.checkpoint_check import check_checkpoint
 from ckptspec.checkpointing import (
     CheckpointLoader,
@@ -50,7 +51,7 @@ from ckptspec.errors import ConfigDriftError, IntegrityError, NoCheckpointError
 from ckptspec.file_digest import digest_bytes
 from ckptspec.findings import Severity
 from ckptspec.layout import LAYOUT, parse_checkpoint_dir
-from ckptspec.manifest import SPEC_VERSION, Manifest
+from ckptspec.manifest import Manifest
 from ckptspec.reference_impl import rng
 from ckptspec.reference_impl.adapter import ReferenceAdapter
 from ckptspec.reference_impl.evaluator import TOKENS, Evaluator

@@ -14,10 +14,11 @@ from jsonschema import Draft202012Validator
 from pydantic import BaseModel
 from spec_cases import CASES
 
+from ckptspec import SPEC_VERSION
 from ckptspec.documents import load_manifest
 from ckptspec.file_digest import ALGORITHMS
 from ckptspec.jsonload import parse_document
-from ckptspec.manifest import SPEC_VERSION, Component, Manifest
+from ckptspec.manifest import Component, Manifest
 from ckptspec.rules import check_manifest_rules, check_run_index_rules
 from ckptspec.run_index import BestRecord, RunIndex
 from ckptspec.schemas import load_schema
