@@ -3,12 +3,13 @@
 Cases live in ``valid/<case>``, ``invalid/<section>/<case>`` (the spec section of the requirement
 the case breaks) and ``not-checked/<case>`` (input a validator must refuse to judge). Every case directory holds a ``case.json`` that this model (and the generated
 ``spec/schemas/example-case.schema.json``) describes: what to validate, the verdict and finding
-codes a validator must report, and the one requirement an invalid case breaks.
+codes a validator must report, and the requirement an invalid case breaks (a few cases, which pin how
+two defects are reported together, break one more: ``other_requirements``).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -41,6 +42,10 @@ class ExampleCase(StrictModel):
     )
     codes: list[str] = Field(
         description="The sorted set of finding codes a validator must report; empty for a valid or a not_checked case."
+    )
+    other_requirements: list[Annotated[str, Field(pattern=r"^[A-Z]+-[1-9][0-9]*$")]] = Field(
+        default_factory=list,
+        description="Only for a case that pins how two defects are reported together (docs/spec/validating.md): the other requirements its codes name, sorted.",
     )
     materialize: Materialize | None = Field(
         default=None, description="Only for data too large to check in."

@@ -46,11 +46,16 @@ class Case:
         return path
 
     def documents(self) -> list[Path]:
-        """Every manifest.json and run.json in the case (not inside `.rewound`)."""
+        """Every manifest.json and run.json in the case (not inside `.rewound`), but for symbolic
+        links (`read_document` refuses a link; its target is not named like a document)."""
         found = []
         for root, dirs, files in os.walk(self.directory):
             dirs[:] = [d for d in dirs if d != ".rewound"]
-            found += [Path(root) / f for f in files if f in ("manifest.json", "run.json")]
+            found += [
+                Path(root) / f
+                for f in files
+                if f in ("manifest.json", "run.json") and not (Path(root) / f).is_symlink()
+            ]
         return sorted(found)
 
 

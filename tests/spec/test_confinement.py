@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 from spec_cases import EXAMPLES
 
+from ckptspec import checkpoint_check
 from ckptspec.file_digest import ALGORITHMS, HASH_CHUNK_BYTES, digest_bytes, digest_file
 from ckptspec.validator import validate_path
 
@@ -68,7 +70,20 @@ def test_streamed_digest_matches_the_one_shot_digest(tmp_path: Path, algorithm: 
         )
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can read any file")
-def test_an_unreadable_file_is_a_finding(ckpt: Path) -> None:
-    (ckpt / "trainer.json").chmod(0)
-    assert codes(ckpt) == ["FILE_MISSING"]
+@pytest.mark.parametrize(
+    "error, code", [(errno.ENOENT, "FILE_MISSING"), (errno.ELOOP, "FILE_NOT_REGULAR")]
+)
+def test_a_file_changed_between_resolution_and_reading_is_a_finding(
+    ckpt: Path, monkeypatch: pytest.MonkeyPatch, error: int, code: str
+) -> None:
+    """validating.md: a listed file deleted, or replaced by a link, after it resolved to a regular
+    file and before it is read is a finding, not a checkpoint that cannot be checked."""
+
+    def replaced(path: str, *args: object) -> str:
+        if path.endswith("trainer.json"):
+            raise OSError(error, os.strerror(error), path)
+        return digest_file(path, *args)
+
+    monkeypatch.setattr(checkpoint_check, "digest_file", replaced)
+    assert codes(ckpt) == [code]
+    assert codes(ckpt, deep=False) == []

@@ -7,10 +7,12 @@ from __future__ import annotations
 import pytest
 from jsonschema import Draft202012Validator
 from spec_cases import CASES, EXAMPLES, Case
+from test_schema_agreement import both_verdicts
 
 from ckptspec import requirements
 from ckptspec.example_cases import ExampleCase
 from ckptspec.findings import CODES, CannotCheck, Severity, is_conformant, strict
+from ckptspec.jsonload import read_document
 from ckptspec.schemas import load_schema
 from ckptspec.validator import validate_path
 
@@ -41,15 +43,22 @@ def test_case_file_is_checked_data(case: Case) -> None:
     assert not errors, errors
     spec = ExampleCase.model_validate(case.spec)
     assert spec.codes == sorted(set(spec.codes)) and set(spec.codes) <= set(CODES)
+    assert spec.other_requirements == sorted(set(spec.other_requirements))
     if case.kind == "valid":
         assert spec.codes == [] and spec.verdict == "conformant" and spec.requirement is None
+        assert spec.other_requirements == []
     elif case.kind == "not-checked":
         assert spec.codes == [] and spec.verdict == "not_checked" and spec.requirement is None
+        assert spec.other_requirements == []
     else:
         assert spec.codes, "an invalid case names the code(s) it must produce"
         assert spec.verdict != "not_checked"
-        # one broken rule per case: every code it expects belongs to the requirement it names
-        assert {CODES[c].requirement for c in spec.codes} == {spec.requirement}
+        assert spec.requirement not in spec.other_requirements
+        # every code it expects belongs to a requirement it names, and every one it names has a code
+        assert {CODES[c].requirement for c in spec.codes} == {
+            spec.requirement,
+            *spec.other_requirements,
+        }
 
 
 def test_cases_are_grouped_by_spec_section() -> None:
@@ -76,6 +85,7 @@ def test_case_schema_rejects_a_malformed_case() -> None:
         {k: v for k, v in good.items() if k != "requirement"},
         {**good, "requirement": "resume-1"},
         {**good, "path": "../outside"},
+        {**good, "other_requirements": ["manifest-8"]},
     ):
         assert not CASE_SCHEMA.is_valid(bad), bad
 
@@ -93,3 +103,19 @@ def test_warning_cases_fail_under_strict(tmp_path) -> None:
         findings = validate_path(case.target(tmp_path), deep=True)
         assert all(f.severity is Severity.WARNING for f in findings)
         assert not is_conformant(strict(findings))
+
+
+def test_only_document_and_structure_cases_hold_schema_invalid_documents() -> None:
+    """spec/examples/README.md: every document of a valid case, and of a case whose codes are all
+    of stages rule, files or run, is valid for pydantic and the JSON Schema."""
+    checked = 0
+    for case in CASES:
+        stages = {CODES[c].stage for c in case.spec["codes"]}
+        if case.kind == "not-checked" or stages & {"document", "structure"}:
+            continue
+        for path in case.documents():
+            value, problems = read_document(str(path))
+            assert not problems, path
+            assert both_verdicts(path.name, value) == (True, True), path
+            checked += 1
+    assert checked > len(CASES) // 2
