@@ -266,7 +266,7 @@ CODES_LIST: tuple[Code, ...] = (
         "LAYOUT-3",
         "error",
         "files",
-        "The directory has no `manifest.json`, so it is not a checkpoint.",
+        "The directory has no `manifest.json` file (none, a directory, or a link to no regular file), so it is not a checkpoint.",
     ),
     _c(
         "DIR_STEP_MISMATCH",
@@ -322,7 +322,7 @@ CODES_LIST: tuple[Code, ...] = (
         "LAYOUT-7",
         "warning",
         "files",
-        "A regular file in the checkpoint directory is not listed in the manifest.",
+        "A regular file (or a symbolic link) in the checkpoint directory is not listed in the manifest.",
     ),
     # --- run: a run directory ------------------------------------------------------------
     _c(
@@ -330,7 +330,7 @@ CODES_LIST: tuple[Code, ...] = (
         "RUN-1",
         "error",
         "run",
-        "A run directory with checkpoints has no `run.json`.",
+        "A run directory has no `run.json` that is a regular file.",
     ),
     _c(
         "RUN_INDEX_RUN_ID",
