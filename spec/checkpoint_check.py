@@ -67,9 +67,6 @@ def check_files(directory: str, manifest: Manifest, *, deep: bool) -> list[Findi
     findings: list[Finding] = []
     listed: set[str] = {LAYOUT.manifest_file}
     manifest_path = os.path.join(directory, LAYOUT.manifest_file)
-    if os.path.islink(manifest_path):
-        # the file a manifest link leads to (inside: see _manifest_problem) is the manifest, not a payload
-        listed.add(os.path.relpath(os.path.realpath(manifest_path), real_root).replace(os.sep, "/"))
     for ci, component in enumerate(manifest.components):
         for fi, entry in enumerate(component.files):
             if entry.path == LAYOUT.manifest_file:

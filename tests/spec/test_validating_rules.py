@@ -427,7 +427,7 @@ RULES: list[tuple[str, tuple[str, ...]]] = [
     ),
     (
         "`manifest.json` may be a link that stays inside the directory",
-        ("valid/checkpoint-manifest-link",),
+        ("invalid/layout/manifest-link-inside",),
     ),
     (
         "One that leads out of the directory is `PATH_ESCAPES`",
