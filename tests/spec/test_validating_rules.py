@@ -287,6 +287,7 @@ RULES: list[tuple[str, tuple[str, ...]]] = [
         "a document of depth 64 is accepted, 65 is not",
         ("valid/manifest-depth-64", "invalid/manifest/json-depth-65"),
     ),
+    ("Brackets inside strings do not count", ("valid/manifest-brackets-in-strings",)),
     (
         "`100.0` is an integral value wherever the schema wants an integer",
         ("valid/manifest-integral-floats", "invalid/manifest/schema-fractional-step"),
