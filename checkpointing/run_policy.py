@@ -268,8 +268,8 @@ class RunPolicy:
         target.mkdir(parents=True)
         for s in later:
             os.rename(self.checkpoint_path(s), target / checkpoint_dir_name(s))
-        fsync_path(target)
-        fsync_path(self.run_dir)
+        for directory in (target, target.parent, self.run_dir):  # the fork's entry in .rewound/ too
+            fsync_path(directory)
         kept = [s for s in self.committed_steps() if s < step]
         self.rewinds.append(
             Rewind(
