@@ -4,9 +4,11 @@ Text output is one finding per line (``CODE REQ-ID path: severity: message``) an
 stderr; ``--format json`` prints one JSON document (:class:`ValidateOutput`, schema
 ``validate-output.schema.json``); ``sarif``, ``junit`` and ``github`` print the same findings in
 the formats code scanning, CI test tabs and GitHub annotations read (:mod:`ckptspec.report_formats`).
-``--deep`` shows a progress bar on stderr when it is a terminal and the format is text. Exit
-status: 0 conformant, 1 not conformant, 2 could not check (bad arguments, a path that does not
-exist or cannot be read).
+``--deep`` prints its cost estimate and shows a progress bar on stderr when it is a terminal and
+the format is text; it stops at ``--timeout SECONDS`` or on Ctrl-C with one line saying how far it
+got (the findings of the paths checked before stay in the report). Exit status: 0 conformant,
+1 not conformant, 2 could not check (bad arguments, a path that does not exist or cannot be
+read, a check stopped before it finished).
 """
 
 from __future__ import annotations
@@ -15,14 +17,18 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, Literal
+import time
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ckptspec import SPEC_VERSION, __version__
 from ckptspec.exit_codes import EXIT_ERROR, EXIT_FAIL, EXIT_OK
 from ckptspec.findings import Finding, Severity, is_conformant, strict
-from ckptspec.validator import CannotCheck, detect, validate_target
+from ckptspec.validator import CannotCheck, TargetKind, detect, validate_target
+
+if TYPE_CHECKING:
+    from ckptspec.deep_progress import Tally
 
 VALIDATE_OUTPUT_VERSION = 1
 """Version of the ``--format json`` output shape; raised whenever a field changes meaning or goes away."""
@@ -79,6 +85,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also verify the digest of every listed file (any algorithm of DIGEST-2)",
     )
+    parser.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="with --deep, stop hashing after SECONDS and exit 2, saying how far it got",
+    )
     parser.add_argument("--strict", action="store_true", help="treat warnings as errors")
     parser.add_argument(
         "--format", choices=FORMATS, default="text", help="output format (default: text)"
@@ -96,6 +109,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="skip a JSON file without a top-level `spec_version` (what the pre-commit hook uses)",
     )
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive number of seconds")
+    return value
 
 
 def _output_spec(text: str) -> tuple[str, str]:
@@ -150,26 +173,40 @@ def check(
     strict_mode: bool = False,
     only_documents: bool = False,
     progress: bool = False,
+    timeout: float | None = None,
 ) -> ValidateOutput:
-    """Validate every path; the JSON document of the run."""
+    """Validate every path; the JSON document of the run. Under ``deep``, hashing stops once
+    ``timeout`` seconds have passed, or on ``KeyboardInterrupt``: the path being checked and
+    those after it are reported as not checked (the error says how far hashing got), the
+    findings of the paths before it are kept."""
     findings: list[Finding] = []
     targets: list[Target] = []
+    deadline = None if timeout is None else time.monotonic() + timeout
+    stopped: str | None = None
     for path in paths:
+        if stopped is not None:
+            targets.append(
+                Target(
+                    path=path, kind=None, checked=False, error=f"{path}: not reached ({stopped})"
+                )
+            )
+            continue
         if only_documents and os.path.isfile(path) and not is_spec_document(named_file(path)):
             targets.append(Target(path=path, kind=None, checked=False, skipped=True, error=None))
             continue
         try:
             kind = detect(path)
             target = named_file(path) if kind in ("manifest", "run_index") else path
-            if progress and deep and kind in ("checkpoint", "run"):
-                from ckptspec.deep_progress import hashing_progress
-
-                with hashing_progress(target, kind):
-                    found = validate_target(target, kind, deep=deep)
+            if deep and kind in ("checkpoint", "run"):
+                found = _deep(target, kind, deadline=deadline, bar=progress, timeout=timeout)
             else:
                 found = validate_target(target, kind, deep=deep)
         except CannotCheck as exc:
             targets.append(Target(path=path, kind=None, checked=False, error=str(exc)))
+            continue
+        except _Stopped as exc:
+            stopped = exc.why
+            targets.append(Target(path=path, kind=None, checked=False, error=f"{path}: {exc}"))
             continue
         targets.append(Target(path=path, kind=kind, checked=True, error=None))
         findings += strict(found) if strict_mode else found
@@ -192,6 +229,34 @@ def check(
     )
 
 
+class _Stopped(Exception):
+    """Hashing stopped before it finished: ``why`` and how far it got."""
+
+    def __init__(self, why: str, progress: str) -> None:
+        super().__init__(f"stopped {why}: {progress}")
+        self.why = why
+
+
+def _deep(
+    target: str, kind: TargetKind, *, deadline: float | None, bar: bool, timeout: float | None
+) -> list[Finding]:
+    from ckptspec.deep_progress import DeepTimeout, listed_tally, watched_hashing
+
+    tally: Tally | None = None
+    try:
+        tally = listed_tally(target, kind, deadline)
+        with watched_hashing(target, tally, bar=bar):
+            return validate_target(target, kind, deep=True)
+    except DeepTimeout:
+        raise _Stopped(f"at --timeout {timeout:g} s", _how_far(tally)) from None
+    except KeyboardInterrupt:
+        raise _Stopped("by an interrupt", _how_far(tally)) from None
+
+
+def _how_far(tally: Tally | None) -> str:
+    return tally.progress() if tally is not None else "before hashing started"
+
+
 EXIT_STATUS = {"conformant": EXIT_OK, "not_conformant": EXIT_FAIL, "not_checked": EXIT_ERROR}
 
 
@@ -204,6 +269,7 @@ def run(args: argparse.Namespace) -> int:
         strict_mode=args.strict,
         only_documents=args.only_documents,
         progress=progress,
+        timeout=args.timeout,
     )
     document = result.model_dump(mode="json")
     for fmt, path in args.output:
