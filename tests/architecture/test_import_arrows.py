@@ -12,6 +12,7 @@ torch-free, read statically and checked by importing it.
 from __future__ import annotations
 
 import ast
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -173,3 +174,25 @@ def test_suite_plugin_loads_without_torch_or_hypothesis() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_the_folder_map_is_the_one_python_imports_by() -> None:
+    """The arrows above are read through pyproject's folder -> package map: every module read
+    here is the file Python imports under that name, so the arrows checked are the real ones."""
+    # A fresh interpreter: find_spec imports each module's parent packages.
+    code = (
+        "import importlib.util, json, sys\n"
+        "names = json.loads(sys.argv[1])\n"
+        "print(json.dumps({n: importlib.util.find_spec(n).origin for n in names}))\n"
+    )
+    paths = {_module_name(p): p for p in _modules()}
+    done = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(sorted(paths))],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    origins = json.loads(done.stdout)
+    wrong = {n: o for n, o in origins.items() if o is None or Path(o).resolve() != paths[n]}
+    assert not wrong, f"modules Python imports from another file than the one read: {wrong}"
