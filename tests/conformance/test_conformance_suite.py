@@ -8,12 +8,10 @@ with a JSON report and an xfails file naming an unknown test id.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from suite_run import run_suite
 
 from ckptspec.requirements import REQUIREMENTS
 
@@ -25,35 +23,18 @@ def test_quick_profile_passes_against_the_reference_adapter(tmp_path: Path, adap
     report = tmp_path / "report.json"
     xfails = tmp_path / "xfails.txt"
     xfails.write_text("# expected failures\ntest_does_not_exist  # unknown on purpose\n")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("CKPTSPEC_ADAPTER", None)
     chosen = (
         []
         if adapter == "ReferenceAdapter"
         else ["--ckptspec-adapter", f"ckptspec.reference_impl.adapter:{adapter}"]
     )
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "--pyargs",
-            "ckptspec.conformance.tests",
-            "-p",
-            "no:cacheprovider",
-            "-q",
-            *chosen,
-            "--ckptspec-report",
-            str(report),
-            "--ckptspec-xfails",
-            str(xfails),
-            "--basetemp",
-            str(tmp_path / "bt"),
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
+    proc = run_suite(
+        tmp_path,
+        *chosen,
+        "--ckptspec-report",
+        str(report),
+        "--ckptspec-xfails",
+        str(xfails),
         timeout=600,
     )
     output = proc.stdout + proc.stderr

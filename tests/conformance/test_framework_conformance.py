@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from suite_run import run_suite
 
 from ckptspec.requirements import REQUIREMENTS, ConformanceClass
 
@@ -39,32 +38,15 @@ def test_quick_profile_matches_the_xfails_file(framework: str, tmp_path: Path) -
             f"{framework} is not installed in {sys.executable} (`make` installs it: the `frameworks` extra)"
         )
     report = tmp_path / "report.json"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("CKPTSPEC_ADAPTER", None)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "--pyargs",
-            "ckptspec.conformance.tests",
-            "-p",
-            "no:cacheprovider",
-            "-q",
-            "--ckptspec-adapter",
-            FRAMEWORKS[framework],
-            "--ckptspec-derandomize",
-            "--ckptspec-xfails",
-            str(XFAILS / f"{framework}.txt"),
-            "--ckptspec-report",
-            str(report),
-            "--basetemp",
-            str(tmp_path / "bt"),
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
+    proc = run_suite(
+        tmp_path,
+        "--ckptspec-adapter",
+        FRAMEWORKS[framework],
+        "--ckptspec-derandomize",
+        "--ckptspec-xfails",
+        str(XFAILS / f"{framework}.txt"),
+        "--ckptspec-report",
+        str(report),
         timeout=1500,
     )
     output = (proc.stdout + proc.stderr)[-6000:]
