@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/record.py            # or: make bench-record
     .venv/bin/python benchmarks/record.py --tiers    # also time the test tiers (make test-fast, ...)
+    .venv/bin/python benchmarks/record.py --sizes 64,512 --repeats 3   # a shorter checkpoint curve
 
 Each benchmark prints, as its last line, ``RECORD {json}`` with its figures (ratios against a
 baseline measured in the same run). This script runs them one after another, notes the load
@@ -78,24 +79,40 @@ def table(
     conformance: tuple[dict[str, Any], str],
     validate_load: str,
     tiers: dict[str, str],
+    checkpoint_args: list[str],
 ) -> str:
     c, c_load = checkpoint
     q, q_load = conformance
+    counts = sorted(int(k.split("_")[1]) for k in validate if re.fullmatch(r"validate_\d+_s", k))
     rows = [
         "| what | command | figure [load average] | bar |",
         "| --- | --- | --- | --- |",
-        f"| `ckptspec validate` of a 10,000-file manifest, whole process, median of 7 | `python benchmarks/bench_validate.py` | "
-        f"{validate['validate_10k_s']:.2f} s (interpreter start {validate['interpreter_start_s']:.2f} s) [{validate_load}] | ≤ 0.30 s |",
+        f"| `ckptspec validate` of a manifest of {', '.join(f'{n:,}' for n in counts)} files, whole process, median of 7 | "
+        f"`python benchmarks/bench_validate.py` | "
+        + " / ".join(f"{validate[f'validate_{n}_s']:.2f} s" for n in counts)
+        + f" (interpreter start {validate['interpreter_start_s']:.2f} s) [{validate_load}] | 10k ≤ 0.30 s, 100k ≤ 10× 10k |",
         f"| `--deep` throughput vs `sha256sum`, 256 MiB: SHA-256 / xxh3-128 file digests | same | "
         f"{validate['deep_vs_sha256sum_sha256']:.0%} / {validate['deep_vs_sha256sum_xxh3-128']:.0%} [{validate_load}] | ≥ 70 % |",
-        f"| save vs raw `dcp.save`, {c['state_mb']:.0f} MB model+optimizer, {c['ranks']} ranks, median of 7 paired rounds | "
-        f"`python benchmarks/bench_checkpoint.py --repeats 7` | {c['save_ratio']:.2f}× [{c_load}] | ≤ 1.10× |",
-        f"| resume, every file's digest verified as read, vs raw `dcp.load` | same | {c['load_ratio']:.2f}× [{c_load}] | ≤ 1.15× |",
-        f"| resume with `--verify size` vs raw `dcp.load` | same | {c['load_size_ratio']:.2f}× [{c_load}] | — |",
-        f"| async save: training blocked / a synchronous save | same | {c['async_blocked']:.1%} [{c_load}] | ≤ 15 % |",
-        f"| conformance quick profile vs the reference adapter, `-n 2` ({q['phases']} phases) | "
-        f"`python benchmarks/bench_conformance.py` | {q['wall_s']:.1f} s [{q_load}] | ≤ 90 s |",
     ]
+    command = f"`python benchmarks/bench_checkpoint.py {' '.join(checkpoint_args)}`"
+    for size in c["sizes"]:
+        mb = f"{size['state_mb']:.0f} MB"
+        rows += [
+            f"| {mb} model+optimizer, {c['ranks']} ranks: save vs raw `dcp.save` | {command} | {size['save_ratio']:.2f}× [{c_load}] | ≤ 1.05× at 2 GB |",
+            f"| {mb}: resume, every file's digest verified, vs raw `dcp.load` (`--verify size`) | same | "
+            f"{size['load_ratio']:.2f}× ({size['load_size_ratio']:.2f}×) [{c_load}] | ≤ 1.25× at 64 MB, ≤ 1.10× at 2 GB |",
+            f"| {mb}: async save, training blocked vs one bare host copy of the state (vs a synchronous save) | same | "
+            f"{size['async_vs_copy']:.2f}× ({size['async_blocked']:.1%}) [{c_load}] | ≤ 1.5× |",
+        ]
+    for name, curve in c["curves"].items():
+        rows.append(
+            f"| cost curve `{name}`: fixed cost, per-GB cost (least squares across sizes) | same | "
+            f"{curve['fixed_s'] * 1e3:.0f} ms + {curve['s_per_gb']:.2f} s/GB [{c_load}] | — |"
+        )
+    rows.append(
+        f"| conformance quick profile vs the reference adapter, `-n 2` ({q['phases']} phases) | "
+        f"`python benchmarks/bench_conformance.py` | {q['wall_s']:.1f} s [{q_load}] | ≤ 90 s |"
+    )
     rows += [tiers[t] for t in TIERS if t in tiers]
     return "\n".join(rows)
 
@@ -105,9 +122,14 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--tiers", action="store_true", help="also time the test tiers (minutes)")
+    parser.add_argument(
+        "--sizes", default="64,512,2048", help="state sizes of the checkpoint benchmark, MB"
+    )
+    parser.add_argument("--repeats", default="7", help="rounds of the checkpoint benchmark")
     args = parser.parse_args()
     validate, validate_load = run_benchmark(["bench_validate.py"])
-    checkpoint = run_benchmark(["bench_checkpoint.py", "--repeats", "7"])
+    checkpoint_args = ["--repeats", args.repeats, "--sizes", args.sizes]
+    checkpoint = run_benchmark(["bench_checkpoint.py", *checkpoint_args])
     conformance = run_benchmark(["bench_conformance.py"])
     tiers = previous_tier_rows()
     if args.tiers:
@@ -122,7 +144,7 @@ def main() -> int:
     head, rest = text.split(BEGIN, 1)
     tail = rest.split(END, 1)[1]
     PAGE.write_text(
-        f"{head}{BEGIN}\n{table(validate, checkpoint, conformance, validate_load, tiers)}\n{END}{tail}"
+        f"{head}{BEGIN}\n{table(validate, checkpoint, conformance, validate_load, tiers, checkpoint_args)}\n{END}{tail}"
     )
     print(
         f"docs/benchmarks.md: figures table rewritten ({'with' if args.tiers else 'without'} the test tiers)"
