@@ -42,6 +42,8 @@ TRAINERS: tuple[Trainer, ...] = (
     Trainer("Accelerate", "accelerate.json"),
     Trainer("Lightning Fabric", "lightning.json"),
     Trainer("torchtitan", "torchtitan.json"),
+    Trainer("HF Trainer", "hf_trainer.json"),
+    Trainer("Lightning Trainer", "lightning_trainer_pl.json"),
 )
 """The trainers of the published matrix, in column order."""
 

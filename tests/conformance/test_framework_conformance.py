@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -29,19 +30,39 @@ FRAMEWORKS = {
     "lightning": "ckptspec.conformance.adapters.lightning_trainer:Adapter",
     "torchtitan": "ckptspec.conformance.adapters.torchtitan_trainer:Adapter",
 }
+# The owner-loop adapters (issue 22), keyed by xfails file, with the package each needs: outside
+# the tier (their quick profiles take ~20 min on a shared 2-core machine) unless the variable is set.
+OWNER_LOOP_FRAMEWORKS = {
+    "hf_trainer": ("transformers", "ckptspec.conformance.adapters.hf_trainer:Adapter"),
+    "lightning_trainer_pl": (
+        "lightning",
+        "ckptspec.conformance.adapters.lightning_pl_trainer:Adapter",
+    ),
+}
+OWNER_LOOP_ONLY = pytest.mark.skipif(
+    os.environ.get("CKPTSPEC_OWNER_LOOP_FRAMEWORKS") != "1",
+    reason="owner-loop framework adapters are outside the CI tiers; set CKPTSPEC_OWNER_LOOP_FRAMEWORKS=1",
+)
+CASES = [pytest.param(name, name, adapter, id=name) for name, adapter in sorted(FRAMEWORKS.items())]
+CASES += [
+    pytest.param(name, package, adapter, id=name, marks=OWNER_LOOP_ONLY)
+    for name, (package, adapter) in sorted(OWNER_LOOP_FRAMEWORKS.items())
+]
 
 
-@pytest.mark.parametrize("framework", sorted(FRAMEWORKS))
-def test_quick_profile_matches_the_xfails_file(framework: str, tmp_path: Path) -> None:
-    if importlib.util.find_spec(framework) is None:
+@pytest.mark.parametrize(("framework", "package", "adapter"), CASES)
+def test_quick_profile_matches_the_xfails_file(
+    framework: str, package: str, adapter: str, tmp_path: Path
+) -> None:
+    if importlib.util.find_spec(package) is None:
         pytest.skip(
-            f"{framework} is not installed in {sys.executable} (`make` installs it: the `frameworks` extra)"
+            f"{package} is not installed in {sys.executable} (`make` installs it: the `frameworks` extra)"
         )
     report = tmp_path / "report.json"
     proc = run_suite(
         tmp_path,
         "--ckptspec-adapter",
-        FRAMEWORKS[framework],
+        adapter,
         "--ckptspec-derandomize",
         "--ckptspec-xfails",
         str(XFAILS / f"{framework}.txt"),
@@ -52,7 +73,7 @@ def test_quick_profile_matches_the_xfails_file(framework: str, tmp_path: Path) -
     output = (proc.stdout + proc.stderr)[-6000:]
     document = json.loads(report.read_text())
     assert document["checkpoint_format"] == "native" and document["framework"].startswith(
-        framework
+        package
     ), output
     assert document["unknown_xfails"] == [], output
     tests = {t["nodeid"].rsplit("::", 1)[-1]: t["outcome"] for t in document["tests"]}
