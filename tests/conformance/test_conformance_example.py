@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from suite_run import run_conformance_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "conformance" / "examples" / "ddp_trainer.py"
@@ -31,26 +29,14 @@ def test_docs_show_the_example_file() -> None:
 @pytest.mark.slow
 def test_example_passes_the_core_scenarios(tmp_path: Path) -> None:
     report = tmp_path / "report.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ckptspec",
-            "conformance",
-            "--adapter",
-            "ckptspec.conformance.examples.ddp_trainer:DDPAdapter",
-            "-k",
-            "test_bit_exact_resume or test_world_size_mismatch or test_eval_with_empty_shards or test_config_drift or test_deferred_grad_sync",
-            "--report",
-            str(report),
-            "--",
-            "--basetemp",
-            str(tmp_path / "bt"),
-        ],
-        cwd=tmp_path,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        capture_output=True,
-        text=True,
+    proc = run_conformance_cli(
+        tmp_path,
+        "--adapter",
+        "ckptspec.conformance.examples.ddp_trainer:DDPAdapter",
+        "-k",
+        "test_bit_exact_resume or test_world_size_mismatch or test_eval_with_empty_shards or test_config_drift or test_deferred_grad_sync",
+        "--report",
+        str(report),
         timeout=600,
     )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]

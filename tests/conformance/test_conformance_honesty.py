@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from suite_run import run_conformance_cli
 
 pytestmark = pytest.mark.slow
 
@@ -29,26 +28,16 @@ def test_an_unbuildable_trainer_gets_no_pass(tmp_path: Path) -> None:
         "OMP_NUM_THREADS": "1",
         "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
     }
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ckptspec",
-            "conformance",
-            "--adapter",
-            "toy_adapter:UnbuildableAdapter",
-            "--report",
-            str(report),
-            "--",
-            "-p",
-            "no:cacheprovider",
-            "--basetemp",
-            str(tmp_path / "bt"),
-        ],
-        cwd=tmp_path,
+    proc = run_conformance_cli(
+        tmp_path,
+        "--adapter",
+        "toy_adapter:UnbuildableAdapter",
+        "--report",
+        str(report),
+        "--",
+        "-p",
+        "no:cacheprovider",
         env=env,
-        capture_output=True,
-        text=True,
         timeout=900,
     )
     output = proc.stdout + proc.stderr

@@ -6,11 +6,10 @@ from __future__ import annotations
 import io
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from suite_run import run_conformance_cli
 
 from ckptspec.conformance import progress
 from ckptspec.conformance.phase import Evaluate, FullState, Save
@@ -35,25 +34,14 @@ def test_every_phase_is_reported_once(tmp_path: Path, workers: str | None) -> No
         "PYTEST_XDIST_WORKER",
     ):  # this test may itself run in an xdist worker
         env.pop(inherited, None)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ckptspec",
-            "conformance",
-            "--adapter",
-            "toy_adapter:ToyAdapter",
-            "-k",
-            "test_full_state_is_canonical",
-            *(["-n", workers] if workers else []),
-            "--",
-            "--basetemp",
-            str(tmp_path / "bt"),
-        ],
-        cwd=tmp_path,
+    proc = run_conformance_cli(
+        tmp_path,
+        "--adapter",
+        "toy_adapter:ToyAdapter",
+        "-k",
+        "test_full_state_is_canonical",
+        *(["-n", workers] if workers else []),
         env=env,
-        capture_output=True,
-        text=True,
         timeout=300,
     )
     assert "1 failed" in proc.stdout or "1 passed" in proc.stdout, (
