@@ -6,15 +6,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import pty
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
-from test_cli_progress import EXAMPLE
+from test_cli_progress import EXAMPLE, on_a_terminal
 
 from ckptspec.exit_codes import EXIT_ERROR
 
@@ -83,36 +80,9 @@ def test_timeout_must_be_a_positive_number() -> None:
         assert done.returncode == EXIT_ERROR and "positive number of seconds" in done.stderr
 
 
-def _interrupted_on_a_terminal(*argv: str) -> tuple[int, str]:
-    """Run ``ckptspec validate *argv`` with stderr on a pseudo-terminal, send SIGINT once its
-    cost estimate is shown (hashing starts right after); its exit status and what it showed."""
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ckptspec", "validate", *argv],
-        stdout=subprocess.DEVNULL,
-        stderr=slave,
-        env={**os.environ, "COLUMNS": "120"},
-    )
-    os.close(slave)
-    shown, sent = b"", False
-    while True:
-        try:
-            chunk = os.read(master, 4096)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not chunk:
-            break
-        shown += chunk
-        if not sent and b"at least" in shown:
-            proc.send_signal(signal.SIGINT)
-            sent = True
-    os.close(master)
-    return proc.wait(timeout=300), shown.decode(errors="replace")
-
-
 def test_ctrl_c_stops_with_exit_2_and_how_far_after_the_estimate(tmp_path: Path) -> None:
     big = _big_checkpoint(tmp_path, 512)
-    status, shown = _interrupted_on_a_terminal("--deep", str(big))
+    status, _, shown = on_a_terminal("validate", "--deep", str(big), interrupt_when=b"at least")
     assert status == EXIT_ERROR and "Traceback" not in shown, shown
     estimate = shown.index("--deep will hash 1.0 GiB in 12 file(s) (")
     assert "sha256 at " in shown and "xxh3-128 at " in shown

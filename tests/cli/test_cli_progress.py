@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -20,8 +21,9 @@ EXAMPLE = (
 )
 
 
-def _on_a_terminal(*argv: str) -> tuple[int, str, str]:
-    """Run ``ckptspec *argv`` with stderr on a pseudo-terminal; its exit status, stdout and what the terminal showed."""
+def on_a_terminal(*argv: str, interrupt_when: bytes | None = None) -> tuple[int, str, str]:
+    """Run ``ckptspec *argv`` with stderr on a pseudo-terminal, sending SIGINT once the terminal
+    shows ``interrupt_when`` (if given); its exit status, stdout and what the terminal showed."""
     master, slave = pty.openpty()
     proc = subprocess.Popen(
         [sys.executable, "-m", "ckptspec", *argv],
@@ -40,13 +42,16 @@ def _on_a_terminal(*argv: str) -> tuple[int, str, str]:
         if not chunk:
             break
         shown += chunk
+        if interrupt_when is not None and interrupt_when in shown:
+            proc.send_signal(signal.SIGINT)
+            interrupt_when = None
     out = proc.stdout.read() if proc.stdout else ""
     os.close(master)
-    return proc.wait(timeout=120), out, shown.decode(errors="replace")
+    return proc.wait(timeout=300), out, shown.decode(errors="replace")
 
 
 def test_deep_on_a_terminal_shows_bytes_files_and_rate() -> None:
-    status, out, shown = _on_a_terminal("validate", "--deep", str(EXAMPLE))
+    status, out, shown = on_a_terminal("validate", "--deep", str(EXAMPLE))
     assert status == 0 and out == ""
     assert "hashing step-000000100" in shown and " files" in shown and "B/s" in shown, shown
 
@@ -59,7 +64,7 @@ def test_deep_is_silent_off_a_terminal_and_in_json() -> None:
         timeout=120,
     )
     assert done.returncode == 0 and "hashing" not in done.stderr and done.stderr.count("\n") == 1
-    status, out, shown = _on_a_terminal("validate", "--deep", "--format", "json", str(EXAMPLE))
+    status, out, shown = on_a_terminal("validate", "--deep", "--format", "json", str(EXAMPLE))
     assert status == 0 and json.loads(out)["verdict"] == "conformant" and "hashing" not in shown
 
 
