@@ -47,7 +47,9 @@ def test_mutant_id_ignores_line_numbers_and_separates_duplicates() -> None:
 def test_import_tree_follows_pyproject_package_dirs() -> None:
     dirs = mutation.package_dirs(mutation.REPO / "pyproject.toml")
     assert mutation.import_path("reference_impl/rng.py", dirs) == "ckptspec/reference_impl/rng.py"
-    assert mutation.import_path("checkpointing/loader.py", dirs) == "ckptspec/checkpointing/loader.py"
+    assert (
+        mutation.import_path("checkpointing/loader.py", dirs) == "ckptspec/checkpointing/loader.py"
+    )
     assert (
         mutation.import_path("conformance/tests/__init__.py", dirs)
         == "ckptspec/conformance/tests/__init__.py"
