@@ -70,9 +70,11 @@ def test_the_first_link_out_is_within_100_lines_and_no_placeholder_is_left() -> 
 
 
 def test_the_matrix_at_a_glance_matches_the_stored_reports() -> None:
-    rows = re.findall(r"^\| (.+?) \| (\d+) \| (\d+) \| (\d+) \| (\d+) \| (\d+) \|$", README, re.M)
+    rows = re.findall(r"^\| (.+?)" + r" \| (\d+)" * 6 + r" \|$", README, re.M)
     counted = []
     for path in sorted((ROOT / "docs/matrix").glob("*.json")):
         c = collections.Counter(r["outcome"] for r in json.loads(path.read_text())["requirements"])
-        counted.append(tuple(str(c[o]) for o in ("pass", "xfail", "blocked", "skipped", "n/a")))
+        counted.append(
+            tuple(str(c[o]) for o in ("pass", "fail", "xfail", "blocked", "skipped", "n/a"))
+        )
     assert sorted(tuple(r[1:]) for r in rows) == sorted(counted)
