@@ -192,7 +192,7 @@ class PendingSave:
 
     request: SaveRequest
     staging: Path
-    futures: list[Any]  # writes still to finish: ``result()`` finishes each, or raises its error
+    futures: list[Any]
     digests: list[dict[Path, tuple[int, str]]]  # one per DCP writer, filled as it writes
     local_files: dict[Path, bytes]  # this rank's JSON and per-rank files, serialised at save time
     replica_digests: dict[str, str]  # replicated component -> canonical digest, at save time
@@ -350,27 +350,23 @@ class CommitProtocol:
     ) -> Any:
         """*Collective.* Write one DCP component (DCP fsyncs its files and shares its own errors).
 
-        An asynchronous write copies the state to host memory now, into buffers its stager keeps
-        across saves, and returns the write itself, which the commit thread runs (no thread is
-        started per save); its collectives use the component's own process group in
-        ``async_groups`` (they must not share one with training)."""
+        An asynchronous write stages the state to host memory, then writes in a background
+        thread whose collectives use the component's own process group in ``async_groups``
+        (concurrent writes must not share a group, nor share one with training)."""
         if async_save:
             if name not in self.async_groups:
                 raise ValueError(
                     f"asynchronous save of {name!r} needs a process group in async_groups"
                 )
             stager = self._async_stagers.setdefault(
-                name,
-                DefaultStager(
-                    StagingOptions(
-                        use_pinned_memory=self.ctx.device.type == "cuda",
-                        use_shared_memory=False,
-                        use_async_staging=False,
-                        use_non_blocking_copy=False,
-                    )
-                ),
+                name, DefaultStager(StagingOptions(False, False, False, False))
             )
-            return _DeferredWrite(stager.stage(state), writer, self.async_groups[name])
+            return dcp.async_save(
+                state,
+                storage_writer=writer,
+                process_group=self.async_groups[name],
+                async_stager=stager,
+            )
         dcp.save(state, storage_writer=writer)
         return None
 
@@ -595,19 +591,6 @@ class CommitProtocol:
             resumable=True,
             resumed_from=request.resumed_from,
         )
-
-
-@dataclass
-class _DeferredWrite:
-    """*Collective over ``group``.* The DCP write of a state already copied to host memory, run
-    when :meth:`result` is called (on the commit thread)."""
-
-    staged: dict[str, Any]
-    writer: FileSystemWriter
-    group: dist.ProcessGroup
-
-    def result(self) -> None:
-        dcp.save(self.staged, storage_writer=self.writer, process_group=self.group)
 
 
 def _json_bytes(value: Any) -> bytes:
