@@ -530,6 +530,14 @@ RULES: list[tuple[str, tuple[str, ...]]] = [
         ("not-checked/newer-minor-enum-value",),
     ),
     (
+        "with `deep`, hashing was stopped before it finished (a time limit or an interruption the user asked for); what was checked before it stays reported",
+        (
+            "test:../cli/test_cli_deep_limits.py::test_timeout_stops_with_exit_2_and_one_line_naming_how_far",
+            "test:../cli/test_cli_deep_limits.py::test_timeout_keeps_findings_of_paths_checked_before",
+            "test:../cli/test_cli_deep_limits.py::test_ctrl_c_stops_with_exit_2_and_how_far_after_the_estimate",
+        ),
+    ),
+    (
         "A file digest naming an algorithm this validator does not implement in a document of the implemented minor version is `DIGEST_INVALID`",
         (
             "invalid/digest/schema-digest-unknown-algorithm",
