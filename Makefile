@@ -49,7 +49,7 @@ demo: $(STAMP)
 # The tiers, each timed: core (everything but the two below), the third-party trainers through
 # the suite, the mutant catch matrix; then the interpreter matrix (noxfile.py): the core of the
 # suite on every other Python 3.11 on the machine (e.g. /usr/bin/python3), the torch-free tests on
-# 3.10/3.12/3.13.
+# 3.10 and 3.13.
 test: test-core test-frameworks test-catch
 	@$(call timed,interpreters,$(BIN)/python -m nox)
 

@@ -11,6 +11,11 @@ every *ckptspec writer* requirement the test names is ``n/a`` from the start, wi
 and recording anything else for it raises ``ValueError`` (a suite bug: it can never pass). A
 test asks :meth:`Verdict.applies` before reading ckptspec's format.
 
+With :attr:`Verdict.stop_on` (the selected requirements under
+``--ckptspec-stop-on-requirement-failure``), the first failed check of one of them raises
+:class:`StoppedOnFailure` at once: the rest of the test could not change that requirement's
+outcome, only cost time.
+
 At the end, :meth:`Verdict.conclude` raises one ``AssertionError`` listing the failed
 requirements, with the replay command, and raises :class:`UncheckedRequirement` (reported as a
 harness *error*) if a requirement the test names got none of these: a requirement is ``pass``
@@ -32,6 +37,11 @@ class UncheckedRequirement(Exception):
     """A conformance test concluded without recording any outcome for a requirement it names."""
 
 
+class StoppedOnFailure(AssertionError):
+    """A failed check of a requirement in :attr:`Verdict.stop_on` ended the test at once
+    (``--ckptspec-stop-on-requirement-failure``): that failure is the verdict sought."""
+
+
 @dataclass
 class Verdict:
     """The checks of one test, by requirement ID."""
@@ -48,6 +58,7 @@ class Verdict:
     native: bool = (
         False  # the adapter declares checkpoint_format "native": writer requirements do not apply
     )
+    stop_on: frozenset[str] = frozenset()  # a failed check of one of these ends the test at once
 
     def __post_init__(self) -> None:
         self._mark_not_applicable()
@@ -108,6 +119,8 @@ class Verdict:
                 f"\nreplay: {self.replay}" if self.replay else ""
             )
             self.first_failure = self.first_failure or self.failures[requirement]
+        if outcome == "fail" and requirement in self.stop_on:
+            raise StoppedOnFailure(self.failures[requirement])
 
     def check(self, requirement: str, ok: bool, message: str) -> bool:
         """Record one comparison for ``requirement``; ``message`` says what failed. Returns ``ok``."""

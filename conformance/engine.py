@@ -8,8 +8,8 @@ its own ``LOCAL_RANK`` space: the first in the calling thread, the others in thr
 in a c10d rendezvous on 127.0.0.1 whose TCP store this process hosts on a free port, so no port is
 guessed; torch gives every node a distinct node rank and the ranks of a node consecutive global
 ranks. Rank processes are forked from a ``forkserver`` that has
-pre-imported torch: they share nothing with earlier phases, but do not pay torch's import time
-again (about 2 s per process).
+pre-imported torch, the modules torch imports lazily on first use, and the adapter's module: they
+share nothing with earlier phases, but do not pay those imports again (about 4 s per process).
 
 Guarantees of :func:`run_phase`:
 
@@ -52,6 +52,13 @@ from ckptspec.conformance.worker import process_start_time, run_rank
 _PRELOAD = [
     "torch",
     "torch.distributed",
+    # Imported lazily by torch on first use, in every rank of every phase, unless preloaded:
+    # ``torch.use_deterministic_algorithms`` imports inductor's config (and with it dynamo), the
+    # optimizers' first step imports dynamo's and functorch's wrappers. Only modules: no state.
+    "torch._inductor.config",
+    "torch._dynamo",
+    "torch._functorch._aot_autograd",
+    "torch.onnx",
     "ckptspec.conformance.worker",
     "ckptspec.digest",
     "ckptspec.errors",
@@ -65,9 +72,14 @@ OUTPUT_TAIL_LINES = 40
 _forkserver_ready = False
 
 
-def _start_method() -> str:
+def _start_method(adapter: str) -> str:
     """``forkserver`` (torch pre-imported) where available, else ``spawn``; the environment
-    variable ``CKPTSPEC_START_METHOD=spawn`` forces spawn (for measurements and debugging)."""
+    variable ``CKPTSPEC_START_METHOD=spawn`` forces spawn (for measurements and debugging).
+
+    The forkserver starts with the first phase of the process and also pre-imports the module of
+    that phase's ``adapter`` (a framework's adapter imports the framework: seconds per rank).
+    The harness has already imported it in this process, so the import cannot fail differently
+    there; the forkserver skips a module that raises ``ImportError``."""
     global _forkserver_ready
     if (
         os.environ.get("CKPTSPEC_START_METHOD") == "spawn"
@@ -75,7 +87,9 @@ def _start_method() -> str:
     ):
         return "spawn"
     if not _forkserver_ready:
-        multiprocessing.get_context("forkserver").set_forkserver_preload(_PRELOAD)
+        module = adapter.partition(":")[0]
+        preload = [*_PRELOAD, module] if module in sys.modules else _PRELOAD
+        multiprocessing.get_context("forkserver").set_forkserver_preload(preload)
         _forkserver_ready = True
     return "forkserver"
 
@@ -164,7 +178,7 @@ def run_phase(spec: PhaseSpec, phase_dir: str | os.PathLike[str]) -> PhaseResult
         rdzv_configs={"timeout": int(max(30, spec.timeout_s)), "is_host": False},
         max_restarts=0,
         monitor_interval=0.05,
-        start_method=_start_method(),
+        start_method=_start_method(spec.adapter),
         local_addr="127.0.0.1",
         # SIGINT is left to the caller: the launcher's own handler would turn Ctrl-C into a
         # failed phase, and the session would go on to the next test.

@@ -15,8 +15,8 @@ adapter), ``--ckptspec-profile quick|full``, ``--ckptspec-max-examples N``,
 ``--ckptspec-report PATH`` (JSON), ``--ckptspec-xfails PATH``, ``--ckptspec-derandomize`` (also
 Hypothesis' own ``ci`` profile when ``CI`` is set), ``--ckptspec-replay JSON``,
 ``--ckptspec-select-requirement ID`` (repeatable: keep only the tests that name ID) and
-``--ckptspec-stop-on-requirement-failure`` (stop after the first test that fails a selected
-requirement; the rest of the report is then ``not-run``).
+``--ckptspec-stop-on-requirement-failure`` (end the run at the first failed check of a selected
+requirement, inside the test that made it; the rest of the report is then ``not-run``).
 
 Markers: ``requirement(ID, ...)``: the requirements a test checks; ``needs(CAPABILITY, ...)``:
 skip unless the adapter declares every capability.
@@ -110,7 +110,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--ckptspec-stop-on-requirement-failure",
         action="store_true",
         default=False,
-        help="stop after the first test that fails a selected requirement",
+        help="end the run at the first failed check of a selected requirement",
     )
 
 
@@ -200,8 +200,11 @@ class ConformancePlugin:
         """Per-requirement checks of this test (see :mod:`ckptspec.conformance.checks`). A test
         none of whose requirements applies to the adapter (the verdict says so) is not run:
         it is recorded ``n/a``."""
+        opts = self.options
         verdict = Verdict(
-            requirements=tuple(requirements_of(request.node)), native=self.harness.native
+            requirements=tuple(requirements_of(request.node)),
+            native=self.harness.native,
+            stop_on=frozenset(opts.select_requirements if opts.stop_on_requirement_failure else ()),
         )
         if verdict.requirements and not verdict.applicable():
             pytest.skip(

@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from ckptspec.conformance.checks import UncheckedRequirement, Verdict, component, diff_digests
+from ckptspec.conformance.checks import (
+    StoppedOnFailure,
+    UncheckedRequirement,
+    Verdict,
+    component,
+    diff_digests,
+)
 from ckptspec.conformance.faults import interpose
 from ckptspec.conformance.phase import Fault
 from ckptspec.conformance.report import (
@@ -124,6 +130,19 @@ def test_verdict_keeps_the_first_failing_example() -> None:
     v.check("A", False, "a later re-execution")
     assert v.first_failure == "A: first cause\nreplay: replay-1"
     assert v.final_outcomes() == {"A": "fail"}
+
+
+def test_a_failed_check_of_a_stop_on_requirement_ends_the_test_at_once() -> None:
+    v = Verdict(requirements=("A", "B"), stop_on=frozenset({"B"}))
+    v.begin("replay-1")
+    assert not v.check("A", False, "not selected: the test goes on")
+    v.blocked("B", "blocked is not a failure")
+    with pytest.raises(StoppedOnFailure, match="B: digests differ") as raised:
+        v.check("B", False, "digests differ")
+    assert isinstance(raised.value, AssertionError)  # pytest reports the test as failed
+    assert v.final_outcomes() == {"A": "fail", "B": "fail"}
+    with pytest.raises(StoppedOnFailure):
+        Verdict(requirements=("B",), stop_on=frozenset({"B"})).require("B", False, "no checkpoint")
 
 
 def test_each_requirement_row_shows_its_own_failure_message() -> None:
