@@ -105,13 +105,29 @@ class AtomicityScenario:
     )
 
 
+NEVER_BETTER = 1e9
+"""A ``min_delta`` no score can beat: the first recorded best must stay."""
+
+
 @dataclass(frozen=True)
 class LifecycleScenario:
-    """Train/evaluate/save step by step with ``keep_last``, restarting after ``first_leg`` saves."""
+    """Train/evaluate/save step by step with ``keep_last``, restarting after ``first_leg`` saves;
+    the best checkpoint is tracked in ``best_mode`` with ``min_delta`` (where the test tracks one)."""
 
     keep_last: int
     first_leg: int
     second_leg: int
+    best_mode: str = "min"
+    min_delta: float = NEVER_BETTER
+
+
+KEEP_TWO_BEST_MAX = LifecycleScenario(
+    keep_last=2, first_leg=2, second_leg=2, best_mode="max", min_delta=0.0
+)
+"""The lifecycle scenario every profile runs first, the set-up real runs meet most: retention that
+keeps more than one checkpoint (with one, keeping one too few keeps nothing less than the latest),
+and a best that moves with every rise of the score (``max``: the mode a trainer written for losses
+gets wrong; the drawn scenarios cover ``min`` and a ``min_delta`` no score beats)."""
 
 
 def batch_size(world_sizes: tuple[int, ...], accumulation_steps: int) -> int:
@@ -207,9 +223,20 @@ def atomicity_scenarios(draw: Any) -> AtomicityScenario:
 
 @st.composite
 def lifecycle_scenarios(draw: Any) -> LifecycleScenario:
-    return LifecycleScenario(
-        draw(st.integers(1, 2)), draw(st.integers(1, 2)), draw(st.integers(2, 3))
+    """Retention depth, both legs' lengths, and the best's mode and ``min_delta``: 0 (every
+    improvement counts) or :data:`NEVER_BETTER` (none does, so the first best must survive)."""
+    scenario = LifecycleScenario(
+        keep_last=draw(st.integers(1, 2)),
+        first_leg=draw(st.integers(1, 2)),
+        second_leg=draw(st.integers(2, 3)),
+        best_mode=draw(st.sampled_from(["min", "max"])),
+        min_delta=draw(st.sampled_from([NEVER_BETTER, 0.0])),
     )
+    event(
+        f"lifecycle: keep_last {scenario.keep_last}, best {scenario.best_mode} "
+        f"min_delta {scenario.min_delta:g}"
+    )
+    return scenario
 
 
 # --- running and replaying -------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""Run-level behaviour across restarts: best (RUN-4), retention with and without best (RUN-5),
-idempotent restart (RESUME-7)."""
+"""Run-level behaviour across restarts: best in either mode, with or without ``min_delta`` (RUN-4),
+retention with and without best (RUN-5), idempotent restart (RESUME-7)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import pytest
 
 from ckptspec.conformance.checks import Verdict
 from ckptspec.conformance.harness import Harness, file_tree
-from ckptspec.conformance.phase import Evaluate, Fit, Resume, Save, Train
+from ckptspec.conformance.phase import Evaluate, Fit, PhaseResult, Resume, Save, Train
 from ckptspec.conformance.scenarios import metric_name
 from ckptspec.conformance.strategies import (
+    KEEP_TWO_BEST_MAX,
     LifecycleScenario,
     lifecycle_scenarios,
     replay_command,
@@ -18,7 +19,6 @@ from ckptspec.conformance.strategies import (
 from ckptspec.layout import LAYOUT
 
 WORLD_SIZE = 2
-NEVER_BETTER = 1e9  # a min_delta no score can beat: the first recorded best must stay
 
 
 def _leg(h: Harness, steps: int, resume: bool) -> list:  # type: ignore[type-arg]
@@ -26,13 +26,36 @@ def _leg(h: Harness, steps: int, resume: bool) -> list:  # type: ignore[type-arg
     return [*([Resume(None)] if resume else []), *([Train(1), evaluate, Save()] * steps)]
 
 
+def _scores(
+    result: PhaseResult, metric: str, first_step: int, offset: int
+) -> list[tuple[int, float]]:
+    """``(step, score)`` of every evaluation of a leg (rank 0's: EVAL-2 makes them global); the
+    leg's actions start at ``offset`` with one ``Train(1), Evaluate, Save`` per step."""
+    scores = []
+    for i in range(offset, len(result.spec.actions), 3):
+        metrics = result.value(i + 1)
+        scores.append((first_step + (i - offset) // 3, float(metrics[metric])))
+    return scores
+
+
+def expected_best(scores: list[tuple[int, float]], mode: str, min_delta: float) -> int:
+    """RUN-4 applied to ``scores`` in order: the first score is the best, and a later one replaces
+    it only when it improves on it by more than ``min_delta`` in ``mode``."""
+    best_step, best = scores[0]
+    for step, score in scores[1:]:
+        if (score < best - min_delta) if mode == "min" else (score > best + min_delta):
+            best_step, best = step, score
+    return best_step
+
+
 @pytest.mark.needs("eval", "best", "retention")
 @pytest.mark.requirement("RUN-4", "RUN-5")
-@scenario_test(LifecycleScenario, lifecycle_scenarios)
+@scenario_test(LifecycleScenario, lifecycle_scenarios, always=[KEEP_TWO_BEST_MAX])
 def test_best_and_retention_across_restart(
     harness: Harness, verdict: Verdict, scenario: LifecycleScenario
 ) -> None:
-    """Best survives a restart and never moves without a real improvement; retention keeps what it must."""
+    """Best survives a restart and moves exactly when a score improves by more than
+    ``min_delta`` in the declared mode; retention keeps what it must."""
     verdict.begin(replay_command("test_best_and_retention_across_restart", scenario))
     metric = metric_name(harness)
     total = scenario.first_leg + scenario.second_leg
@@ -40,34 +63,36 @@ def test_best_and_retention_across_restart(
         total_steps=total,
         keep_last=scenario.keep_last,
         best_metric=metric,
-        best_mode="min",
-        best_min_delta=NEVER_BETTER,
+        best_mode=scenario.best_mode,
+        best_min_delta=scenario.min_delta,
     )
+    rule = f"best_mode {scenario.best_mode}, min_delta {scenario.min_delta:g}"
     first = harness.phase(config, WORLD_SIZE, _leg(harness, scenario.first_leg, resume=False))
     if not verdict.phase_completed(
         "RUN-4", first, f"{scenario.first_leg} x (train, evaluate, save)"
     ):
         verdict.conclude()
-    best = harness.declared.best_checkpoint(
-        config
-    )  # run.json's `best`, or a native trainer's own record
+    scores = _scores(first, metric, 1, 0)
+    want = expected_best(scores, scenario.best_mode, scenario.min_delta)
+    best = harness.declared.best_checkpoint(config)  # run.json's `best`, or a native trainer's own
     verdict.check(
         "RUN-4",
-        best == 1,
-        f"with min_delta {NEVER_BETTER:g} the best must stay at the first evaluated step 1, "
-        f"the trainer records {best!r}",
+        best == want,
+        f"with {rule} and scores {scores} the best is step {want}; the trainer records {best!r}",
     )
     second = harness.phase(config, WORLD_SIZE, _leg(harness, scenario.second_leg, resume=True))
     if not verdict.phase_completed(
         "RUN-4", second, f"restart, {scenario.second_leg} x (train, evaluate, save)"
     ):
         verdict.conclude()
+    scores += _scores(second, metric, scenario.first_leg + 1, 1)
+    want = expected_best(scores, scenario.best_mode, scenario.min_delta)
     best_after = harness.declared.best_checkpoint(config)
     verdict.check(
         "RUN-4",
-        best_after == 1,
-        f"after a restart the best moved from step 1 to {best_after!r} "
-        "although no score improved by more than min_delta (not rehydrated from run.json?)",
+        best_after == want,
+        f"after a restart, with {rule} and scores {scores}, the best is step {want}; the trainer "
+        f"records {best_after!r} (not rehydrated from run.json, or compared in another mode?)",
     )
     steps = sorted(harness.checkpoints(config))
     must_keep = (
@@ -86,7 +111,7 @@ def test_best_and_retention_across_restart(
 
 @pytest.mark.needs("retention")
 @pytest.mark.requirement("RUN-5")
-@scenario_test(LifecycleScenario, lifecycle_scenarios)
+@scenario_test(LifecycleScenario, lifecycle_scenarios, always=[KEEP_TWO_BEST_MAX])
 def test_retention_across_restart(
     harness: Harness, verdict: Verdict, scenario: LifecycleScenario
 ) -> None:
