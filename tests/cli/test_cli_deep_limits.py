@@ -81,14 +81,16 @@ def test_timeout_must_be_a_positive_number() -> None:
 
 
 def test_ctrl_c_stops_with_exit_2_and_how_far_after_the_estimate(tmp_path: Path) -> None:
-    big = _big_checkpoint(tmp_path, 512)
+    # 4 GiB to hash (about 12 s here): the signal goes out when the estimate shows, and on a
+    # loaded machine the reader may see that line late; 1 GiB once finished hashing first.
+    big = _big_checkpoint(tmp_path, 2048)
     status, _, shown = on_a_terminal("validate", "--deep", str(big), interrupt_when=b"at least")
     assert status == EXIT_ERROR and "Traceback" not in shown, shown
-    estimate = shown.index("--deep will hash 1.0 GiB in 12 file(s) (")
+    estimate = shown.index("--deep will hash 4.0 GiB in 12 file(s) (")
     assert "sha256 at " in shown and "xxh3-128 at " in shown
     assert "stopped by an interrupt: hashed " in shown, repr(shown)
     stop = shown.index("stopped by an interrupt: hashed ")
-    assert estimate < stop and "of 1.0 GiB)" in shown[stop:], shown
+    assert estimate < stop and "of 4.0 GiB)" in shown[stop:], shown
 
 
 def test_no_estimate_off_a_terminal() -> None:
