@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, get_args
 
+from ckptspec.file_digest import ALGORITHMS
 from ckptspec.layout import LAYOUT, checkpoint_dir_name, committed_steps
 from ckptspec.training import StepRecord
 
@@ -42,6 +43,7 @@ Capability = Literal[
     "best",
     "retention",
     "multi_node",
+    "async_save",
 ]
 
 CAPABILITIES: tuple[Capability, ...] = get_args(Capability)
@@ -64,6 +66,10 @@ CAPABILITIES: tuple[Capability, ...] = get_args(Capability)
 - ``multi_node``: the trainer runs on several nodes of one job (several elastic agents, each with
   its own ``LOCAL_RANK`` space; :attr:`RankContext.local_world_size` ranks per node), so the suite
   can launch a scenario as two nodes on localhost.
+- ``async_save``: with ``ScenarioConfig.async_save``, the trainer writes its checkpoints in the
+  background (the state copied to host memory, then written, agreed and committed on another
+  thread): :meth:`TrainerAdapter.save` still returns only once the checkpoint is committed, and
+  ``fit()``'s saves overlap training. The suite then crosses synchronous and asynchronous saves.
 """
 
 
@@ -125,6 +131,10 @@ class ScenarioConfig:
     steps_per_epoch: int | None = (
         None  # with `epochs`: size the training set to this many steps; None: your own
     )
+    async_save: bool = False  # with `async_save`: write checkpoints in the background
+    digest_algorithm: str | None = (
+        None  # one of the adapter's `digest_algorithms`; None: its default
+    )
     extra: dict[str, Any] = field(default_factory=dict)  # adapter-specific settings, passed through
 
     def replace(self, **changes: Any) -> ScenarioConfig:
@@ -162,6 +172,10 @@ class TrainerAdapter:
     suite then compares state after the first step instead."""
     eval_sharding: ClassVar[EvalSharding] = "suite"
     """One of :data:`EVAL_SHARDINGS`."""
+    digest_algorithms: ClassVar[tuple[str, ...]] = ()
+    """The file-digest algorithms (names of ``ckptspec.file_digest.ALGORITHMS``) the trainer can
+    write its checkpoints' file digests with, chosen by ``ScenarioConfig.digest_algorithm``; the
+    integrity test damages checkpoints written with each. Empty: the trainer's own choice only."""
     step: int
 
     @staticmethod
@@ -259,6 +273,7 @@ class Declarations:
     saves_at_step_ends_only: bool = False
     restore_on_first_batch: bool = False
     eval_sharding: str = "suite"
+    digest_algorithms: tuple[str, ...] = ()
 
     @property
     def native(self) -> bool:
@@ -290,6 +305,7 @@ def declarations(adapter: Any) -> Declarations:
             "saves_at_step_ends_only",
             "restore_on_first_batch",
             "eval_sharding",
+            "digest_algorithms",
         )
     }
     capabilities = values["capabilities"]
@@ -315,6 +331,11 @@ def declarations(adapter: Any) -> Declarations:
         raise ValueError(
             f"eval_sharding {values['eval_sharding']!r}; known: {list(EVAL_SHARDINGS)}"
         )
+    algorithms = values["digest_algorithms"]
+    if not isinstance(algorithms, tuple) or not set(algorithms) <= set(ALGORITHMS):
+        raise ValueError(
+            f"`digest_algorithms` must be a tuple of {list(ALGORITHMS)}, got {algorithms!r}"
+        )
     for flag in ("saves_at_step_ends_only", "restore_on_first_batch"):
         if not isinstance(values[flag], bool):
             raise ValueError(f"`{flag}` must be a bool, got {values[flag]!r}")
@@ -329,6 +350,7 @@ def declarations(adapter: Any) -> Declarations:
         saves_at_step_ends_only=values["saves_at_step_ends_only"],
         restore_on_first_batch=values["restore_on_first_batch"],
         eval_sharding=str(values["eval_sharding"]),
+        digest_algorithms=algorithms,
     )
 
 

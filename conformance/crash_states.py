@@ -101,6 +101,7 @@ class CrashModel:
     ) -> None:
         self.before, self.after, self.blobs = before, after, journal / BLOBS
         self.entries = list(entries)
+        self.end: int | None = None  # set by at(): the model of an earlier point of the journal
         self.nodes: list[_Node] = []
         self.initial: dict[str, int] = {}
         for path, kind in sorted(_listing(before).items()):
@@ -115,6 +116,18 @@ class CrashModel:
             for path, kind in sorted(self.kill_state.items())
             if path not in self.final
         }
+
+    def at(self, end: int) -> CrashModel:
+        """The crash just before journal entry ``end`` (no process was killed there): a model
+        of the entries before it. Only its :meth:`worst` state can be built, and built exactly:
+        that state keeps only what was durable at ``end`` (the directory before, the entry
+        operations whose directory was fsynced before ``end``, the fsync copies), while the
+        content of data not yet durable then is not known."""
+        model = CrashModel(self.before, self.after, self.blobs.parent, self.entries[:end])
+        model.end = end
+        # made outside the journal: what the whole journal did not make, not what it made later
+        model.outside = {p: n for p, n in model.outside.items() if p in self.outside}
+        return model
 
     def _new(self, kind: str, origin: str | None = None) -> int:
         self.nodes.append(_Node(kind, origin))
@@ -167,7 +180,12 @@ class CrashModel:
         if not n.writes:
             return True
         last_write = n.writes[-1][0]
-        if not n.syncs or n.syncs[-1][0] < last_write or self.kill_state.get(path) != "file":
+        if (
+            not n.syncs
+            or n.syncs[-1][0] < last_write
+            or self.kill_state.get(path) != "file"
+            or not (self.after / path).is_file()  # at() an earlier point: renamed or gone since
+        ):
             return False
         return hashlib.sha256(self._after_bytes(path)).hexdigest() == n.syncs[-1][1]
 
@@ -216,7 +234,11 @@ class CrashModel:
         n = self.nodes[node]
         if not n.writes:
             if n.origin is None:
-                return self._after_bytes(where[node]) if node in where else b""
+                return (
+                    self._after_bytes(where[node])
+                    if node in where and (self.after / where[node]).is_file()
+                    else b""
+                )
             return (self.before / n.origin).read_bytes()
         if (
             node not in where or self.kill_state.get(where[node]) != "file"
@@ -234,6 +256,10 @@ class CrashModel:
     def build(self, target: Path, choices: Iterable[Choice]) -> None:
         """Write into ``target`` (which must not exist) the state where ``choices`` are lost."""
         choices = list(choices)
+        if self.end is not None and choices != self.worst():
+            raise ValueError(
+                f"only the worst state of the journal before entry {self.end} is known"
+            )
         undone = {c.index for c in choices if c.kind == "undo"}
         effects = {self.final[c.path]: c.kind for c in choices if c.kind != "undo"}
         names = dict(self.initial)

@@ -21,7 +21,9 @@ no-op fires at the next call that does change something.
 An injected ``EIO`` models a device that has failed, not a transient error: from its point on,
 every call of that rank that changes something under the root raises it. (A one-shot error is
 absorbed by fallbacks such as ``shutil.move``'s copy after a failed ``rename``, and the save then
-rightly succeeds; it would test nothing about COMMIT-4.)
+rightly succeeds; it would test nothing about COMMIT-4.) A ``hold`` parks the rank just before
+its point at a gate (:mod:`ckptspec.conformance.gate`) until the test releases it, so that the test
+can act while a save is half done: start a second writer on the run (RUN-8).
 
 With a ``journal`` directory in the fault (on every rank, whatever the fault's kind), each
 completed mutation is also appended to ``<journal>/rank-<r>.jsonl`` as a :class:`JournalEntry`
@@ -55,6 +57,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ckptspec.conformance.gate import arrive_and_wait
 from ckptspec.conformance.phase import Fault, Mutation
 
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
@@ -203,7 +206,7 @@ class _Counter:
     def mutation(self, op: str, path: Any, dst: Any = None, changes: bool = True) -> None:
         """Number a mutation; fire the fault at its crash point, or at the first call after it
         that ``changes`` something. An ``oserror`` fault stays armed: every later call that
-        changes something fails too."""
+        changes something fails too; a ``hold`` fault waits at its gate once, then the call runs."""
         entry = Mutation(
             time.monotonic(), op, self.rel(path), self.rel(dst) if dst is not None else ""
         )
@@ -214,6 +217,10 @@ class _Counter:
         where = f"mutation {len(self.log)}" + (
             f" (point {fault.at} was a no-op)" if len(self.log) != fault.at else ""
         )
+        if fault.kind == "hold":
+            self.fault = None
+            arrive_and_wait(fault.gate)
+            return
         if fault.kind == "kill":
             self.on_kill(f"SIGKILL before {where}: {entry}")
             os.kill(os.getpid(), signal.SIGKILL)

@@ -24,7 +24,10 @@ class Fault:
 
     - ``count``: inject nothing, only record the mutations (the dry run);
     - ``kill``: SIGKILL the rank just before mutation ``at`` executes;
-    - ``oserror``: make mutation ``at`` raise ``OSError(EIO)`` instead of executing.
+    - ``oserror``: make mutation ``at`` raise ``OSError(EIO)`` instead of executing;
+    - ``hold``: just before mutation ``at`` executes, wait at the gate in the directory ``gate``
+      (:class:`~ckptspec.conformance.gate.Gate`, as :class:`Hold` does between adapter calls),
+      then go on; it holds once.
 
     ``journal``, when set, is a directory outside the run where every rank appends the
     operations it completed, with the content of each file at each of its fsyncs
@@ -32,10 +35,11 @@ class Fault:
     states a power loss may leave from it.
     """
 
-    kind: Literal["count", "kill", "oserror"]
+    kind: Literal["count", "kill", "oserror", "hold"]
     rank: int = 0
     at: int = 0
     journal: str = ""
+    gate: str = ""
 
 
 @dataclass(frozen=True)

@@ -90,7 +90,9 @@ class IntegrityScenario:
 @dataclass(frozen=True)
 class AtomicityScenario:
     """Save at ``steps_before``, train ``steps_between`` more, crash the next save at ``crash_points``,
-    with ``keep_last`` retention (None: keep every checkpoint).
+    with ``keep_last`` retention (None: keep every checkpoint), synchronously or (``async_save``)
+    in the background; a trainer that can do both is also crashed in the other mode at the
+    landmarks.
 
     Crash points are fractions in ``[0, 1)`` of the dry-run mutation count, so an example replays
     to the same mutation for the same trainer. The test adds the two landmarks of every save:
@@ -103,6 +105,7 @@ class AtomicityScenario:
     keep_last: int | None = (
         None  # the run's retention (``retention`` capability): crashes land in its deletions too
     )
+    async_save: bool = False  # the crashed save in the background (``async_save`` capability)
 
 
 NEVER_BETTER = 1e9
@@ -212,13 +215,16 @@ def atomicity_scenarios(draw: Any) -> AtomicityScenario:
         sorted(draw(st.sets(st.floats(0, 1, exclude_max=True), min_size=count, max_size=count)))
     )
     steps = st.just(1) if _quick() else st.integers(1, 2)
-    retention = "retention" in declarations(load_adapter(options.current().adapter)).capabilities
+    declared = declarations(load_adapter(options.current().adapter)).capabilities
     # keep_last 1 first: the retention that can delete the last good checkpoint before the new one commits
-    keep_last = draw(st.sampled_from([1, 2, 3, None])) if retention else None
+    keep_last = draw(st.sampled_from([1, 2, 3, None])) if "retention" in declared else None
+    async_save = draw(st.booleans()) if "async_save" in declared else False
     event(
-        f"crash x retention: keep_last {keep_last}, {len(points) or 'every'} drawn crash point(s) + commit landmarks"
+        f"crash x retention x mode: keep_last {keep_last}, "
+        f"{'asynchronous' if async_save else 'synchronous'} save at "
+        f"{len(points) or 'every'} drawn crash point(s) + commit landmarks"
     )
-    return AtomicityScenario(draw(steps), draw(steps), points, keep_last)
+    return AtomicityScenario(draw(steps), draw(steps), points, keep_last, async_save)
 
 
 @st.composite
@@ -339,11 +345,13 @@ class InvariantScenario:
 
 @dataclass(frozen=True)
 class RestartScenario:
-    """Interrupt a run (train, evaluate, save per step) after ``interrupted_at`` steps, first
-    resuming step ``rewind_to`` and saving the step after it when set (a rewind); damage its
-    index (``"intact"``, ``"lagging"``: ``latest_step`` one commit behind, ``"missing"``); then
-    restart its ``fit()`` to ``total_steps``, and restart it again. ``keep_last`` and
-    ``best`` (track the adapter's first metric, ``min``) are the run's policies."""
+    """Interrupt a run (train, evaluate, save per step) after ``interrupted_at`` steps (up to
+    ``total_steps``: a finished run, whose restart trains nothing), first resuming step
+    ``rewind_to`` and saving the step after it when set (a rewind); damage its index
+    (``"intact"``, ``"lagging"``: ``latest_step`` one commit behind, ``"missing"``; a native
+    trainer has no index, and its index is left alone); then restart its ``fit()`` to
+    ``total_steps``, and restart it again. ``keep_last`` and ``best`` (track the adapter's first
+    metric, ``min``) are the run's policies."""
 
     total_steps: int
     interrupted_at: int
@@ -351,6 +359,14 @@ class RestartScenario:
     best: bool
     index: str
     rewind_to: int | None
+
+
+FINISHED_LAGGING = RestartScenario(
+    total_steps=3, interrupted_at=3, keep_last=None, best=False, index="lagging", rewind_to=None
+)
+"""A finished run that stopped between its last commit and the index update, then restarted (an
+evaluation job, a resubmitted run): the restart saves nothing, so only start-up repair can put
+``run.json`` right. Run first in every profile."""
 
 
 @st.composite
@@ -374,7 +390,7 @@ def restart_scenarios(draw: Any) -> RestartScenario:
     declared = declarations(load_adapter(options.current().adapter))
     capabilities, native = declared.capabilities, declared.native
     total = draw(st.integers(3, 4) if _quick() else st.integers(3, 6))
-    interrupted = draw(st.integers(1, total - 1))
+    interrupted = draw(st.integers(1, total))
     keep_last = draw(st.sampled_from([None, 1, 2, 3])) if "retention" in capabilities else None
     best = draw(st.booleans()) if {"best", "eval"} <= capabilities else False
     low = max(1, interrupted - keep_last + 1) if keep_last else 1

@@ -22,6 +22,7 @@ from ckptspec.conformance.adapter import (
     StepRecord,
     TrainerAdapter,
 )
+from ckptspec.file_digest import ALGORITHMS
 from ckptspec.reference_impl.config import TrainConfig
 from ckptspec.reference_impl.trainer import Trainer
 
@@ -40,6 +41,8 @@ _SCENARIO_FIELDS = {
     "best_min_delta": "best_min_delta",
     "elastic": "elastic",
     "defer_grad_sync": "defer_grad_sync",
+    "async_save": "async_save",
+    "digest_algorithm": "digest_algorithm",
 }
 
 
@@ -52,6 +55,8 @@ def train_config(config: ScenarioConfig, eval_set_size: int) -> TrainConfig:
     values: dict[str, Any] = {
         ours: getattr(config, theirs) for theirs, ours in _SCENARIO_FIELDS.items()
     }
+    if config.digest_algorithm is None:  # the trainer's default
+        del values["digest_algorithm"]
     if config.steps_per_epoch is not None:
         values["dataset_size"] = config.steps_per_epoch * config.global_batch_size
     return TrainConfig(**values, eval_set_size=eval_set_size, **config.extra)
@@ -64,6 +69,7 @@ class ReferenceAdapter(TrainerAdapter):
         CAPABILITIES
     )  # every one the suite knows
     eval_set_size: ClassVar[int] = 24
+    digest_algorithms: ClassVar[tuple[str, ...]] = tuple(ALGORITHMS)
     trainer_class: ClassVar[type[Trainer]] = Trainer
 
     def __init__(self, config: ScenarioConfig, ctx: RankContext) -> None:
@@ -116,7 +122,11 @@ class ReferenceAsyncAdapter(ReferenceAdapter):
     """The reference trainer with asynchronous saves (``async_save``): in ``fit()`` every save
     returns once the state is in host memory, and its writes, digests, agreement and commit run
     on a background thread while training goes on (a crash, a fault or a resume can meet a save in
-    flight). ``save()`` waits for the commit, as the protocol asks."""
+    flight). ``save()`` waits for the commit, as the protocol asks. It does not declare the
+    ``async_save`` capability: it cannot save synchronously, so the suite does not cross the two
+    modes on it."""
+
+    capabilities: ClassVar[frozenset[Capability]] = ReferenceAdapter.capabilities - {"async_save"}
 
     def __init__(self, config: ScenarioConfig, ctx: RankContext) -> None:
-        super().__init__(replace(config, extra={**config.extra, "async_save": True}), ctx)
+        super().__init__(replace(config, async_save=True), ctx)

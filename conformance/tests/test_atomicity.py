@@ -46,20 +46,21 @@ def _restored(h: Harness, config: ScenarioConfig) -> dict[int, dict[str, str]]:
 
 
 def _dry_run(
-    h: Harness, saved: SavedRun, between: int
+    h: Harness, saved: SavedRun, between: int, async_save: bool = False
 ) -> tuple[dict[int, list[Mutation]], dict[int, dict[str, str]], str]:
-    """Resume, train and save under a counting fault, then resume what was saved (memoised):
-    per-rank mutations, the state that resume restores, and a failure description ('' if none)."""
+    """Resume, train and save (in the background with ``async_save``) under a counting fault,
+    then resume what was saved (memoised): per-rank mutations, the state that resume restores,
+    and a failure description ('' if none)."""
 
     def compute(_: Path) -> tuple[dict[int, list[Mutation]], dict[int, dict[str, str]], str]:
-        config = h.fork(saved.config)
+        config = h.fork(saved.config, async_save=async_save)
         result = h.phase(config, WORLD_SIZE, [Resume(None), Train(between), Save(Fault("count"))])
         logs = {r: list(res.mutations) for r, res in result.results(2).items()}
         if result.missing or result.errors():
             return logs, {}, result.describe()
         return logs, _restored(h, config), ""
 
-    return h.memo("dry-run", (saved.config.output_dir, between), compute)
+    return h.memo("dry-run", (saved.config.output_dir, between, async_save), compute)
 
 
 def _saved_and_dry_run(
@@ -69,28 +70,30 @@ def _saved_and_dry_run(
     steps_before: int = 1,
     steps_between: int = 1,
     keep_last: int | None = None,
+    async_save: bool = False,
 ) -> tuple[SavedRun, dict[int, list[Mutation]], dict[int, dict[str, str]]]:
     """The first checkpoint (of a run with ``keep_last`` retention) and the fault-free dry run of
-    the next save (mutations per rank and the state a resume of it restores); fails ``req`` and
-    concludes ``v`` if either could not be produced."""
+    the next save (in the background with ``async_save``: mutations per rank and the state a
+    resume of it restores); fails ``req`` and concludes ``v`` if either could not be produced."""
     saved = saved_run(h, WORLD_SIZE, steps_before, keep_last=keep_last)
     if not v.require(
         req, not saved.failure, f"could not produce the first checkpoint:\n{saved.failure}"
     ):
         v.conclude()
-    logs, state, failure = _dry_run(h, saved, steps_between)
+    logs, state, failure = _dry_run(h, saved, steps_between, async_save)
     if not v.require(req, not failure, f"the save failed without a fault:\n{failure}"):
         v.conclude()
     return saved, logs, state
 
 
 def _crash_points(
-    logs: dict[int, list[Mutation]], fractions: tuple[float, ...]
+    logs: dict[int, list[Mutation]], fractions: tuple[float, ...] | None
 ) -> list[tuple[int, int, Mutation]]:
     """``(rank, k, mutation)``: the first and the last mutation of the save (in any format), the
     ckptspec commit landmarks (just before and just after the rename of a directory to
     ``step-N``, and the first mutation of anything inside a ``step-N`` directory), plus the drawn
-    fractions, or every mutation (capped) without any."""
+    fractions, or every mutation (capped) when there are none (``()``); ``None``: the landmarks
+    only."""
     every = [(r, k, m) for r in sorted(logs) for k, m in enumerate(logs[r], start=1)]
     if not every:
         return []
@@ -103,7 +106,9 @@ def _crash_points(
             landmarks.append(every[index])
             if index + 1 < len(every) and every[index + 1][0] == rank:
                 landmarks.append(every[index + 1])
-    if not fractions:
+    if fractions is None:
+        chosen = []
+    elif not fractions:
         step = max(1, math.ceil(len(every) / FULL_PROFILE_CAP))
         chosen = every[::step]
     else:
@@ -143,121 +148,129 @@ def test_crash_during_save(harness: Harness, verdict: Verdict, scenario: Atomici
     """SIGKILL at crash points of a save, retention included: the run keeps the old or gets the new
     checkpoint, never junk, and never loses the old one before the new one is committed."""
     verdict.begin(replay_command("test_crash_during_save", scenario))
-    saved, logs, state_b = _saved_and_dry_run(
-        harness,
-        verdict,
-        "COMMIT-2",
-        scenario.steps_before,
-        scenario.steps_between,
-        scenario.keep_last,
-    )
+    # The drawn mode at the drawn points; the other one (a trainer that can do both) at the landmarks.
+    modes: dict[bool, tuple[float, ...] | None] = {scenario.async_save: scenario.crash_points}
+    if "async_save" in harness.capabilities:
+        modes.setdefault(not scenario.async_save, None)
     step_a, step_b = scenario.steps_before, scenario.steps_before + scenario.steps_between
-    expected = {
-        step_a: harness.memo(
-            "restored", saved.config.output_dir, lambda _: _restored(harness, saved.config)
-        ),
-        step_b: state_b,
-    }
-    for step, state in expected.items():
-        if not verdict.require(
+    landed, tried = 0, 0
+    for async_save, fractions in modes.items():
+        saved, logs, state_b = _saved_and_dry_run(
+            harness,
+            verdict,
             "COMMIT-2",
-            len(state) == WORLD_SIZE,
-            f"a fault-free resume of the committed step-{step} checkpoint failed on ranks "
-            f"{sorted(set(range(WORLD_SIZE)) - set(state))}",
-        ):
-            verdict.conclude()
-    landed = 0
-    for rank, k, mutation in _crash_points(logs, scenario.crash_points):
-        where = f"SIGKILL of rank {rank} before mutation {k} ({mutation})"
-        config = harness.fork(saved.config)
-        run_dir = harness.run_dir(config)
-        old = harness.checkpoints(config).get(step_a)
-        if not verdict.require(
-            "COMMIT-2",
-            old is not None,
-            f"the trainer does not list the step-{step_a} checkpoint it saved",
-        ):
-            break
-        old_tree = _tree(old)
-        crash = harness.phase(
-            config,
-            WORLD_SIZE,
-            [Resume(None), Train(scenario.steps_between), Save(Fault("kill", rank, k))],
+            scenario.steps_before,
+            scenario.steps_between,
+            scenario.keep_last,
+            async_save,
         )
-        if rank not in crash.missing:
-            continue  # this run's save took another path (e.g. a differently ordered fsync); nothing to judge
-        landed += 1
-        # The fault fires at the first call at or after point k that changes something: name that one.
-        fired = crash.progress.get(rank, "")
-        where = (
-            f"SIGKILL of rank {rank} {fired.removeprefix('SIGKILL ')}"
-            if fired.startswith("SIGKILL")
-            else where
-        )
-        now = harness.checkpoints(config)
-        # Retention may delete the earlier checkpoint once the new one is committed, never before.
-        if not (scenario.keep_last is not None and step_b in now and step_a not in now):
-            retention = (
-                f" (keep_last {scenario.keep_last}, and step-{step_b} is not committed)"
-                if scenario.keep_last
-                else ""
-            )
-            verdict.check(
+        expected = {
+            step_a: harness.memo(
+                "restored",
+                saved.config.output_dir,
+                lambda _, config=saved.config: _restored(harness, config),
+            ),
+            step_b: state_b,
+        }
+        for step, state in expected.items():
+            if not verdict.require(
                 "COMMIT-2",
-                _tree(old) == old_tree,
-                f"after {where} the earlier checkpoint {old.name} changed{retention}",
+                len(state) == WORLD_SIZE,
+                f"a fault-free resume of the committed step-{step} checkpoint failed on ranks "
+                f"{sorted(set(range(WORLD_SIZE)) - set(state))}",
+            ):
+                verdict.conclude()
+        mode = " (an asynchronous save)" if async_save else ""
+        points = _crash_points(logs, fractions)
+        tried += len(points)
+        for rank, k, mutation in points:
+            where = f"SIGKILL of rank {rank} before mutation {k} ({mutation}){mode}"
+            config = harness.fork(saved.config, async_save=async_save)
+            run_dir = harness.run_dir(config)
+            old = harness.checkpoints(config).get(step_a)
+            if not verdict.require(
+                "COMMIT-2",
+                old is not None,
+                f"the trainer does not list the step-{step_a} checkpoint it saved",
+            ):
+                break
+            old_tree = _tree(old)
+            crash = harness.phase(
+                config,
+                WORLD_SIZE,
+                [Resume(None), Train(scenario.steps_between), Save(Fault("kill", rank, k))],
             )
-        if verdict.applies(
-            "COMMIT-3"
-        ):  # ckptspec's format: validate its committed checkpoints and run.json
-            committed = committed_steps(run_dir)
-            for step in committed:
-                findings = error_findings(run_dir / checkpoint_dir_name(step))
+            if rank not in crash.missing:
+                continue  # this run's save took another path (e.g. a differently ordered fsync); nothing to judge
+            landed += 1
+            # The fault fires at the first call at or after point k that changes something: name that one.
+            fired = crash.progress.get(rank, "")
+            where = (
+                f"SIGKILL of rank {rank} {fired.removeprefix('SIGKILL ')}{mode}"
+                if fired.startswith("SIGKILL")
+                else where
+            )
+            now = harness.checkpoints(config)
+            # Retention may delete the earlier checkpoint once the new one is committed, never before.
+            if not (scenario.keep_last is not None and step_b in now and step_a not in now):
+                retention = (
+                    f" (keep_last {scenario.keep_last}, and step-{step_b} is not committed)"
+                    if scenario.keep_last
+                    else ""
+                )
                 verdict.check(
                     "COMMIT-2",
-                    not findings,
-                    f"after {where} committed {checkpoint_dir_name(step)} does not validate: {findings[:3]}",
+                    _tree(old) == old_tree,
+                    f"after {where} the earlier checkpoint {old.name} changed{retention}",
                 )
-            index_file = run_dir / LAYOUT.run_index_file
-            latest = (
-                json.loads(index_file.read_text()).get("latest_step")
-                if index_file.is_file()
-                else None
-            )
-            # The index may lag behind a commit that a crash interrupted (it is rebuilt from the
-            # directories), but it must never name a step that is not committed.
-            verdict.check(
-                "COMMIT-3",
-                latest in committed,
-                f"after {where} run.json latest_step is {latest!r} but the committed steps are {committed}",
-            )
-        resumed = harness.phase(config, WORLD_SIZE, [Resume(None), FullState()])
-        if not verdict.check(
-            "COMMIT-2",
-            not resumed.missing and not resumed.errors(),
-            f"after {where} resuming latest failed:\n{resumed.describe()}",
-        ):
-            continue
-        step = resumed.value(0)
-        if not verdict.check(
-            "COMMIT-2",
-            step in expected,
-            f"after {where} latest resumed at step {step}; expected {step_a} or {step_b}",
-        ):
-            continue
-        for r in range(WORLD_SIZE):
-            diff = diff_digests(expected[step].get(r, {}), resumed.value(1, r))
-            verdict.check(
+            if verdict.applies(
+                "COMMIT-3"
+            ):  # ckptspec's format: validate its committed checkpoints and run.json
+                committed = committed_steps(run_dir)
+                for step in committed:
+                    findings = error_findings(run_dir / checkpoint_dir_name(step))
+                    verdict.check(
+                        "COMMIT-2",
+                        not findings,
+                        f"after {where} committed {checkpoint_dir_name(step)} does not validate: {findings[:3]}",
+                    )
+                index_file = run_dir / LAYOUT.run_index_file
+                latest = (
+                    json.loads(index_file.read_text()).get("latest_step")
+                    if index_file.is_file()
+                    else None
+                )
+                # The index may lag behind a commit that a crash interrupted (it is rebuilt from the
+                # directories), but it must never name a step that is not committed.
+                verdict.check(
+                    "COMMIT-3",
+                    latest in committed,
+                    f"after {where} run.json latest_step is {latest!r} but the committed steps are {committed}",
+                )
+            resumed = harness.phase(config, WORLD_SIZE, [Resume(None), FullState()])
+            if not verdict.check(
                 "COMMIT-2",
-                not diff,
-                f"after {where} rank {r} resumed at {step} with a state unlike a fault-free resume of it: {diff}",
-            )
+                not resumed.missing and not resumed.errors(),
+                f"after {where} resuming latest failed:\n{resumed.describe()}",
+            ):
+                continue
+            step = resumed.value(0)
+            if not verdict.check(
+                "COMMIT-2",
+                step in expected,
+                f"after {where} latest resumed at step {step}; expected {step_a} or {step_b}",
+            ):
+                continue
+            for r in range(WORLD_SIZE):
+                diff = diff_digests(expected[step].get(r, {}), resumed.value(1, r))
+                verdict.check(
+                    "COMMIT-2",
+                    not diff,
+                    f"after {where} rank {r} resumed at {step} with a state unlike a fault-free resume of it: {diff}",
+                )
     if not landed:
         for requirement in verdict.applicable():
-            verdict.not_run(
-                requirement,
-                f"none of the {len(_crash_points(logs, scenario.crash_points))} crash points landed",
-            )
+            verdict.not_run(requirement, f"none of the {tried} crash points landed")
     verdict.conclude()
 
 

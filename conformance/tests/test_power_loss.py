@@ -150,15 +150,16 @@ def _judge(
     where: str,
     expected: dict[int, Digests],
     durable_step: int | None,
+    resume: bool = True,
 ) -> None:
     """Build the power-loss state of ``model`` that loses ``choices`` and check it: the earlier
-    checkpoint intact, ``durable_step`` (when the save returned) committed, the run valid, and a
-    resume of latest restoring one of ``expected`` exactly."""
+    checkpoint intact, ``durable_step`` (when the save returned) committed, the run valid, and
+    (when ``resume``) a resume of latest restoring one of ``expected`` exactly."""
     target = h.new_dir("power-loss") / "out"
     model.build(target, choices)
     config = saved.config.replace(output_dir=str(target))
     what = f"{where}, then a power loss losing {len(choices)} non-durable effect(s): {[str(c) for c in choices][:6]}"
-    if not choices:  # every effect was durable: the state is the one the crash left, file for file
+    if not choices and model.end is None:  # all durable: the crash state itself, file for file
         v.check(
             REQ,
             file_tree(target) == file_tree(Path(model.after)),
@@ -198,7 +199,7 @@ def _judge(
             isinstance(latest, int) and latest in committed and latest >= step_a,
             f"after {what} {LAYOUT.run_index_file} names latest step {latest!r}; committed: {sorted(committed)}",
         )
-    if not choices:
+    if not resume or (not choices and model.end is None):
         return  # resuming the crash state itself is COMMIT-2's check (and the fault-free resume's)
     resumed = h.phase(config, WORLD_SIZE, [Resume(None), FullState()])
     if not v.check(
@@ -224,6 +225,12 @@ def _judge(
             not diff,
             f"after {what} rank {r} resumed at {step} with a state unlike a fault-free resume of it: {diff}",
         )
+
+
+def _persistence_points(model: CrashModel) -> list[int]:
+    """The journal index of every fsync (of a file or a directory) of the save: a power loss just
+    before one loses the most that the save has not yet made durable."""
+    return [i for i, e in enumerate(model.entries) if e.op == "sync"]
 
 
 def _kill_points(
@@ -284,6 +291,22 @@ def test_power_loss_during_save(
             f"the save of step {step_b} returned",
             expected,
             step_b,
+        )
+    points = _persistence_points(returned)
+    resumed_at = {points[min(len(points) - 1, int(f * len(points)))] for f in scenario.kill_points}
+    for end in points:
+        entry = returned.entries[end]
+        earlier = returned.at(end)
+        _judge(
+            harness,
+            verdict,
+            saved,
+            earlier,
+            earlier.worst(),
+            f"the save of step {step_b} until just before rank {entry.rank}'s fsync of {entry.path} (journal entry {end})",
+            expected,
+            None,
+            resume=end in resumed_at,
         )
     for rank, k, mutation in _kill_points(done.logs, scenario.kill_points):
         crashed = _journaled_save(harness, saved, scenario.steps_between, (rank, k))

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from hypothesis import event
 
+from ckptspec.conformance.adapter import ScenarioConfig
 from ckptspec.conformance.checks import Verdict, refusal_checks
 from ckptspec.conformance.harness import Harness
 from ckptspec.conformance.phase import FullState, Resume
@@ -95,32 +96,56 @@ MIDDLE_BYTES = IntegrityScenario(
 """Every damage kind on every file class, from the middle of each class's files: run by every
 profile, since a small or derandomized one may draw only first files."""
 
+SAME_SIZE = IntegrityScenario(("flip", "replace", "swap"), (0.5,) * 3)
+"""A damage that keeps the file's size on every file class: a reader that checks sizes but not
+digests refuses every truncation, extension and deletion, so in :data:`MIDDLE_BYTES` a class
+whose slot draws one of those never meets a damage only a digest sees."""
+
 
 @pytest.mark.requirement("RESUME-6")
-@scenario_test(IntegrityScenario, integrity_scenarios, always=[MIDDLE_BYTES])
+@scenario_test(IntegrityScenario, integrity_scenarios, always=[MIDDLE_BYTES, SAME_SIZE])
 def test_integrity_before_mutation(
     harness: Harness, verdict: Verdict, scenario: IntegrityScenario
 ) -> None:
-    """Every damage kind x every file class: each damaged checkpoint's resume fails before live state changes."""
+    """Every damage kind x every file class x every digest algorithm the trainer can write: each
+    damaged checkpoint's resume fails before live state changes."""
     verdict.begin(replay_command("test_integrity_before_mutation", scenario))
-    setup = stepped_run(harness, INTEGRITY_CHECKPOINTS)
-    if not verdict.require(
-        "RESUME-6", not setup.failure, f"could not produce the checkpoints:\n{setup.failure}"
-    ):
-        verdict.conclude()
-    intact = harness.checkpoints(setup.config)
     steps = list(range(1, INTEGRITY_CHECKPOINTS + 1))
-    if not verdict.require(
-        "RESUME-6",
-        sorted(intact) == steps,
-        f"the trainer lists checkpoints {sorted(intact)}, expected steps {steps}",
-    ):
-        verdict.conclude()
-    classes = sorted(_payload(intact[1], harness.native))
+
+    def checkpoints(algorithm: str | None) -> tuple[ScenarioConfig, dict[int, Path]]:
+        """The shared run whose file digests use ``algorithm`` (None: the trainer's default)."""
+        setup = stepped_run(
+            harness, INTEGRITY_CHECKPOINTS, **({"digest_algorithm": algorithm} if algorithm else {})
+        )
+        digests = f" with {algorithm} digests" if algorithm else ""
+        if not verdict.require(
+            "RESUME-6",
+            not setup.failure,
+            f"could not produce the checkpoints{digests}:\n{setup.failure}",
+        ):
+            verdict.conclude()
+        intact = harness.checkpoints(setup.config)
+        if not verdict.require(
+            "RESUME-6",
+            sorted(intact) == steps,
+            f"the trainer lists checkpoints {sorted(intact)}{digests}, expected steps {steps}",
+        ):
+            verdict.conclude()
+        return setup.config, intact
+
+    classes = sorted(_payload(checkpoints(None)[1][1], harness.native))
     offset = int(scenario.picks[0] * len(classes))
     slots = max(len(scenario.damages), len(classes))
-    for first in range(0, slots, len(steps)):
-        config = harness.fork(setup.config)
+    # Round 0 with the trainer's default digests; the next rounds cycle through those it can write.
+    algorithms = harness.declared.digest_algorithms
+    for round_no, first in enumerate(range(0, slots, len(steps))):
+        algorithm = (
+            algorithms[(round_no - 1 + offset) % len(algorithms)]
+            if round_no and algorithms
+            else None
+        )
+        setup_config, intact = checkpoints(algorithm)
+        config = harness.fork(setup_config)
         found = harness.checkpoints(config)
         damaged: dict[int, str] = {}
         for j in range(first, min(slots, first + len(steps))):
@@ -147,8 +172,9 @@ def test_integrity_before_mutation(
                 done = done.replace(f"{found[step].parent}/", "").replace(
                     f"{intact[step].parent}/", "intact "
                 )
-                event(f"integrity: {done.split()[0]} x {kind}")
-                damaged[step] = f"{done} (class {kind})"
+                event(f"integrity: {done.split()[0]} x {kind} x {algorithm or 'default'} digests")
+                digests = f", {algorithm} digests" if algorithm else ""
+                damaged[step] = f"{done} (class {kind}{digests})"
         if not verdict.require(
             "RESUME-6", bool(damaged), f"no damage applied to the checkpoints' classes {classes}"
         ):

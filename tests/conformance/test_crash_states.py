@@ -6,6 +6,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from ckptspec.checkpointing.fsio import fsync_path, write_atomic, write_durable
 from ckptspec.conformance.crash_states import Choice, CrashModel
 from ckptspec.conformance.faults import interpose, read_journal
@@ -123,3 +125,39 @@ def test_the_construction_is_deterministic(tmp_path: Path) -> None:
     picked = model.pick([0.1, 0.6, 0.99])
     assert picked == model.pick([0.1, 0.6, 0.99]) and 1 <= len(picked) <= 3
     assert _state(tmp_path, model, picked, "a") == _state(tmp_path, model, picked, "b")
+
+
+def _syncs(model: CrashModel) -> list[int]:
+    return [i for i, e in enumerate(model.entries) if e.op == "sync"]
+
+
+def test_an_earlier_point_keeps_only_what_was_durable_then(tmp_path: Path) -> None:
+    """A durable save, cut just before its fsyncs: until the run directory's fsync, the staging
+    directory's creation and its rename may be undone, so only step 1 is there."""
+    model = _crash(tmp_path, _durable_save)
+    syncs = _syncs(model)
+    last = _state(tmp_path, model.at(syncs[-1]), model.at(syncs[-1]).worst(), "before-last")
+    assert set(last) == {"run/step-1/manifest.json", "run/latest"}
+    first = _state(tmp_path, model.at(syncs[0]), model.at(syncs[0]).worst(), "before-first")
+    assert set(first) == {"run/step-1/manifest.json", "run/latest"}
+    assert first["run/latest"] == "step-1 pointer"
+    whole = model.at(len(model.entries))
+    assert _state(tmp_path, whole, whole.worst(), "whole") == _state(tmp_path, model, [], "all")
+
+
+def test_an_in_place_rewrite_is_empty_before_its_fsync(tmp_path: Path) -> None:
+    """A pointer file truncated and rewritten in place is lost by a power loss before its fsync,
+    though the save returns with it fsynced."""
+
+    def save(run: Path) -> None:
+        with open(run / "latest", "wb") as f:
+            f.write(b"step-2 pointer")
+            f.flush()
+            os.fsync(f.fileno())
+
+    model = _crash(tmp_path, save)
+    assert model.candidates() == []
+    before_fsync = model.at(_syncs(model)[0])
+    assert _state(tmp_path, before_fsync, before_fsync.worst())["run/latest"] == ""
+    with pytest.raises(ValueError, match="only the worst state"):
+        before_fsync.build(tmp_path / "partial", [])

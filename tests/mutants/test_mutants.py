@@ -30,18 +30,7 @@ REPO = Path(__file__).resolve().parents[2]
 DOCS = (REPO / "docs" / "catch-matrix.md", REPO / "docs" / "conformance.md")
 CPU_MUTANTS = [m for m in mutants.MUTANTS if not m.gpu_only]
 
-KNOWN_MISSES: dict[str, str] = {
-    "async_retention_before_commit": "retention x crash points x asynchronous saves for the reference adapter: no scenario "
-    "runs a ReferenceAdapter subclass with async_save, so the mutant's code path never runs",
-    "index_rewritten_in_place": "a power-loss state at the in-place rewrite of run.json (truncated, before its fsync), or a "
-    "check in test_commit_order that run.json is only ever replaced by a rename (COMMIT-3, COMMIT-5)",
-    "index_not_repaired": "restart scenarios that leave run.json lagging or missing in every profile's first example: "
-    "the derandomized RUN-9 example restarts with the index intact, so start-up repair is never needed (RUN-2, RUN-9)",
-    "rng_digest_not_checked": "a same-size damage (flip or replacement) of an RNG file in the first example of every "
-    "profile: the derandomized integrity rounds did not hit that file class with one (RESUME-6)",
-    "lock_released_before_index": "a second writer gated inside the fault layer at every phase of the first (here between "
-    "the commit rename and the run.json update); today it starts only between adapter calls",
-}
+KNOWN_MISSES: dict[str, str] = {}
 """Mutants the suite does not catch yet, with the suite change that would catch them (docs/catch-matrix.md).
 
 Each is a strict xfail: once the suite catches the mutant, the test fails until it is removed here.
