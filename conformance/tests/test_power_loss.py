@@ -293,7 +293,9 @@ def test_power_loss_during_save(
             step_b,
         )
     points = _persistence_points(returned)
-    resumed_at = {points[min(len(points) - 1, int(f * len(points)))] for f in scenario.kill_points}
+    resumed_at = {  # none for a trainer that never fsyncs: the returned save's states say it all
+        points[min(len(points) - 1, int(f * len(points)))] for f in scenario.kill_points if points
+    }
     for end in points:
         entry = returned.entries[end]
         earlier = returned.at(end)
