@@ -69,6 +69,7 @@ from ckptspec.manifest import (
     Topology,
 )
 from ckptspec.run_index import BestRecord
+from ckptspec.safe_dcp import DCP_METADATA_FILE
 
 PRODUCER = Producer(
     name="ckptspec-reference", version=ckptspec.__version__, torch_version=torch.__version__
@@ -417,6 +418,10 @@ class CommitProtocol:
             entries = []
             mine = self._files_written_by_me(pending.staging, pending.request)
             for path in mine:
+                if path.name == DCP_METADATA_FILE:
+                    # DCP fsyncs it before flushing its buffered stream: a .metadata smaller
+                    # than the buffer is not durable when the save returns (docs/matrix/bugs.md)
+                    fsync_path(path)
                 size, digest = known.get(path) or file_digest(path, self.digest_algorithm)
                 entries.append(
                     WrittenFile(path.relative_to(pending.staging).as_posix(), size, digest)
@@ -435,7 +440,7 @@ class CommitProtocol:
         for name in request.sharded:
             files += sorted((staging / name).glob(f"__{rank}_*.distcp"))
             if rank == 0:
-                files.append(staging / name / ".metadata")
+                files.append(staging / name / DCP_METADATA_FILE)
         if rank == 0:
             files += [staging / f"{name}.json" for name in request.replicated]
         files += [staging / per_rank_file(name, rank) for name in request.per_rank]

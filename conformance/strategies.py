@@ -215,16 +215,23 @@ def atomicity_scenarios(draw: Any) -> AtomicityScenario:
         sorted(draw(st.sets(st.floats(0, 1, exclude_max=True), min_size=count, max_size=count)))
     )
     steps = st.just(1) if _quick() else st.integers(1, 2)
-    declared = declarations(load_adapter(options.current().adapter)).capabilities
-    # keep_last 1 first: the retention that can delete the last good checkpoint before the new one commits
-    keep_last = draw(st.sampled_from([1, 2, 3, None])) if "retention" in declared else None
-    async_save = draw(st.booleans()) if "async_save" in declared else False
+    keep_last, async_save = draw(save_policies())
     event(
         f"crash x retention x mode: keep_last {keep_last}, "
         f"{'asynchronous' if async_save else 'synchronous'} save at "
         f"{len(points) or 'every'} drawn crash point(s) + commit landmarks"
     )
     return AtomicityScenario(draw(steps), draw(steps), points, keep_last, async_save)
+
+
+@st.composite
+def save_policies(draw: Any) -> tuple[int | None, bool]:
+    """``(keep_last, async_save)`` for a crashed save, within what the adapter declares: retention
+    (``retention``; None keeps every checkpoint) and background saves (``async_save``)."""
+    declared = declarations(load_adapter(options.current().adapter)).capabilities
+    # keep_last 1 first: the retention that can delete the last good checkpoint before the new one commits
+    keep_last = draw(st.sampled_from([1, 2, 3, None])) if "retention" in declared else None
+    return keep_last, draw(st.booleans()) if "async_save" in declared else False
 
 
 @st.composite

@@ -1,14 +1,16 @@
 """Power loss: the states a crash of the machine may leave, not only those of a killed process (COMMIT-5).
 
 A SIGKILL keeps the page cache, so a writer that forgets an fsync passes every kill test. Here
-the save that follows a committed checkpoint runs with a journal of every rank's file-system
-operations (:mod:`ckptspec.conformance.faults`), either to its end (the save returned: it must be
-durable) or until a SIGKILL at a drawn crash point. From the journal, :mod:`ckptspec.conformance.crash_states`
+the save that follows a committed checkpoint (in a run with the drawn retention, synchronously or
+in the background) runs with a journal of every rank's file-system operations
+(:mod:`ckptspec.conformance.faults`), either to its end (the save returned: it must be durable)
+or until a SIGKILL at a drawn crash point. From the journal, :mod:`ckptspec.conformance.crash_states`
 builds power-loss states in a copy of the run: the *worst* one (every non-durable operation
 undone, every unsynced file cut) and one with a few non-durable effects drawn by Hypothesis
 (undone, cut or torn). In each, the newest durably committed checkpoint must be the one the
 trainer's own discovery finds, and a fresh resume must restore exactly what a fault-free resume
-of it restores; the checkpoint committed before the save must be byte-for-byte intact. For a
+of it restores; the checkpoint committed before the save must be byte-for-byte intact, unless
+retention removed it and the new one is committed in that state. For a
 ckptspec writer, every committed checkpoint must validate and ``run.json`` must name a committed
 step (it may lag behind a commit, as after a kill).
 """
@@ -18,10 +20,12 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import event
 from hypothesis import strategies as st
 
 from ckptspec.conformance import options
@@ -32,7 +36,7 @@ from ckptspec.conformance.faults import read_journal
 from ckptspec.conformance.harness import Harness, file_tree
 from ckptspec.conformance.phase import Fault, FullState, Mutation, Resume, Save, Train
 from ckptspec.conformance.scenarios import SavedRun, saved_run
-from ckptspec.conformance.strategies import replay_command, scenario_test
+from ckptspec.conformance.strategies import replay_command, save_policies, scenario_test
 from ckptspec.conformance.validation import error_findings
 from ckptspec.layout import LAYOUT
 
@@ -43,14 +47,18 @@ Digests = dict[int, dict[str, str]]
 
 @dataclass(frozen=True)
 class PowerLossScenario:
-    """Save at ``steps_before``, train ``steps_between``, save under a journal: to its end, and
-    killed at each of ``kill_points`` (fractions of the save's mutations); then lose the
-    ``choices`` (fractions of the non-durable effects) besides the worst state."""
+    """Save at ``steps_before`` in a run with ``keep_last`` retention, train ``steps_between``,
+    save under a journal (in the background with ``async_save``): to its end, and killed at each
+    of ``kill_points`` (fractions of the save's fsyncs); then lose the ``choices`` (fractions of
+    the non-durable effects) besides the worst state. A trainer that saves both ways also has its
+    returned save in the other mode checked at every fsync."""
 
     steps_before: int
     steps_between: int
     kill_points: tuple[float, ...]
     choices: tuple[float, ...]
+    keep_last: int | None = None
+    async_save: bool = False
 
 
 def _fractions(count: int) -> Any:
@@ -65,7 +73,12 @@ def power_loss_scenarios(draw: Any) -> PowerLossScenario:
     steps = st.just(1) if quick else st.integers(1, 2)
     kills = draw(_fractions(1 if quick else 3))
     choices = draw(st.integers(1, 3).flatmap(_fractions))
-    return PowerLossScenario(draw(steps), draw(steps), kills, choices)
+    keep_last, async_save = draw(save_policies())
+    event(
+        f"power loss x retention x mode: keep_last {keep_last}, "
+        f"{'asynchronous' if async_save else 'synchronous'} save drawn"
+    )
+    return PowerLossScenario(draw(steps), draw(steps), kills, choices, keep_last, async_save)
 
 
 @dataclass
@@ -86,13 +99,14 @@ def _restored(h: Harness, config: ScenarioConfig) -> Digests:
 
 
 def _journaled_save(
-    h: Harness, saved: SavedRun, between: int, kill: tuple[int, int] | None
+    h: Harness, saved: SavedRun, between: int, kill: tuple[int, int] | None, async_save: bool
 ) -> _Journaled:
-    """Resume ``saved``, train ``between`` steps and save under a journal, killing rank ``kill[0]``
-    before its mutation ``kill[1]`` when given (a fault-free save is memoised: shared, read only)."""
+    """Resume ``saved``, train ``between`` steps and save (in the background with ``async_save``)
+    under a journal, killing rank ``kill[0]`` before its mutation ``kill[1]`` when given (a
+    fault-free save is memoised: shared, read only)."""
 
     def run(where: Path | None) -> _Journaled:
-        config = h.fork(saved.config)
+        config = h.fork(saved.config, async_save=async_save)
         journal = (where or h.new_dir("journal")) / "journal"
         fault = (
             Fault("count", journal=str(journal))
@@ -110,7 +124,7 @@ def _journaled_save(
         return _Journaled(config, str(journal), logs, _restored(h, config))
 
     return (
-        h.memo("power-loss-save", (saved.config.output_dir, between), run)
+        h.memo("power-loss-save", (saved.config.output_dir, between, async_save), run)
         if kill is None
         else run(None)
     )
@@ -151,10 +165,12 @@ def _judge(
     expected: dict[int, Digests],
     durable_step: int | None,
     resume: bool = True,
+    retention: bool = False,
 ) -> None:
     """Build the power-loss state of ``model`` that loses ``choices`` and check it: the earlier
-    checkpoint intact, ``durable_step`` (when the save returned) committed, the run valid, and
-    (when ``resume``) a resume of latest restoring one of ``expected`` exactly."""
+    checkpoint intact (or, with ``retention``, removed once the new one is committed),
+    ``durable_step`` (when the save returned) committed, the run valid, and (when ``resume``) a
+    resume of latest restoring one of ``expected`` exactly."""
     target = h.new_dir("power-loss") / "out"
     model.build(target, choices)
     config = saved.config.replace(output_dir=str(target))
@@ -165,14 +181,16 @@ def _judge(
             file_tree(target) == file_tree(Path(model.after)),
             f"after {where} the power-loss state that loses nothing differs from the crash state",
         )
-    step_a = min(expected)
+    step_a, step_b = min(expected), max(expected)
     old = h.checkpoints(saved.config)[step_a]
-    v.check(
-        REQ,
-        _tree(Path(h.moved(str(old), saved.config, config))) == _tree(old),
-        f"after {what} the checkpoint of step {step_a} committed before the save was lost or changed",
-    )
     committed = h.checkpoints(config)
+    if not (retention and step_a not in committed and step_b in committed):
+        v.check(
+            REQ,
+            _tree(Path(h.moved(str(old), saved.config, config))) == _tree(old),
+            f"after {what} the checkpoint of step {step_a} committed before the save was lost or changed"
+            + (f" (step {step_b} is not committed)" if retention else ""),
+        )
     if durable_step is not None:
         v.check(
             REQ,
@@ -253,71 +271,68 @@ def test_power_loss_during_save(
 ) -> None:
     """Power-loss states of a returned save and of a killed one: the newest durable checkpoint resumes exactly."""
     verdict.begin(replay_command("test_power_loss_during_save", scenario))
-    saved = saved_run(harness, WORLD_SIZE, scenario.steps_before)
+    saved = saved_run(harness, WORLD_SIZE, scenario.steps_before, keep_last=scenario.keep_last)
     if not verdict.require(
         REQ, not saved.failure, f"could not produce the first checkpoint:\n{saved.failure}"
     ):
         verdict.conclude()
-    done = _journaled_save(harness, saved, scenario.steps_between, None)
-    if not verdict.require(
-        REQ, not done.failure, f"the save failed without a fault:\n{done.failure}"
-    ):
-        verdict.conclude()
     step_a, step_b = scenario.steps_before, scenario.steps_before + scenario.steps_between
-    expected = {
-        step_a: harness.memo(
-            "restored", saved.config.output_dir, lambda _: _restored(harness, saved.config)
-        ),
-        step_b: done.restored,
-    }
-    for step, state in expected.items():
+    restored_a = harness.memo(
+        "restored", saved.config.output_dir, lambda _: _restored(harness, saved.config)
+    )
+    # The drawn mode in full; the other one (a trainer that saves both ways) at every fsync.
+    modes = [scenario.async_save] + (
+        [not scenario.async_save] if "async_save" in harness.capabilities else []
+    )
+    for async_save in modes:
+        drawn = async_save == scenario.async_save
+        done = _journaled_save(harness, saved, scenario.steps_between, None, async_save)
         if not verdict.require(
-            REQ,
-            len(state) == WORLD_SIZE,
-            f"a fault-free resume of the step-{step} checkpoint failed",
+            REQ, not done.failure, f"the save failed without a fault:\n{done.failure}"
         ):
             verdict.conclude()
-    quick = (
-        harness.profile.name == "quick"
-    )  # a killed save: only the drawn state, not also the worst
-    returned = _model(saved, done)
-    for choices in _states(returned, scenario.choices):
-        _judge(
-            harness,
-            verdict,
-            saved,
-            returned,
-            choices,
-            f"the save of step {step_b} returned",
-            expected,
-            step_b,
-        )
-    points = _persistence_points(returned)
-    resumed_at = {  # none for a trainer that never fsyncs: the returned save's states say it all
-        points[min(len(points) - 1, int(f * len(points)))] for f in scenario.kill_points if points
-    }
-    for end in points:
-        entry = returned.entries[end]
-        earlier = returned.at(end)
-        _judge(
-            harness,
-            verdict,
-            saved,
-            earlier,
-            earlier.worst(),
-            f"the save of step {step_b} until just before rank {entry.rank}'s fsync of {entry.path} (journal entry {end})",
-            expected,
-            None,
-            resume=end in resumed_at,
-        )
-    for rank, k, mutation in _kill_points(done.logs, scenario.kill_points):
-        crashed = _journaled_save(harness, saved, scenario.steps_between, (rank, k))
-        if crashed.failure:
-            continue  # this run's save took another path; nothing to judge
-        model = _model(saved, crashed)
-        where = (
-            f"SIGKILL of rank {rank} before mutation {k} ({mutation}) of the save of step {step_b}"
-        )
-        for choices in _states(model, scenario.choices, worst=not quick):
-            _judge(harness, verdict, saved, model, choices, where, expected, None)
+        expected = {step_a: restored_a, step_b: done.restored}
+        for step, state in expected.items():
+            if not verdict.require(
+                REQ,
+                len(state) == WORLD_SIZE,
+                f"a fault-free resume of the step-{step} checkpoint failed",
+            ):
+                verdict.conclude()
+        mode = " (an asynchronous save)" if async_save else ""
+        judge = partial(_judge, harness, verdict, saved, retention=scenario.keep_last is not None)
+        returned = _model(saved, done)
+        for choices in _states(returned, scenario.choices):
+            judge(returned, choices, f"the save of step {step_b}{mode} returned", expected, step_b)
+        points = _persistence_points(returned)
+        resumed_at = {  # none for a trainer that never fsyncs: the returned save's states say it all
+            points[min(len(points) - 1, int(f * len(points)))]
+            for f in scenario.kill_points
+            if points and drawn
+        }
+        for end in points:
+            entry = returned.entries[end]
+            earlier = returned.at(end)
+            judge(
+                earlier,
+                earlier.worst(),
+                f"the save of step {step_b}{mode} until just before rank {entry.rank}'s fsync of "
+                f"{entry.path} (journal entry {end})",
+                expected,
+                None,
+                resume=end in resumed_at,
+            )
+        if not drawn:
+            continue
+        quick = (
+            harness.profile.name == "quick"
+        )  # a killed save: only the drawn state, not also the worst
+        for rank, k, mutation in _kill_points(done.logs, scenario.kill_points):
+            crashed = _journaled_save(harness, saved, scenario.steps_between, (rank, k), async_save)
+            if crashed.failure:
+                continue  # this run's save took another path; nothing to judge
+            model = _model(saved, crashed)
+            where = f"SIGKILL of rank {rank} before mutation {k} ({mutation}) of the save of step {step_b}{mode}"
+            for choices in _states(model, scenario.choices, worst=not quick):
+                judge(model, choices, where, expected, None)
     verdict.conclude()
