@@ -167,9 +167,9 @@ class TrainerAdapter:
     owns its schedule: no save right after ``__init__`` or ``resume``); a test that saves
     elsewhere does not apply to it."""
     restore_on_first_batch: ClassVar[bool] = False
-    """True when part of a resume (typically the RNG state) is applied only when the first batch
-    after it is drawn, so :meth:`full_state` right after :meth:`resume` may not show it yet; the
-    suite then compares state after the first step instead."""
+    """True when a resume applies the RNG state only when the first batch after it is drawn, so
+    :meth:`full_state` right after :meth:`resume` may not show it yet; the suite then compares
+    the RNG state after the first resumed step (with the uninterrupted run's) instead."""
     eval_sharding: ClassVar[EvalSharding] = "suite"
     """One of :data:`EVAL_SHARDINGS`."""
     digest_algorithms: ClassVar[tuple[str, ...]] = ()

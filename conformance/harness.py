@@ -59,6 +59,11 @@ class Harness:
         self.native: bool = self.declared.native
         self.capabilities: frozenset[str] = self.declared.capabilities
         self.eval_set_size: int = self.declared.eval_set_size
+        self.deferred_restore: frozenset[str] = frozenset(
+            {"rng"} if self.declared.restore_on_first_batch else ()
+        )
+        """The state components a resume applies only when the first batch is drawn
+        (``restore_on_first_batch``): compared after the first resumed step, not right after it."""
         self.profile = profile
         self.shared_root = shared_root
         self.private_root = private_root

@@ -56,3 +56,34 @@ def test_an_unbuildable_trainer_gets_no_pass(tmp_path: Path) -> None:
     assert all(t["outcome"] != "skipped" for t in document["tests"]), (
         "every capability is declared: nothing may skip"
     )
+
+
+@pytest.mark.parametrize(
+    ("adapter", "outcome"), [("LazyRngAdapter", "pass"), ("LazyRngLostAdapter", "fail")]
+)
+def test_a_deferred_rng_restore_is_judged_after_the_first_batch(
+    tmp_path: Path, adapter: str, outcome: str
+) -> None:
+    """``restore_on_first_batch`` moves the RNG comparison after the first resumed step: a
+    trainer that applies the RNG there passes RESUME-8; one that never applies it still fails."""
+    report = tmp_path / "report.json"
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+    }
+    proc = run_conformance_cli(
+        tmp_path,
+        "--adapter",
+        f"toy_adapter:{adapter}",
+        "--derandomize",
+        "-k",
+        "test_bit_exact_resume and not accumulation and not epochs and not nodes",
+        "--report",
+        str(report),
+        env=env,
+        timeout=600,
+    )
+    assert report.is_file(), (proc.stdout + proc.stderr)[-4000:]
+    rows = {r["id"]: r for r in json.loads(report.read_text())["requirements"]}
+    assert rows["RESUME-8"]["outcome"] == outcome, rows["RESUME-8"]

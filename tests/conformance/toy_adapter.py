@@ -26,6 +26,7 @@ from ckptspec.conformance.adapter import (
     TrainerAdapter,
 )
 from ckptspec.errors import NoCheckpointError
+from ckptspec.reference_impl.adapter import ReferenceAdapter
 
 
 class ToyAdapter(TrainerAdapter):
@@ -172,3 +173,31 @@ class UnbuildableAdapter(ToyAdapter):
 
     def __init__(self, config: ScenarioConfig, ctx: RankContext) -> None:
         raise RuntimeError("this trainer cannot be built")
+
+
+class LazyRngAdapter(ReferenceAdapter):
+    """The reference trainer whose resume applies the RNG state only at the first batch after it
+    (as the Hugging Face ``Trainer`` does), declared with ``restore_on_first_batch``; until then
+    the RNG is elsewhere. A conformant trainer: the suite compares its RNG after that batch."""
+
+    restore_on_first_batch: ClassVar[bool] = True
+    applies_restore: ClassVar[bool] = True
+
+    def resume(self, checkpoint: str | None = None) -> int:
+        step = super().resume(checkpoint)
+        self._pending: torch.Tensor | None = torch.get_rng_state()
+        torch.manual_seed(self.trainer.config.seed + 1)
+        return step
+
+    def train(self, steps: int) -> list[StepRecord]:
+        pending, self._pending = getattr(self, "_pending", None), None
+        if pending is not None and self.applies_restore:
+            torch.set_rng_state(pending)
+        return super().train(steps)
+
+
+class LazyRngLostAdapter(LazyRngAdapter):
+    """Declares ``restore_on_first_batch`` but never applies the restored RNG: the declaration
+    must not hide the bug (RESUME-8 fails)."""
+
+    applies_restore: ClassVar[bool] = False
