@@ -308,7 +308,14 @@ def test_power_loss_during_save(
         judge = partial(_judge, harness, verdict, saved, retention=scenario.keep_last is not None)
         returned = _model(saved, done)
         for choices in _states(returned, scenario.choices):
-            judge(returned, choices, f"the save of step {step_b}{mode} returned", expected, step_b)
+            judge(
+                returned,
+                choices,
+                f"the save of step {step_b}{mode} returned",
+                expected,
+                step_b,
+                resume=drawn,
+            )
         points = _persistence_points(returned)
         resumed_at = {  # none for a trainer that never fsyncs: the returned save's states say it all
             points[min(len(points) - 1, int(f * len(points)))]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -30,8 +29,7 @@ FRAMEWORKS = {
     "lightning": "ckptspec.conformance.adapters.lightning_trainer:Adapter",
     "torchtitan": "ckptspec.conformance.adapters.torchtitan_trainer:Adapter",
 }
-# The owner-loop adapters (issue 22), keyed by xfails file, with the package each needs: outside
-# the tier (their quick profiles take ~20 min on a shared 2-core machine) unless the variable is set.
+# The owner-loop adapters, keyed by xfails file, with the package each needs.
 OWNER_LOOP_FRAMEWORKS = {
     "hf_trainer": ("transformers", "ckptspec.conformance.adapters.hf_trainer:Adapter"),
     "lightning_trainer_pl": (
@@ -39,13 +37,9 @@ OWNER_LOOP_FRAMEWORKS = {
         "ckptspec.conformance.adapters.lightning_pl_trainer:Adapter",
     ),
 }
-OWNER_LOOP_ONLY = pytest.mark.skipif(
-    os.environ.get("CKPTSPEC_OWNER_LOOP_FRAMEWORKS") != "1",
-    reason="owner-loop framework adapters are outside the CI tiers; set CKPTSPEC_OWNER_LOOP_FRAMEWORKS=1",
-)
 CASES = [pytest.param(name, name, adapter, id=name) for name, adapter in sorted(FRAMEWORKS.items())]
 CASES += [
-    pytest.param(name, package, adapter, id=name, marks=OWNER_LOOP_ONLY)
+    pytest.param(name, package, adapter, id=name)
     for name, (package, adapter) in sorted(OWNER_LOOP_FRAMEWORKS.items())
 ]
 

@@ -1,16 +1,14 @@
 """Smoke test of the owner-loop framework adapters (``hf_trainer``, ``lightning_pl_trainer``): in a
 real 2-rank gloo group each evaluates uneven and empty shards through the framework's own
 sampler, trains 2 steps and saves with the framework's own checkpointing; a second launch
-resumes from the trainer's own latest at the saved step and continues at step 3.
-
-Not in a CI tier yet: their quick profiles have not been run to completion against an xfails
-file, so this runs only with ``CKPTSPEC_OWNER_LOOP_FRAMEWORKS=1`` (and the framework installed).
+resumes from the trainer's own latest at the saved step and continues at step 3. In the
+frameworks tier, beside their quick profiles (``test_framework_conformance.py``); skipped where
+the framework is not installed.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 
 import pytest
@@ -22,13 +20,7 @@ from ckptspec.conformance.phase import Evaluate, PhaseSpec, Resume, Save, Train
 
 FRAMEWORKS = {"hf_trainer": "transformers", "lightning_pl_trainer": "lightning"}
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        os.environ.get("CKPTSPEC_OWNER_LOOP_FRAMEWORKS") != "1",
-        reason="owner-loop framework adapters are outside the CI tiers; set CKPTSPEC_OWNER_LOOP_FRAMEWORKS=1",
-    ),
-]
+pytestmark = [pytest.mark.slow, pytest.mark.frameworks]
 
 
 @pytest.mark.parametrize("module", sorted(FRAMEWORKS))
