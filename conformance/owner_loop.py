@@ -207,7 +207,12 @@ class OwnerLoopAdapter(TrainerAdapter):
             thread.join(self.deadline_s)
 
     def _on_loop(self, fn: Any) -> Any:
-        """Run ``fn`` on the parked loop thread (starting a fresh loop first if none runs)."""
+        """Run ``fn`` on the parked loop thread (starting a fresh loop first if none runs); after
+        the framework's loop finished (``fit()``), on the calling thread, against what it left."""
+        if self._last is not None and self._last.kind == "fit_end":
+            if self._thread is not None:
+                self._thread.join(self.deadline_s)
+            return fn()
         if not self._parked():
             self._start(None, None)
             self._wait("train_begin")

@@ -94,6 +94,9 @@ def test_fit_runs_the_frameworks_loop_to_total_steps(tmp_path: Path) -> None:
     adapter = _adapter(tmp_path, total_steps=4)
     try:
         assert [r.step for r in adapter.fit()] == [1, 2, 3, 4]
+        # the finished loop's state, not a fresh loop's
+        assert adapter.full_state()["data_position"]["step"] == 4
+        assert adapter.full_state()["model"]["weight"] == _weight_after(4)
         assert adapter.declared_checkpoints() == {}, (
             "fit() saves only where the framework is told to"
         )
