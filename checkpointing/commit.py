@@ -426,13 +426,17 @@ class CommitProtocol:
                 entries.append(
                     WrittenFile(path.relative_to(pending.staging).as_posix(), size, digest)
                 )
-            # the directories of this rank's own files, in a fixed order: never another rank's
-            # (which may or may not exist yet), so every run of a save has the same fault points
-            for directory in sorted({p.parent for p in mine} | {pending.staging}):
-                fsync_path(directory)
+            self._fsync_directories(mine, pending.staging)
             return entries, None
         except Exception as exc:  # any failure here must still reach the agreement collective
             return [], describe_failure(exc)
+
+    def _fsync_directories(self, mine: list[Path], staging: Path) -> None:
+        """fsync the directories of this rank's own files and ``staging``, in a fixed order: never
+        another rank's (which may or may not exist yet), so every run of a save has the same
+        fault points."""
+        for directory in sorted({p.parent for p in mine} | {staging}):
+            fsync_path(directory)
 
     def _files_written_by_me(self, staging: Path, request: SaveRequest) -> list[Path]:
         rank = self.ctx.rank

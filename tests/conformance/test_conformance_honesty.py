@@ -21,13 +21,18 @@ pytestmark = pytest.mark.slow
 HERE = Path(__file__).resolve().parent
 
 
-def test_an_unbuildable_trainer_gets_no_pass(tmp_path: Path) -> None:
-    report = tmp_path / "report.json"
-    env = {
+def _env_with_toy_adapters() -> dict[str, str]:
+    """This environment on one thread, with ``toy_adapter`` importable."""
+    return {
         **os.environ,
         "OMP_NUM_THREADS": "1",
         "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
     }
+
+
+def test_an_unbuildable_trainer_gets_no_pass(tmp_path: Path) -> None:
+    report = tmp_path / "report.json"
+    env = _env_with_toy_adapters()
     proc = run_conformance_cli(
         tmp_path,
         "--adapter",
@@ -67,11 +72,7 @@ def test_a_deferred_rng_restore_is_judged_after_the_first_batch(
     """``restore_on_first_batch`` moves the RNG comparison after the first resumed step: a
     trainer that applies the RNG there passes RESUME-8; one that never applies it still fails."""
     report = tmp_path / "report.json"
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
-    }
+    env = _env_with_toy_adapters()
     proc = run_conformance_cli(
         tmp_path,
         "--adapter",

@@ -38,17 +38,13 @@ from ckptspec.checkpointing import (
     per_rank_file,
 )
 from ckptspec.checkpointing.commit import (
-    CHECKPOINT_ERRORS,
     PendingSave,
     RankReport,
-    WrittenFile,
-    describe_failure,
     per_group_file,
 )
-from ckptspec.checkpointing.fsio import file_digest, fsync_path, try_lock_exclusive, write_atomic
+from ckptspec.checkpointing.fsio import fsync_path, try_lock_exclusive, write_atomic
 from ckptspec.checkpointing.run_policy import utc_now
 from ckptspec.errors import ConfigDriftError, IntegrityError, NoCheckpointError
-from ckptspec.file_digest import digest_bytes
 from ckptspec.findings import Severity
 from ckptspec.layout import LAYOUT, parse_checkpoint_dir
 from ckptspec.manifest import Manifest
@@ -494,35 +490,8 @@ class ManifestNotFsynced(CommitProtocol):
 class StagingDirsNotFsynced(CommitProtocol):
     """Every file is fsynced, but the directories that hold them (the staging directory and its rng/, model/, ... subdirectories) are not, so after a power loss a committed checkpoint may lack files whose data was durable."""
 
-    def _finish_local(self, pending: PendingSave) -> tuple[list[WrittenFile], str | None]:
-        error = pending.error
-        for future in pending.futures:
-            try:
-                future.result()
-            except CHECKPOINT_ERRORS as exc:
-                error = error or describe_failure(exc)
-        if error:
-            return [], error
-        try:
-            self._write_local(pending.local_files)
-            known = {
-                path: digest for digests in pending.digests for path, digest in digests.items()
-            }
-            known.update(
-                {
-                    path: (len(data), digest_bytes(data, self.digest_algorithm))
-                    for path, data in pending.local_files.items()
-                }
-            )
-            entries = []
-            for path in self._files_written_by_me(pending.staging, pending.request):
-                size, digest = known.get(path) or file_digest(path, self.digest_algorithm)
-                entries.append(
-                    WrittenFile(path.relative_to(pending.staging).as_posix(), size, digest)
-                )
-            return entries, None
-        except Exception as exc:  # noqa: BLE001 - as the reference: reported through the agreement
-            return [], describe_failure(exc)
+    def _fsync_directories(self, mine: list[Path], staging: Path) -> None:
+        pass
 
 
 @mutant("index_rewritten_in_place", "pointer file rewritten in place", "COMMIT-3", "COMMIT-5")
